@@ -1,0 +1,110 @@
+"""What every reader yields: frames with a stable id, an image and (maybe) a label."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .classes import ClassInfo
+
+
+@dataclass
+class Frame:
+    """One video frame or still image.
+
+    Attributes
+    ----------
+    frame_id : str
+        Stable id, unique within a dataset (e.g. ``0001TP_006690`` or ``drive0/000012``).
+    index : int
+        Position in sequence order (0-based).
+    image : ndarray of shape (H, W, 3), uint8 RGB
+    label : ndarray of shape (H, W), int64, or None
+        Class ids; the dataset's ignore index marks unlabelled pixels.
+    source : str
+        Where the frame came from (file path, or spec plus index).
+    timestamp : float or None
+        Seconds from the start of the video, when known.
+    """
+
+    frame_id: str
+    index: int
+    image: np.ndarray
+    label: np.ndarray | None = None
+    source: str = ""
+    timestamp: float | None = None
+
+
+class Dataset:
+    """Random-access sequence of frames plus the class metadata that explains their labels.
+
+    Subclasses implement ``__len__`` and ``_load(i)``. ``skipped`` records frames dropped
+    under ``on_error="skip"`` as ``(frame_id or path, reason)`` so nothing vanishes silently.
+    """
+
+    classes: ClassInfo
+    spec: str = ""
+
+    def __init__(self, *, classes: ClassInfo, spec: str = "", on_error: str = "raise"):
+        if on_error not in ("raise", "skip"):
+            from ..errors import DataError
+
+            raise DataError(f"Expected on_error to be 'raise' or 'skip', but got {on_error!r}.")
+        self.classes = classes
+        self.spec = spec
+        self.on_error = on_error
+        self.skipped: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _load(self, i: int) -> Frame:
+        raise NotImplementedError
+
+    def frame_id(self, i: int) -> str:
+        """Id of frame i without decoding it (override when cheaper than loading)."""
+        return self._load(i).frame_id
+
+    def __getitem__(self, i: int) -> Frame:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self._load(i % len(self))
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Yield frames in sequence order; with on_error="skip", record and skip bad ones."""
+        from ..errors import DataError
+
+        for i in range(len(self)):
+            try:
+                yield self._load(i)
+            except DataError as exc:
+                if self.on_error == "raise":
+                    raise
+                self.skipped.append((str(getattr(exc, "where", i)), str(exc)))
+
+    @property
+    def has_labels(self) -> bool:
+        return True
+
+
+class InMemoryDataset(Dataset):
+    """A dataset over frames already in memory (tests, generated data, subsets)."""
+
+    def __init__(self, frames: Sequence[Frame], classes: ClassInfo, spec: str = "memory"):
+        super().__init__(classes=classes, spec=spec)
+        self.frames = list(frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _load(self, i: int) -> Frame:
+        return self.frames[i]
+
+    def frame_id(self, i: int) -> str:
+        return self.frames[i].frame_id
+
+    @property
+    def has_labels(self) -> bool:
+        return all(f.label is not None for f in self.frames)
