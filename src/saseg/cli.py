@@ -44,3 +44,162 @@ def run() -> None:
     except SasegError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(1)
+
+
+# Shared option types, defined once.
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Checkpoint dir (model.pt + model.json).")]
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset spec, e.g. camvid:PATH, folder:IMAGES[:LABELS], video:FILE, synthetic:n=200.")]
+SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split for layouts that have them (train/val/test).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, mps.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice (recorded in the outputs).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Frames per forward pass.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+OnErrorOpt = Annotated[str, typer.Option("--on-error", help="Bad frames: 'raise' stops, 'skip' records and continues.")]
+
+
+@app.command()
+def train(
+    data: DataOpt,
+    out: Annotated[str, typer.Option("--out", "-o", help="Checkpoint dir to write (resumed if it holds an unfinished run).")],
+    arch: Annotated[str, typer.Option(help="small | efficientnet_lite0")] = "small",
+    val: Annotated[Optional[str], typer.Option("--val", help="Validation spec (default: the val split of --data when it has one).")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    batch_size: BatchOpt = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    crop: Annotated[Optional[str], typer.Option(help="Random crop WxH, e.g. 256x192 (default: full frame).")] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an unfinished run in --out.")] = True,
+    quiet: QuietOpt = False,
+):
+    """Train a segmentation model with the paper's head (feature layer `head.features`)."""
+    from .data import open_dataset
+    from .data.specs import has_splits as _has_splits
+    from .models.train import train as train_model
+
+    train_data = open_dataset(data, split="train" if _has_splits(data) else None)
+    val_data = open_dataset(val) if val else (open_dataset(data, split="val") if _has_splits(data) else None)
+    summary = train_model(train_data, out, arch=arch, val_data=val_data, epochs=epochs,
+                          batch_size=batch_size, lr=lr, crop_size=_size(crop), seed=seed,
+                          device=device, resume=resume, progress=not quiet)
+    typer.echo(f"checkpoint: {out}  ({_fmt(summary)})")
+
+
+@app.command()
+def fit(
+    model: ModelOpt,
+    data: DataOpt,
+    out: Annotated[str, typer.Option("--out", "-o", help="SA model dir to write.")],
+    split: SplitOpt = "train",
+    estimator: Annotated[list[str], typer.Option("--estimator", "-e", help="mdsa (default), lsa, dsa; repeat for several.")] = ["mdsa"],
+    pixels_per_class: Annotated[int, typer.Option(help="Pixels sampled per class per image; 0 = every pixel.")] = 100,
+    max_images: Annotated[int, typer.Option(help="Images sampled from the training data; 0 = all.")] = 10_000,
+    max_ats: Annotated[int, typer.Option("--max-ats-per-class", help="ATs kept per class; 0 = stream every sampled AT into MDSA.")] = 10_000,
+    seed: SeedOpt = 0,
+    batch_size: BatchOpt = 8,
+    device: DeviceOpt = "cpu",
+    on_error: OnErrorOpt = "raise",
+    quiet: QuietOpt = False,
+):
+    """Fit per-class SA models (MDSA, LSA, DSA) on training pixels (paper 5.1)."""
+    from .pipeline import fit as fit_sa
+
+    meta = fit_sa(model, data, out, split=split, estimators=estimator,
+                  pixels_per_class=pixels_per_class or None, max_images=max_images or None,
+                  max_ats_per_class=max_ats or None, seed=seed, batch_size=batch_size,
+                  device=device, progress=not quiet, on_error=on_error)
+    typer.echo(f"SA model: {out}  estimators={','.join(meta['estimators'])}  "
+               f"classes={len(meta['fitted_per_class'])}  frames={meta['data']['n_used']}")
+
+
+@app.command()
+def score(
+    model: ModelOpt,
+    sa: Annotated[str, typer.Option("--sa", help="SA model dir written by `saseg fit`.")],
+    data: DataOpt,
+    out: Annotated[str, typer.Option("--out", "-o", help="scores.parquet to write; run files go beside it.")],
+    split: SplitOpt = "test",
+    pixels_per_class: Annotated[int, typer.Option(help="Pixels sampled per predicted class per frame; 0 = every pixel.")] = 1000,
+    reference: Annotated[Optional[str], typer.Option(help="zscore.json of an earlier run, so group SAs stay comparable across runs.")] = None,
+    seed: SeedOpt = 0,
+    batch_size: BatchOpt = 8,
+    device: DeviceOpt = "cpu",
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run.")] = True,
+    predictions: Annotated[bool, typer.Option("--predictions/--no-predictions", help="Save predicted masks (needed by evaluate, export, video).")] = True,
+    on_error: OnErrorOpt = "raise",
+    quiet: QuietOpt = False,
+):
+    """Score frames: class SA per predicted class, z-scored group SA and frame SA."""
+    from .pipeline import score as score_frames
+
+    df = score_frames(model, sa, data, out, split=split, pixels_per_class=pixels_per_class or None,
+                      reference=reference, seed=seed, batch_size=batch_size, device=device,
+                      resume=resume, save_predictions=predictions, progress=not quiet,
+                      on_error=on_error)
+    typer.echo(f"scores: {out}  ({df['frame_id'].nunique()} frames, {len(df)} frame-class rows)")
+
+
+@app.command()
+def evaluate(
+    scores: Annotated[str, typer.Option("--scores", "-s", help="scores.parquet from `saseg score`.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Eval dir to write.")],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Labelled dataset spec (default: the one scored).")] = None,
+    split: SplitOpt = "test",
+    risk: Annotated[float, typer.Option(help="Acceptable share of skipped frames below IoU 0.5, for the max-skip table.")] = 0.05,
+    quiet: QuietOpt = False,
+):
+    """RQ1 (Spearman SA vs IoU, Table 3) and RQ2 (skip trade-off, Figure 9) against labels."""
+    from .evaluate import evaluate as run_eval
+
+    summary = run_eval(scores, data, out, split=split, risk=risk, progress=not quiet)
+    typer.echo(summary["table"])
+    typer.echo(f"eval: {out}  ({summary['n_frames']} frames)")
+
+
+@app.command()
+def plan(
+    scores: Annotated[str, typer.Option("--scores", "-s", help="scores.parquet from `saseg score`.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Dir for plan.csv and plan.json.")],
+    score_column: Annotated[str, typer.Option("--score", help="Frame-level column to rank by (frames.parquet), e.g. frame_mdsa, frame_entropy, group_lanes_mdsa.")] = "frame_mdsa",
+    skip_ratio: Annotated[Optional[float], typer.Option(help="Skip this share (0-1) of the least surprising frames.")] = None,
+    budget: Annotated[Optional[int], typer.Option(help="Label this many frames, most surprising first.")] = None,
+    max_risk: Annotated[Optional[float], typer.Option(help="Skip as much as keeps the pilot's share of skipped frames below IoU 0.5 under this (needs --eval).")] = None,
+    eval_dir: Annotated[Optional[str], typer.Option("--eval", help="Eval dir of a labelled pilot run (for --max-risk and expected inaccuracy).")] = None,
+    annotators: Annotated[int, typer.Option(help="Annotators per frame (price model).")] = 3,
+):
+    """The labelling queue: most surprising first, what to skip, and the money saved."""
+    from .analysis.plan import plan_from_run
+
+    result = plan_from_run(scores, out, score=score_column, skip_ratio=skip_ratio, budget=budget,
+                           max_risk=max_risk, eval_dir=eval_dir, annotators=annotators)
+    typer.echo(result.describe())
+    typer.echo(f"plan: {out}/plan.csv")
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Option("--out", "-o", help="Run dir for every output.")] = "runs/demo",
+    quick: Annotated[bool, typer.Option(help="Smaller data and fewer epochs (for tests).")] = False,
+    quiet: QuietOpt = False,
+):
+    """The embedded default end to end: generate drives, train, fit, score, evaluate, plan."""
+    from .demo import run_demo
+
+    typer.echo(run_demo(out, quick=quick, progress=not quiet))
+
+
+def _size(text: Optional[str]):
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SasegError(f"Expected a size like 256x192 (WxH), but got {text!r}.") from None
+    return (h, w)
+
+
+def _fmt(summary) -> str:
+    if isinstance(summary, dict):
+        return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in summary.items() if not isinstance(v, (dict, list)))
+    return str(summary)

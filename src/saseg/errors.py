@@ -20,7 +20,7 @@ class DegenerateDataError(SasegError):
     """Too few, constant or non-finite activation traces to fit or score."""
 
 
-class UnknownClassError(SasegError):
+class UnknownClassError(DataError):
     """A class id that the SA model (or the class metadata) does not know."""
 
 

@@ -1,0 +1,214 @@
+"""Image and label decoding shared by the file-based readers, and the dataset they share.
+
+Every failure names the file: a reader may meet thousands of frames, and "cannot decode"
+without a path is useless. Errors carry ``where`` (the frame id) so that
+``on_error="skip"`` can record what it skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from ..errors import DataError, UnknownClassError
+from .base import Dataset, Frame
+from .classes import ClassInfo
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def data_error(message: str, where: str | Path) -> DataError:
+    """A DataError that remembers which frame or file it is about."""
+    exc = DataError(message)
+    exc.where = str(where)
+    return exc
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders ``frame_2`` before ``frame_10``.
+
+    ``re.split`` with a capture group alternates text and digits, so keys of any two strings
+    compare str with str and int with int.
+    """
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
+
+
+def _open(path: Path):
+    """Fully decode an image file; PIL is lazy, so ``load()`` is what finds truncation."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except FileNotFoundError:
+        raise data_error(
+            f"Expected an image file at {path}, but it does not exist.", path) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise data_error(
+            f"Expected a readable image at {path}, but it is unreadable or truncated ({exc}).", path
+        ) from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as an (H, W, 3) uint8 RGB array (grey, palette and alpha converted)."""
+    img = _open(Path(path))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def read_index_label(path: str | Path) -> np.ndarray:
+    """Read a single-channel class-index PNG as an (H, W) int64 array.
+
+    Palette PNGs give their indices, not their colours: that is how index labels are
+    commonly stored.
+    """
+    img = _open(Path(path))
+    if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+        raise data_error(
+            f"Expected a single-channel class-index label at {path}, but got mode {img.mode}"
+            " (use label_format=colour for colour-coded labels).", path
+        )
+    return np.asarray(img).astype(np.int64)
+
+
+def read_colour_label(path: str | Path, classes: ClassInfo) -> np.ndarray:
+    """Read a colour-coded label and map each RGB colour to its class id, (H, W) int64.
+
+    Black maps to the ignore index when black is no class colour (the inverse of
+    `ClassInfo.colourise`). Any other colour that no class declares is an error.
+    """
+    rgb = np.asarray(_open(Path(path)).convert("RGB")).astype(np.int64)
+    keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    lookup = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(classes.colours)}
+    if classes.ignore_index is not None:
+        lookup.setdefault(0, classes.ignore_index)
+    values, inverse = np.unique(keys, return_inverse=True)
+    unknown = [v for v in values.tolist() if v not in lookup]
+    if unknown:
+        shown = [((v >> 16) & 255, (v >> 8) & 255, v & 255) for v in unknown[:5]]
+        raise data_error(
+            f"{path}: expected only the class colours {list(classes.colours)}, but got "
+            f"{len(unknown)} unknown colour(s) {shown}.", path
+        )
+    ids = np.array([lookup[v] for v in values.tolist()], dtype=np.int64)
+    return ids[inverse].reshape(keys.shape)
+
+
+class FileItem(NamedTuple):
+    """Where one frame lives: its id, image file, label file (or None) and sequence name."""
+
+    frame_id: str
+    image: Path
+    label: Path | None
+    sequence: str = ""
+
+
+class FileDataset(Dataset):
+    """Frames read lazily from image files, with labels matched to them when there are any.
+
+    Parameters
+    ----------
+    items : sequence of FileItem
+        In sequence order; ``items[i]`` becomes frame ``i``.
+    classes : ClassInfo or None
+        What label values mean; None only for unlabelled data whose classes come later
+        (from the model).
+    read_label : callable Path -> ndarray of shape (H, W), int64, optional
+        Decoder for label files; default `read_index_label`.
+    labelled : bool
+        Whether every frame must have a label. Images whose label file is missing fail
+        at open (``on_error="raise"``) or are recorded in ``skipped`` and left out.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[FileItem],
+        *,
+        classes: ClassInfo | None,
+        spec: str = "",
+        on_error: str = "raise",
+        read_label: Callable[[Path], np.ndarray] | None = None,
+        labelled: bool = True,
+    ):
+        super().__init__(classes=classes, spec=spec, on_error=on_error)
+        self.read_label = read_label or read_index_label
+        self.labelled = labelled
+        items = list(items)
+        seen: dict[str, Path] = {}
+        for it in items:
+            if it.frame_id in seen:
+                raise data_error(
+                    f"Expected unique frame ids, but {seen[it.frame_id]} and {it.image} "
+                    f"both give {it.frame_id!r}.", it.image
+                )
+            seen[it.frame_id] = it.image
+        if labelled:
+            missing = [it for it in items if it.label is None or not it.label.is_file()]
+            if missing and on_error == "raise":
+                raise data_error(
+                    f"Expected a label for every image, but {len(missing)} image(s) have none, "
+                    f"e.g. {missing[0].image} has no {missing[0].label}.", missing[0].frame_id
+                )
+            for it in missing:
+                self.skipped.append((it.frame_id, f"no label file {it.label} for {it.image}"))
+                logger.warning("Skipping %s: no label file %s", it.image, it.label)
+            gone = {it.frame_id for it in missing}
+            items = [it for it in items if it.frame_id not in gone]
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def frame_id(self, i: int) -> str:
+        return self.items[i].frame_id
+
+    def sequence(self, i: int) -> str:
+        """Name of the sequence (drive, folder) that frame i belongs to."""
+        return self.items[i].sequence
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labelled
+
+    def _load(self, i: int) -> Frame:
+        item = self.items[i]
+        try:
+            image = read_image(item.image)
+            label = None
+            if self.labelled:
+                label = self.read_label(item.label)
+                if label.shape != image.shape[:2]:
+                    raise data_error(
+                        f"Expected the label {item.label} to have its image's size "
+                        f"{image.shape[1]}x{image.shape[0]} (WxH, {item.image}), but got "
+                        f"{label.shape[1]}x{label.shape[0]}.", item.frame_id
+                    )
+                self.classes.validate_mask(label, where=str(item.label))
+        except (DataError, UnknownClassError) as exc:
+            exc.where = item.frame_id
+            raise
+        return Frame(frame_id=item.frame_id, index=i, image=image, label=label,
+                     source=str(item.image))
+
+    def __iter__(self) -> Iterator[Frame]:
+        """As `Dataset.__iter__`, but label ids outside the classes are also skippable."""
+        for i in range(len(self)):
+            try:
+                yield self._load(i)
+            except (DataError, UnknownClassError) as exc:
+                if self.on_error == "raise":
+                    raise
+                self.skipped.append((str(getattr(exc, "where", self.frame_id(i))), str(exc)))
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """Return `path` if it is a folder, else a DataError naming it."""
+    if not path.is_dir():
+        raise data_error(f"Expected {what} at {path}, but there is no such folder.", path)
+    return path

@@ -1,0 +1,230 @@
+"""Mahalanobis-distance surprise (MDSA, Kim et al. 2020, Eq. 3) with streamed float64 moments."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..errors import DataError, DegenerateDataError
+from .base import SurpriseEstimator, check_inputs
+
+logger = logging.getLogger(__name__)
+
+_MOMENTS = ("classes", "count", "shift", "s1", "s2", "s3", "s4")
+
+
+def centred_moments(count, shift, s1, s2, s3, s4):
+    """Mean, scatter and fourth-moment sum from sums of shifted data ``y = x - shift``.
+
+    Parameters
+    ----------
+    count : Tensor of shape (K,)
+    shift : Tensor of shape (K, d)
+    s1, s2, s3, s4 : Tensors of shape (K, d), (K, d, d), (K, d), (K,)
+        ``sum y``, ``sum y y^T``, ``sum ||y||^2 y`` and ``sum ||y||^4`` per class.
+
+    Returns
+    -------
+    mean : (K, d); scatter : (K, d, d) ``sum (x-m)(x-m)^T``; fourth : (K,) ``sum ||x-m||^4``.
+        Exact algebraic re-centring (with ``e = m - shift``), so chunked sums give one fit.
+    """
+    n = count.to(s1.dtype)
+    e = s1 / n[:, None]
+    ee = (e * e).sum(1)
+    scatter = s2 - n[:, None, None] * e[:, :, None] * e[:, None, :]
+    fourth = (s4 - 4 * (e * s3).sum(1) + 4 * torch.einsum("ki,kij,kj->k", e, s2, e)
+              + 2 * ee * s2.diagonal(dim1=1, dim2=2).sum(1) - 3 * n * ee * ee)
+    return shift + e, scatter, fourth
+
+
+def ledoit_wolf_shrinkage(count, scatter, fourth):
+    """Ledoit-Wolf shrinkage intensity, the formula of scikit-learn's ``ledoit_wolf_shrinkage``.
+
+    With ``E = scatter / n`` (biased covariance), ``mu = tr(E) / d``:
+    ``beta = (fourth / n - ||E||_F^2) / (d n)``, ``delta = ||E - mu I||_F^2 / d``,
+    shrinkage ``= min(beta, delta) / delta`` (0 when ``delta == 0``). Shapes (K,), (K, d, d), (K,).
+    """
+    n = count.to(scatter.dtype)
+    d = scatter.shape[-1]
+    emp = scatter / n[:, None, None]
+    mu = emp.diagonal(dim1=1, dim2=2).sum(1) / d
+    delta_ = (emp * emp).sum((1, 2))
+    beta = (fourth / n - delta_) / (d * n)
+    delta = (delta_ - d * mu * mu) / d
+    beta = torch.minimum(beta, delta)
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    return torch.where(delta > 0, (beta / safe).clamp(0.0, 1.0), torch.zeros_like(delta))
+
+
+def whitener(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W = L^{-T}`` with ``cov = L L^T`` (Cholesky), so ``(x-m)^T cov^{-1} (x-m) = ||(x-m) W||^2``.
+
+    Batched over leading dims; uses a triangular solve, never an explicit inverse of `cov`.
+    Returns ``(W, info)``; ``info > 0`` marks matrices that are not positive-definite.
+    """
+    chol, info = torch.linalg.cholesky_ex(cov)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device).expand_as(cov)
+    chol = torch.where((info > 0)[..., None, None], eye, chol)  # keep the solve finite
+    return torch.linalg.solve_triangular(chol, eye, upper=False).mT, info
+
+
+def mahalanobis(x: torch.Tensor, whiten: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Mahalanobis distance (not squared) ``||x W - b||`` with ``b = mu W``: one fused matmul.
+
+    x : (N, d); whiten : (d, d); offset : (d,). Returns (N,).
+    """
+    return torch.linalg.vector_norm(torch.addmm(offset, x, whiten, beta=-1.0), dim=1)
+
+
+class MDSA(SurpriseEstimator):
+    """Mahalanobis-distance Surprise Adequacy (Kim et al., ESEC/FSE 2020, Eq. 3).
+
+    ``MDSA(x) = sqrt((x - mu_c)^T S_c^{-1} (x - mu_c))`` for an AT ``x`` of class ``c``, with
+    ``mu_c``, ``S_c`` the mean and (shrunk) covariance of class ``c``'s training ATs. Moments
+    stream in float64 (`partial_fit`); ``S_c`` is regularised by shrinkage towards
+    ``tr(S)/d * I`` and factored by Cholesky; scoring is one matrix product per class.
+
+    Parameters
+    ----------
+    shrinkage : "ledoit-wolf" or float in [0, 1], default "ledoit-wolf"
+        "ledoit-wolf": scikit-learn's LedoitWolf covariance (biased covariance ``E``, shrunk to
+        ``(1-a) E + a tr(E)/d I`` with the LW ``a``, computed exactly from streamed moments).
+        A float ``a``: ``(1-a) S + a tr(S)/d I`` with ``S`` the ddof=1 sample covariance.
+    min_shrinkage : float, default 1e-6
+        Floor on the Ledoit-Wolf ``a``: LW gives 0 for e.g. two ATs, a singular covariance.
+
+    Attributes
+    ----------
+    classes_ : int64 Tensor (K,); counts_ : int64 Tensor (K,); means_ : (K, d) float64;
+    covariances_ : (K, d, d) float64 (shrunk); shrinkage_ : (K,) float64;
+    whiteners_ : (K, d, d) float64, ``L^{-T}`` of each covariance.
+
+    Notes
+    -----
+    A class needs at least 2 ATs; with fewer ATs than dimensions the shrinkage keeps ``S_c``
+    positive-definite (a warning is logged). Constant features are handled by the shrinkage;
+    a class whose ATs are all identical raises `DegenerateDataError`. Scores are computed in
+    the ATs' dtype (float32 or float64) on their device.
+    """
+
+    name = "mdsa"
+    _params = ("shrinkage", "min_shrinkage")
+
+    def __init__(self, *, shrinkage: str | float = "ledoit-wolf", min_shrinkage: float = 1e-6):
+        self.shrinkage = shrinkage
+        self.min_shrinkage = min_shrinkage
+
+    def _fit(self, ats, classes):
+        self._moments = None
+        self._accumulate(ats, classes)
+        self._finalize(strict=True)
+
+    def partial_fit(self, ats, classes, *, class_names=None):
+        """Add a chunk of ATs to the streamed moments and refit (same model as one `fit`).
+
+        Classes that cannot be fitted yet (fewer than 2 ATs, or all identical) are kept in the
+        moments, left out of the fitted classes, and logged; later chunks may complete them.
+        """
+        where = "MDSA.partial_fit"
+        ats, classes = check_inputs(ats, classes, where)
+        if getattr(self, "n_features_in_", ats.shape[1]) != ats.shape[1]:
+            raise DataError(f"{where}: expected ATs with d={self.n_features_in_} features, but got {ats.shape[1]}.")
+        self._accumulate(ats, classes)
+        self._finalize(strict=False)
+        self._after_fit(ats.shape[1], class_names, where)
+        return self
+
+    def _accumulate(self, ats, classes):
+        """Add per-class count and sums of y, y y^T, ||y||^2 y, ||y||^4 with y = x - shift."""
+        m = getattr(self, "_moments", None)
+        device = m["shift"].device if m is not None else ats.device
+        x = ats.to(device=device, dtype=torch.float64)
+        classes = classes.to(device)
+        new = {k: [] for k in _MOMENTS}
+        index = {} if m is None else {c: i for i, c in enumerate(m["classes"].tolist())}
+        for c in torch.unique(classes).tolist():
+            xc = x[classes == c]
+            shift = m["shift"][index[c]] if c in index else xc.mean(0)
+            y = xc - shift
+            sq = (y * y).sum(1)
+            stats = (len(xc), y.sum(0), y.T @ y, sq @ y, (sq * sq).sum())
+            if c in index:
+                for key, v in zip(_MOMENTS[3:], stats[1:]):
+                    m[key][index[c]] += v
+                m["count"][index[c]] += stats[0]
+            else:
+                for key, v in zip(_MOMENTS, (c, stats[0], shift) + stats[1:]):
+                    new[key].append(torch.as_tensor(v, device=device))
+        if new["classes"]:
+            stacked = {k: torch.stack(v) for k, v in new.items()}
+            if m is None:
+                m = stacked
+            else:
+                m = {k: torch.cat([m[k], stacked[k]]) for k in _MOMENTS}
+            order = torch.argsort(m["classes"])
+            m = {k: v[order] for k, v in m.items()}
+        self._moments = m
+
+    def _finalize(self, strict: bool):
+        m = self._moments
+        where = "MDSA.fit" if strict else "MDSA.partial_fit"
+        mean, scatter, fourth = centred_moments(*(m[k] for k in _MOMENTS[1:]))
+        count = m["count"]
+        trace = scatter.diagonal(dim1=1, dim2=2).sum(1)
+        ids = m["classes"].tolist()
+        few = [c for c, n in zip(ids, count.tolist()) if n < 2]
+        const = [c for c, n, t in zip(ids, count.tolist(), trace.tolist()) if n >= 2 and t <= 0]
+        if few or const:
+            parts = [f"expected at least 2 ATs per class, but classes {few} have fewer"] if few else []
+            parts += [f"expected varying ATs, but all ATs of classes {const} are identical"] if const else []
+            msg = f"{where}: " + "; ".join(parts) + "."
+            if strict or len(few) + len(const) == len(ids):
+                raise DegenerateDataError(msg)
+            logger.warning("%s Those classes stay unfitted until more ATs arrive.", msg)
+        keep = (count >= 2) & (trace > 0)
+        count, mean, scatter, fourth, trace = count[keep], mean[keep], scatter[keep], fourth[keep], trace[keep]
+        classes = m["classes"][keep]
+        d = scatter.shape[-1]
+        eye = torch.eye(d, dtype=scatter.dtype, device=scatter.device)
+        n = count.to(scatter.dtype)[:, None, None]
+        if self.shrinkage == "ledoit-wolf":
+            a = ledoit_wolf_shrinkage(count, scatter, fourth).clamp_min(float(self.min_shrinkage))
+            cov = scatter / n
+        elif isinstance(self.shrinkage, (int, float)) and 0.0 <= float(self.shrinkage) <= 1.0:
+            a = torch.full_like(trace, float(self.shrinkage))
+            cov = scatter / (n - 1)
+        else:
+            raise DataError(f"{where}: expected shrinkage 'ledoit-wolf' or a float in [0, 1], but got {self.shrinkage!r}.")
+        mu = cov.diagonal(dim1=1, dim2=2).sum(1) / d
+        cov = (1 - a)[:, None, None] * cov + (a * mu)[:, None, None] * eye
+        whiten, info = whitener(cov)
+        if bool((info > 0).any()):
+            bad = classes[info > 0].tolist()
+            raise DegenerateDataError(
+                f"{where}: expected a positive-definite covariance, but classes {bad} give a singular "
+                f"one (shrinkage={self.shrinkage!r}); use shrinkage='ledoit-wolf' or a float > 0."
+            )
+        small = [c for c, k in zip(classes.tolist(), count.tolist()) if k < d]
+        if small:
+            logger.warning("%s: classes %s have fewer ATs than d=%d; their covariance relies on shrinkage.", where, small, d)
+        self.classes_, self.counts_ = classes.cpu(), count.cpu()
+        self.means_, self.covariances_, self.shrinkage_, self.whiteners_ = mean, cov, a, whiten
+
+    def _prepare(self, device, dtype):
+        offset = torch.einsum("kd,kde->ke", self.means_, self.whiteners_)
+        return {"whiten": self.whiteners_.to(device, dtype), "offset": offset.to(device, dtype)}
+
+    def _score_class(self, k, x, state):
+        return mahalanobis(x, state["whiten"][k], state["offset"][k])
+
+    def _state_tensors(self):
+        out = {f"moments.{k}": v for k, v in self._moments.items()}
+        out.update(classes=self.classes_, counts=self.counts_, means=self.means_, covariances=self.covariances_,
+                   shrinkage=self.shrinkage_, whiteners=self.whiteners_)
+        return out
+
+    def _load_state(self, t):
+        self._moments = {k: t[f"moments.{k}"] for k in _MOMENTS}
+        self.classes_, self.counts_, self.means_ = t["classes"], t["counts"], t["means"]
+        self.covariances_, self.shrinkage_, self.whiteners_ = t["covariances"], t["shrinkage"], t["whiteners"]

@@ -1,0 +1,104 @@
+"""evaluate: IoU per frame and class, then RQ1 correlations and RQ2 trade-off curves.
+
+Reads a run written by `saseg score` (scores.parquet, frames.parquet, predictions/) and the
+labels of the same frames; writes ``iou.parquet``, ``correlation.csv``, ``tradeoff.csv``,
+``agreement.csv``, ``eval.json`` and the PNG plots (paper Table 3, Figures 7 and 9).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .data import Dataset, open_dataset
+from .data.classes import ClassInfo
+from .errors import DataError
+from .io import read_json, write_csv, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path, *,
+             split: str | None = "test", thresholds: Sequence[float] = THRESHOLDS,
+             risk: float = 0.05, plots: bool = True, progress: bool = True) -> dict:
+    """Compare the run's scores with labelled IoU; returns the summary written to eval.json."""
+    from tqdm.auto import tqdm
+
+    from .analysis.correlation import (correlation_table, format_table, paired_table,
+                                       score_agreement)
+    from .analysis.tradeoff import max_skip_table, tradeoff_table
+    from .metrics import frame_iou
+    from .pipeline import as_dataset, load_prediction
+
+    scores = Path(scores)
+    run_dir = scores.parent
+    meta = read_json(run_dir / "score.json")
+    scores_df = pd.read_parquet(scores)
+    frames_df = pd.read_parquet(run_dir / "frames.parquet")
+    classes = ClassInfo.from_dict(meta["classes"])
+    columns = meta["score_columns"]
+    if data is None:
+        data = meta["data"]
+    dataset = as_dataset(data, split)
+    if not dataset.has_labels:
+        raise DataError(f"Expected labels to evaluate against, but {dataset.spec} has none.")
+
+    wanted = set(scores_df["frame_id"])
+    tables = []
+    bar = tqdm(total=len(wanted), desc="evaluate: IoU", unit="frame", disable=not progress, leave=False)
+    for frame in dataset:
+        if frame.frame_id not in wanted:
+            continue
+        pred = load_prediction(run_dir, frame.frame_id)
+        table = frame_iou(pred, frame.label, classes)
+        table.insert(0, "frame_id", frame.frame_id)
+        table.insert(1, "frame_index", frame.index)
+        tables.append(table)
+        wanted.discard(frame.frame_id)
+        bar.update(1)
+    bar.close()
+    if wanted:
+        raise DataError(f"Expected labels for every scored frame, but {len(wanted)} are not in "
+                        f"{dataset.spec}, e.g. {sorted(wanted)[:3]}.")
+    iou_df = pd.concat(tables, ignore_index=True)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet(out_dir / "iou.parquet", iou_df)
+    corr = correlation_table(scores_df, frames_df, iou_df, columns, classes)
+    write_csv(out_dir / "correlation.csv", corr)
+    agreement = None
+    if {"mdsa", "lsa"} <= set(columns):
+        agreement = score_agreement(scores_df, "mdsa", "lsa", frames_df=frames_df, classes=classes)
+        write_csv(out_dir / "agreement.csv", agreement)
+    curves = tradeoff_table(scores_df, frames_df, iou_df, columns, classes, thresholds=thresholds)
+    write_csv(out_dir / "tradeoff.csv", curves)
+    skips = max_skip_table(curves, threshold=thresholds[0], risk=risk)
+    write_csv(out_dir / "max_skip.csv", skips)
+    pngs = []
+    if plots:
+        from .viz.plots import plot_iou_vs_sa, plot_tradeoff
+
+        pairs = paired_table(scores_df, frames_df, iou_df, columns, classes)
+        for column in columns:
+            pngs.append(plot_iou_vs_sa(pairs, out_dir / f"iou_vs_{column}.png", score=column,
+                                       correlations=corr))
+        pngs.append(plot_tradeoff(curves, out_dir / f"tradeoff_{columns[0]}.png", score=columns[0]))
+    summary = {
+        "scores": str(scores), "data": dataset.spec, "n_frames": int(iou_df["frame_id"].nunique()),
+        "score_columns": columns, "thresholds": list(thresholds), "risk": risk,
+        "table": format_table(corr), "plots": [str(p) for p in pngs],
+        "mean_iou": _mean_class_iou(iou_df),
+    }
+    write_json(out_dir / "eval.json", summary)
+    return summary
+
+
+def _mean_class_iou(iou_df: pd.DataFrame) -> float:
+    classes = iou_df[iou_df["kind"] == "class"]
+    return float(classes["iou"].mean())

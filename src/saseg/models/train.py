@@ -1,0 +1,325 @@
+"""Train a segmentation network on a saseg Dataset, resumably and reproducibly.
+
+Frames are decoded once and kept in memory (uint8 images, int16 labels), because on a few
+CPU cores re-decoding JPEGs every epoch costs as much as the network. Every random stream
+(shuffling, augmentation, dropout) is seeded from ``(seed, epoch)``, so a run that is killed
+and resumed ends with exactly the weights of an uninterrupted one.
+
+Files written to ``out_dir`` after every epoch, each atomically:
+``model.pt`` + ``model.json`` (a usable checkpoint), ``train_state.pt`` (weights, optimizer,
+step, history; ``weights_only``-loadable) and ``history.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.base import Dataset
+from ..errors import DataError, FormatError, ModelError
+from ..io import atomic_path, write_csv
+from .augment import augment_pair
+from .checkpoint import load_state, save_checkpoint
+from .networks import build_model, input_normalisation, param_groups
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train", "TrainResult", "median_frequency_weights"]
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    epochs: int
+    seconds: float
+    val_miou: float | None
+    history: list[dict] = field(default_factory=list)
+
+
+def _seed(*keys: int) -> int:
+    """A 32-bit seed derived from integer keys (independent streams per (seed, epoch, ...))."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+class _Frames:
+    """Frames of a Dataset decoded once: images (3, H, W) uint8, labels (H, W) int16."""
+
+    def __init__(self, data: Dataset, image_size: tuple[int, int] | None, what: str):
+        classes, self.images, self.labels = data.classes, [], []
+        ignore = classes.ignore_index
+        for frame in data:
+            if frame.label is None:
+                raise DataError(f"train: expected labelled frames in {what}, but frame {frame.frame_id!r} has no label.")
+            img = torch.from_numpy(np.ascontiguousarray(frame.image)).permute(2, 0, 1)
+            lab = torch.from_numpy(np.asarray(frame.label, dtype=np.int64))
+            if img.shape[1:] != lab.shape:
+                raise DataError(f"train: expected label of image size {tuple(img.shape[1:])} for frame {frame.frame_id!r}, but got {tuple(lab.shape)}.")
+            bad = (lab < 0) | (lab >= classes.num_classes)
+            if ignore is not None:
+                bad &= lab != ignore
+            if bool(bad.any()):
+                raise DataError(f"train: frame {frame.frame_id!r} in {what} has label values {torch.unique(lab[bad]).tolist()[:5]}, "
+                                f"expected 0..{classes.num_classes - 1}" + (f" or {ignore}." if ignore is not None else "."))
+            if image_size is not None and tuple(img.shape[1:]) != tuple(image_size):
+                img = F.interpolate(img[None].float(), size=image_size, mode="bilinear", align_corners=False,
+                                    antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
+                lab = F.interpolate(lab[None, None].float(), size=image_size, mode="nearest-exact")[0, 0].long()
+            self.images.append(img.contiguous())
+            self.labels.append(lab.to(torch.int16))
+        if not self.images:
+            raise DataError(f"train: expected at least one frame in {what}, but got none.")
+        sizes = {tuple(i.shape[1:]) for i in self.images}
+        self.size = sizes.pop() if len(sizes) == 1 else None
+
+
+class _TrainSet(torch.utils.data.Dataset):
+    """Normalised, augmented samples; sample i of epoch e always gets the same randomness."""
+
+    def __init__(self, frames: _Frames, mean, std, ignore: int, aug: dict, seed: int):
+        self.frames, self.ignore, self.aug, self.seed, self.epoch = frames, ignore, aug, seed, 0
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.frames.images)
+
+    def __getitem__(self, i: int):
+        g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, i, 1))
+        image = (self.frames.images[i].float() / 255 - self.mean) / self.std
+        label = self.frames.labels[i].long()
+        if self.ignore != -100:
+            label[label == self.ignore] = -100
+        return augment_pair(image, label, ignore_index=-100, generator=g, **self.aug)
+
+
+def median_frequency_weights(labels: Sequence[torch.Tensor], num_classes: int) -> torch.Tensor:
+    """Median frequency balancing (Eigen & Fergus 2015): ``w_c = median(f) / f_c``.
+
+    ``f_c`` = pixels of class c / pixels of the images where c occurs. Classes that never
+    occur get weight 0. Returns a float32 tensor of shape (num_classes,).
+    """
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    totals = torch.zeros(num_classes, dtype=torch.float64)
+    for lab in labels:
+        lab = lab.reshape(-1).long()
+        lab = lab[(lab >= 0) & (lab < num_classes)]
+        c = torch.bincount(lab, minlength=num_classes).double()
+        counts += c
+        totals += (c > 0).double() * lab.numel()
+    present = counts > 0
+    freq = torch.where(present, counts / totals.clamp(min=1), torch.zeros_like(counts))
+    w = torch.where(present, freq[present].median() / freq.clamp(min=1e-12), torch.zeros_like(freq))
+    return w.float()
+
+
+@torch.no_grad()
+def _confusion(net, frames: _Frames, mean, std, num_classes: int, ignore, device, batch_size: int) -> torch.Tensor:
+    from ..metrics import confusion_matrix
+
+    net.eval()
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    n = len(frames.images)
+    step = batch_size if frames.size is not None else 1
+    for start in range(0, n, step):
+        x = torch.stack(frames.images[start:start + step]).to(device).float() / 255
+        y = torch.stack(frames.labels[start:start + step]).to(device).long()
+        pred = net((x - mean_t) / std_t).argmax(1)
+        cm += confusion_matrix(pred, y, num_classes, ignore_index=ignore)
+    return cm
+
+
+def _lr_factor(step: int, total: int) -> float:
+    """Linear warm-up over the first 3% of steps, then poly decay (power 0.9) to 0."""
+    warm = max(1, int(0.03 * total))
+    return min(1.0, (step + 1) / warm) * (1.0 - step / total) ** 0.9
+
+
+def train(
+    train_data: Dataset,
+    out_dir: str | os.PathLike,
+    *,
+    arch: str = "small",
+    arch_kwargs: dict | None = None,
+    pretrained: bool = True,
+    val_data: Dataset | None = None,
+    epochs: int = 30,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    pretrained_lr_scale: float = 0.1,
+    image_size: tuple[int, int] | None = None,
+    crop_size: tuple[int, int] | None = None,
+    scale_range: tuple[float, float] = (0.75, 1.25),
+    hflip: bool = True,
+    class_weights: str | Sequence[float] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``arch`` on ``train_data`` and write a checkpoint to ``out_dir`` after every epoch.
+
+    Parameters
+    ----------
+    train_data, val_data : saseg Dataset
+        Labelled frames; ``val_data`` gives the validation mIoU per epoch.
+    arch, arch_kwargs, pretrained
+        Passed to :func:`saseg.models.build_model`; ``pretrained`` loads backbone weights
+        where the architecture has them, and those train at ``lr * pretrained_lr_scale``.
+    epochs, batch_size, lr, weight_decay
+        AdamW (no decay on norms and biases), linear warm-up then poly decay per step.
+    image_size : (H, W) or None
+        Resize all frames (train and val) once, when loading; recorded as ``input_size``.
+    crop_size : (h, w) or None
+        Random crop after random scaling; None keeps the frame size.
+    scale_range, hflip
+        Random scale factor range and random horizontal flip.
+    class_weights : None, "median_freq" or sequence of float
+        Cross-entropy class weights; ``ignore_index`` pixels never count.
+    seed : int
+        Same seed, data and settings give the same weights on the CPU.
+    resume : bool
+        Continue from ``train_state.pt`` in ``out_dir`` when present (the settings must
+        match); otherwise start over.
+
+    Returns
+    -------
+    TrainResult
+        ``out_dir``, epochs done, seconds trained, final validation mIoU (None without
+        ``val_data``) and the per-epoch history.
+    """
+    out_dir = Path(out_dir)
+    device = torch.device(device)
+    classes = train_data.classes
+    num_classes, ignore = classes.num_classes, classes.ignore_index
+    arch_kwargs = dict(arch_kwargs or {})
+    mean, std = input_normalisation(arch)
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ModelError(f"train: expected epochs >= 1, batch_size >= 1 and lr > 0, but got {epochs}, {batch_size}, {lr}.")
+    if isinstance(class_weights, str) and class_weights != "median_freq":
+        raise ModelError(f"train: expected class_weights None, 'median_freq' or a list, but got {class_weights!r}.")
+
+    frames = _Frames(train_data, image_size, "train_data")
+    if crop_size is None and frames.size is None and batch_size > 1:
+        raise DataError("train: frames differ in size; expected crop_size or image_size to batch them.")
+    val_frames = _Frames(val_data, image_size, "val_data") if val_data is not None else None
+    settings = dict(arch=arch, arch_kwargs=arch_kwargs, pretrained=pretrained, classes=list(classes.names),
+                    n_train=len(frames.images), epochs=epochs, batch_size=batch_size, lr=lr,
+                    weight_decay=weight_decay, pretrained_lr_scale=pretrained_lr_scale,
+                    image_size=image_size, crop_size=crop_size, scale_range=scale_range, hflip=hflip,
+                    class_weights=class_weights, seed=seed)
+    fingerprint = json.dumps(settings, sort_keys=True, default=list)
+
+    torch.manual_seed(seed)
+    net = build_model(arch, num_classes, pretrained=pretrained, **arch_kwargs).to(device)
+    optimizer = torch.optim.AdamW(param_groups(net, lr=lr, weight_decay=weight_decay,
+                                               pretrained_lr_scale=pretrained_lr_scale))
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    if class_weights == "median_freq":
+        weight = median_frequency_weights(frames.labels, num_classes)
+    elif class_weights is not None:
+        weight = torch.as_tensor(class_weights, dtype=torch.float32)
+        if weight.shape != (num_classes,):
+            raise ModelError(f"train: expected {num_classes} class weights, but got shape {tuple(weight.shape)}.")
+    else:
+        weight = None
+    weight = weight.to(device) if weight is not None else None
+
+    start_epoch, step, history, seconds = 0, 0, [], 0.0
+    state_path = out_dir / STATE_FILE
+    if resume and state_path.is_file():
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise FormatError(f"{state_path}: expected a training state, but loading failed: {exc}") from None
+        if state.get("fingerprint") != fingerprint:
+            raise ModelError(f"{state_path}: expected the same training settings to resume, but they differ "
+                             f"(saved {state.get('fingerprint')}, now {fingerprint}); pass resume=False or use a new out_dir.")
+        load_state(net, state["model"], str(state_path))
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step, history, seconds = state["epoch"], state["step"], list(state["history"]), state["seconds"]
+        log.info("Resuming training in %s after epoch %d of %d.", out_dir, start_epoch, epochs)
+
+    config = {"arch": arch, "arch_kwargs": arch_kwargs, "classes": classes, "mean": list(mean), "std": list(std),
+              "input_size": list(image_size) if image_size else (list(frames.size) if frames.size else None)}
+    aug = dict(crop_size=tuple(crop_size) if crop_size else None, scale_range=tuple(scale_range), hflip=hflip)
+    dataset = _TrainSet(frames, mean, std, ignore if ignore is not None else -100, aug, seed)
+    drop_last = len(dataset) > batch_size
+    per_epoch = len(dataset) // batch_size if drop_last else 1
+    total = per_epoch * epochs
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=epochs, initial=start_epoch, desc="train", unit="epoch", disable=not progress)
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        dataset.epoch = epoch
+        torch.manual_seed(_seed(seed, epoch, 2))  # dropout, stochastic depth
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(_seed(seed, epoch, 0)))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
+                                             num_workers=num_workers, drop_last=drop_last)
+        net.train()
+        losses = []
+        batches = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        for x, y in batches:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * _lr_factor(step, total)
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(net(x), y, weight=weight, ignore_index=-100)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(float(loss))
+            batches.set_postfix(loss=f"{losses[-1]:.3f}")
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
+               "lr": optimizer.param_groups[-1]["lr"]}
+        if val_frames is not None:
+            from ..metrics import iou_from_confusion
+
+            cm = _confusion(net, val_frames, mean, std, num_classes, ignore, device, batch_size)
+            iou = iou_from_confusion(cm)
+            row["val_miou"] = float(np.nanmean(iou.cpu().numpy())) if bool((~iou.isnan()).any()) else math.nan
+            row.update({f"iou_{name}": float(v) for name, v in zip(classes.names, iou.tolist())})
+        row["seconds"] = time.perf_counter() - t0
+        seconds += row["seconds"]
+        history.append(row)
+        _save_epoch(out_dir, net, optimizer, config, epoch + 1, step, history, seconds, fingerprint)
+        bar.update(1)
+        bar.set_postfix({k: f"{row[k]:.3f}" for k in ("train_loss", "val_miou") if k in row})
+        log.info("epoch %d/%d: %s", epoch + 1, epochs,
+                 ", ".join(f"{k}={row[k]:.4g}" for k in ("train_loss", "val_miou", "seconds") if k in row))
+    bar.close()
+    if start_epoch >= epochs:  # nothing left: make sure the checkpoint matches the state
+        save_checkpoint(out_dir, net, {**config, "trained_epochs": epochs})
+    final = history[-1].get("val_miou") if history else None
+    return TrainResult(out_dir=out_dir, epochs=len(history), seconds=seconds, val_miou=final, history=history)
+
+
+def _save_epoch(out_dir: Path, net, optimizer, config, epoch, step, history, seconds, fingerprint) -> None:
+    """State first, then checkpoint: a kill in between leaves a state that resumes correctly."""
+    import pandas as pd
+
+    state = {"epoch": epoch, "step": step, "seconds": seconds, "history": history, "fingerprint": fingerprint,
+             "model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+             "optimizer": optimizer.state_dict()}
+    with atomic_path(out_dir / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+    save_checkpoint(out_dir, net, {**config, "trained_epochs": epoch})
+    write_csv(out_dir / "history.csv", pd.DataFrame(history))

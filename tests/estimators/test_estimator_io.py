@@ -1,0 +1,73 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from saseg.errors import FormatError
+from saseg.estimators import DSA, LSA, MDSA, load_estimator
+
+NAMES = ["Sky", "Road", "Car"]
+
+
+def data(seed=0, n=120, d=4):
+    rng = np.random.default_rng(seed)
+    c = rng.integers(0, 3, n)
+    return rng.normal(size=(n, d)) + c[:, None], c
+
+
+@pytest.mark.parametrize("cls", [MDSA, LSA, DSA])
+def test_round_trip_gives_identical_scores_without_pickle(cls, tmp_path):
+    x, c = data()
+    q, qc = data(seed=1, n=30)
+    est = cls().fit(x, c, class_names=NAMES)
+    est.save(tmp_path, "model", provenance={"layer": "head.features"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["estimator"] == cls.name and meta["classes"] == [0, 1, 2] and meta["n_features"] == 4
+    assert meta["class_names"] == {"0": "Sky", "1": "Road", "2": "Car"}
+    assert meta["n_per_class"] == {str(k): int((c == k).sum()) for k in range(3)}
+    assert meta["provenance"] == {"layer": "head.features"} and meta["saseg_version"]
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as fh:  # tensors only
+        assert "classes" in fh.keys()
+    assert not (tmp_path / "model.safetensors").read_bytes().startswith(b"\x80")  # no pickle
+    for loaded in (cls.load(tmp_path, "model"), load_estimator(tmp_path, "model")):
+        assert type(loaded) is cls and loaded.get_params() == est.get_params()
+        assert loaded.class_names_ == {0: "Sky", 1: "Road", 2: "Car"}
+        assert torch.equal(loaded.score(q, qc), est.score(q, qc))
+
+
+def test_loaded_mdsa_continues_partial_fit(tmp_path):
+    x, c = data(n=200)
+    MDSA().partial_fit(x[:100], c[:100]).save(tmp_path)
+    resumed = MDSA.load(tmp_path).partial_fit(x[100:], c[100:])
+    torch.testing.assert_close(resumed.covariances_, MDSA().fit(x, c).covariances_, rtol=1e-10, atol=1e-12)
+
+
+def test_format_errors(tmp_path):
+    x, c = data()
+    with pytest.raises(FormatError, match="does not exist"):
+        load_estimator(tmp_path, "model")
+    MDSA().fit(x, c).save(tmp_path, "model")
+    with pytest.raises(FormatError, match="expected a 'lsa' model"):
+        LSA.load(tmp_path, "model")
+    meta_path = tmp_path / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "estimator": "knn"}))
+    with pytest.raises(FormatError, match="knn"):
+        load_estimator(tmp_path, "model")
+    meta_path.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(FormatError, match="format_version"):
+        load_estimator(tmp_path, "model")
+    meta_path.write_text(json.dumps(meta))
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(FormatError, match="safetensors"):
+        load_estimator(tmp_path, "model")
+    Path(tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FormatError, match="safetensors"):
+        load_estimator(tmp_path, "model")
+    meta_path.write_text("{not json")
+    with pytest.raises(FormatError, match="valid JSON"):
+        load_estimator(tmp_path, "model")
