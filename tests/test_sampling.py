@@ -57,6 +57,8 @@ def test_ignore_none_samples_every_value_and_classes_restrict():
     ys, xs, cls = sample_pixels(mask, 4, generator=1, ignore_index=IGNORE, classes=[2, 3, 4])
     assert set(cls.tolist()) == {2, 3} and int((cls == 2).sum()) == 4
     assert torch.equal(mask[ys, xs], cls)
+    again = sample_pixels(mask, 4, generator=1, ignore_index=IGNORE, classes={2, 3})
+    assert all(torch.equal(u, v) for u, v in zip((ys, xs, cls), again))
 
 
 def test_seeds_reproduce_and_differ():

@@ -17,6 +17,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
 
 
@@ -82,7 +83,7 @@ def train(
     summary = train_model(train_data, out, arch=arch, val_data=val_data, epochs=epochs,
                           batch_size=batch_size, lr=lr, crop_size=_size(crop), seed=seed,
                           device=device, resume=resume, progress=not quiet)
-    typer.echo(f"checkpoint: {out}  ({_fmt(summary)})")
+    typer.echo(f"checkpoint: {out}  ({summary})")
 
 
 @app.command()
@@ -177,6 +178,67 @@ def plan(
 
 
 @app.command()
+def export(
+    plan_path: Annotated[str, typer.Option("--plan", "-p", help="plan.csv from `saseg plan` (inside or beside the scored run).")],
+    to: Annotated[str, typer.Option("--to", help="labelstudio | cvat | fiftyone")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Export dir to write.")],
+    run: Annotated[Optional[str], typer.Option("--run", help="Scored run dir (default: found beside/above the plan).")] = None,
+    copy: Annotated[bool, typer.Option("--copy", help="Copy frames into the export instead of referencing them.")] = False,
+    include_skipped: Annotated[bool, typer.Option("--include-skipped", help="Export skipped frames too (after the queue).")] = False,
+    image_root: Annotated[Optional[str], typer.Option(help="Label Studio: LOCAL_FILES_DOCUMENT_ROOT the image paths are relative to.")] = None,
+    heatmaps: Annotated[bool, typer.Option("--heatmaps/--no-heatmaps", help="FiftyOne: add per-pixel SA heatmaps (runs the model).")] = True,
+    device: DeviceOpt = "cpu",
+):
+    """Hand the labelling queue to Label Studio, CVAT or FiftyOne, with predictions as pre-annotations."""
+    from .export.run import export_plan
+
+    options = {"image_root": image_root} if image_root and to == "labelstudio" else {}
+    path = export_plan(plan_path, to=to, out_dir=out, run_dir=run, heatmaps=heatmaps, device=device,
+                       copy=copy, include_skipped=include_skipped, **options)
+    typer.echo(f"{to} export: {path}  (import steps in {path}/IMPORT.md or import_fiftyone.py)")
+
+
+@app.command()
+def video(
+    model: ModelOpt,
+    sa: Annotated[str, typer.Option("--sa", help="SA model dir written by `saseg fit`.")],
+    data: DataOpt,
+    out: Annotated[str, typer.Option("--out", "-o", help="MP4 file to write.")] = "review.mp4",
+    split: SplitOpt = "test",
+    fps: Annotated[float, typer.Option(help="Frames per second of the video.")] = 10,
+    start: Annotated[int, typer.Option(help="First frame index.")] = 0,
+    max_frames: Annotated[Optional[int], typer.Option(help="At most this many frames.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="SA above which pixels are highlighted (default: top of the colour scale).")] = None,
+    device: DeviceOpt = "cpu",
+    quiet: QuietOpt = False,
+):
+    """Render consecutive frames as review frames (input, label, prediction, SA heatmap) into an MP4."""
+    from .review import write_review_video
+
+    path = write_review_video(model, sa, data, out, split=split, fps=fps, start=start,
+                              max_frames=max_frames, threshold=threshold, device=device,
+                              progress=not quiet)
+    typer.echo(f"video: {path}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[str, typer.Argument(help="Run dir holding scores.parquet (and eval/, plan/).")],
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Report dir (default RUN/report).")] = None,
+    gallery: Annotated[int, typer.Option(help="Most/least surprising frames to render for the gallery (0 = keep existing).")] = 6,
+    device: DeviceOpt = "cpu",
+):
+    """Write a self-contained static HTML report of a run (opens from disk, no network)."""
+    from .report import write_report
+    from .review import write_gallery
+
+    if gallery:
+        write_gallery(run_dir, n=gallery, device=device)
+    path = write_report(run_dir, out)
+    typer.echo(f"report: {path}/index.html" if not str(path).endswith(".html") else f"report: {path}")
+
+
+@app.command()
 def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="Run dir for every output.")] = "runs/demo",
     quick: Annotated[bool, typer.Option(help="Smaller data and fewer epochs (for tests).")] = False,
@@ -197,9 +259,3 @@ def _size(text: Optional[str]):
         raise SasegError(f"Expected a size like 256x192 (WxH), but got {text!r}.") from None
     return (h, w)
 
-
-def _fmt(summary) -> str:
-    if isinstance(summary, dict):
-        return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in summary.items() if not isinstance(v, (dict, list)))
-    return str(summary)

@@ -80,5 +80,5 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
 
 
 def _last(summary, key):
-    value = summary.get(key) if isinstance(summary, dict) else None
+    value = getattr(summary, key, None)
     return f"{value:.3f}" if isinstance(value, float) else "n/a"

@@ -277,6 +277,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                     per_pixel.update(softmax_scores(logits[b][:, ys, xs].T))
                 n_pixels = torch.bincount(pred.flatten(), minlength=classes.num_classes)
                 table = class_scores(per_pixel, cls, n_pixels)
+                table["at_mean"] = list(_class_means(ats, cls, np.array(table["class_id"])))
                 table.insert(0, "frame_id", frame.frame_id)
                 table.insert(1, "frame_index", frame.index)
                 table.insert(2, "source", frame.source)
@@ -309,6 +310,14 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     write_parquet(out, scores_df)
     store.cleanup()
     return scores_df
+
+
+def _class_means(ats: torch.Tensor, cls: torch.Tensor, class_ids: np.ndarray) -> np.ndarray:
+    """(len(class_ids), d) float32 mean AT per class: the frame embedding used for diversity."""
+    sums = torch.zeros(int(cls.max()) + 1, ats.shape[1], dtype=torch.float64, device=ats.device)
+    sums.index_add_(0, cls, ats.double())
+    counts = torch.bincount(cls, minlength=sums.shape[0]).clamp(min=1).unsqueeze(1)
+    return (sums / counts)[torch.as_tensor(class_ids, device=ats.device)].float().cpu().numpy()
 
 
 def _save_prediction(pred_dir: Path, frame_id: str, pred: torch.Tensor) -> None:

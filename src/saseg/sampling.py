@@ -41,7 +41,8 @@ def _labelled(mask: Tensor, ignore_index, classes, fn: str) -> tuple[Tensor, Ten
     if ignore_index is not None:
         ok &= flat != int(ignore_index)
     if classes is not None:
-        ok &= torch.isin(flat, torch.as_tensor(classes, dtype=torch.long, device=flat.device).reshape(-1))
+        wanted = classes if torch.is_tensor(classes) else list(classes)  # sets too
+        ok &= torch.isin(flat, torch.as_tensor(wanted, dtype=torch.long, device=flat.device).reshape(-1))
     idx = ok.nonzero().squeeze(1)
     cls = flat[idx]
     if cls.numel() and int(cls.min()) < 0:
@@ -107,7 +108,7 @@ def class_pixel_counts(mask, *, ignore_index: int | None = None, minlength: int 
     counts : int64 tensor of shape (max(minlength, max class + 1),)
         ``counts[c]`` is the number of pixels of class c, ignored pixels excluded.
     """
-    idx, cls = _labelled(_as_mask(mask, "class_pixel_counts"), ignore_index, None, "class_pixel_counts")
+    _, cls = _labelled(_as_mask(mask, "class_pixel_counts"), ignore_index, None, "class_pixel_counts")
     return torch.bincount(cls, minlength=minlength)
 
 
@@ -159,9 +160,9 @@ class ClassReservoir:
         classes : int tensor of shape (N,)
         """
         where = "ClassReservoir.update"
-        if isinstance(self.capacity, bool) or not isinstance(self.capacity, (int, np.integer)) \
-                or self.capacity <= 0:
-            raise DataError(f"ClassReservoir: expected capacity as a positive int, but got {self.capacity!r}.")
+        cap = self.capacity
+        if isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap <= 0:
+            raise DataError(f"ClassReservoir: expected capacity as a positive int, but got {cap!r}.")
         ats, classes = torch.as_tensor(ats), torch.as_tensor(classes)
         if ats.ndim != 2 or not ats.is_floating_point():
             raise DataError(f"{where}: expected ats as a float tensor of shape (N, d), but got "

@@ -207,11 +207,10 @@ def sample_ats(features: Tensor, ys: Tensor, xs: Tensor, out_size: Sequence[int]
     _, h0, w0 = features.shape
     y0, y1, ly = (t.to(features.device) for t in _source_index(ys, h0, H, align_corners, features.dtype))
     x0, x1, lx = (t.to(features.device) for t in _source_index(xs, w0, W, align_corners, features.dtype))
-    ly, lx = ly.to(features.dtype), lx.to(features.dtype)
-    f = features.permute(1, 2, 0)  # (h0, w0, d): each gather reads whole AT rows
-    lx, ly = lx[:, None], ly[:, None]
-    top = f[y0, x0] * (1 - lx) + f[y0, x1] * lx
-    bottom = f[y1, x0] * (1 - lx) + f[y1, x1] * lx
+    ly, lx = ly.to(features.dtype)[:, None], lx.to(features.dtype)[:, None]
+    f = features.permute(1, 2, 0).reshape(h0 * w0, -1)  # one copy; gathers read whole ATs
+    top = f[y0 * w0 + x0] * (1 - lx) + f[y0 * w0 + x1] * lx
+    bottom = f[y1 * w0 + x0] * (1 - lx) + f[y1 * w0 + x1] * lx
     return top * (1 - ly) + bottom * ly
 
 
@@ -221,8 +220,9 @@ def upsample_features_chunked(features: Tensor, out_size: Sequence[int], *,
     """The bilinearly upsampled feature map, a block of output rows at a time.
 
     Concatenating the chunks along rows gives ``F.interpolate(features[None], size=out_size,
-    mode="bilinear", align_corners=align_corners)[0]`` (to float rounding), but at most
-    one chunk is alive at a time, which bounds memory for per-pixel heatmaps.
+    mode="bilinear", align_corners=align_corners)[0]`` (to float rounding), but only one
+    chunk and a column-upsampled map of shape (d, h0, W) are alive at a time, which bounds
+    memory for per-pixel heatmaps (1/8 of the full map at the paper's 1/8 resolution).
 
     Parameters
     ----------
@@ -252,13 +252,13 @@ def upsample_features_chunked(features: Tensor, out_size: Sequence[int], *,
 def _chunks(features: Tensor, H: int, W: int, align_corners: bool, rows: int):
     _, h0, w0 = features.shape
     dev, dt = features.device, features.dtype
+    # Columns first, once: (d, h0, W), i.e. h0/H of the full map. Then each chunk only blends
+    # two of its rows, in the order PyTorch's kernel does (width taps inside height taps).
     x0, x1, lx = (t.to(dev) for t in _source_index(torch.arange(W), w0, W, align_corners, dt))
     lx = lx.to(dt)
+    cols = features[:, :, x0] * (1 - lx) + features[:, :, x1] * lx
     for start in range(0, H, rows):
         stop = min(start + rows, H)
         y0, y1, ly = (t.to(dev) for t in _source_index(torch.arange(start, stop), h0, H, align_corners, dt))
         ly = ly.to(dt)[None, :, None]
-        top, bottom = features[:, y0], features[:, y1]  # (d, rows, w0)
-        top = top[:, :, x0] * (1 - lx) + top[:, :, x1] * lx
-        bottom = bottom[:, :, x0] * (1 - lx) + bottom[:, :, x1] * lx
-        yield start, stop, top * (1 - ly) + bottom * ly
+        yield start, stop, cols[:, y0] * (1 - ly) + cols[:, y1] * ly

@@ -17,7 +17,7 @@ def brute_force_dsa(q, qc, ref, rc):
     return np.array(out)
 
 
-@pytest.mark.parametrize("block_bytes", [64 * 2**20, 256])
+@pytest.mark.parametrize("block_bytes", [8 * 2**20, 256])
 def test_matches_brute_force_loop(block_bytes):
     rng = np.random.default_rng(0)
     rc = rng.integers(0, 3, 150)

@@ -6,8 +6,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from saseg.errors import FormatError
+from saseg.errors import FormatError, UnknownClassError
 from saseg.estimators import DSA, LSA, MDSA, load_estimator
+from saseg.estimators.base import check_ats
 
 NAMES = ["Sky", "Road", "Car"]
 
@@ -71,3 +72,22 @@ def test_format_errors(tmp_path):
     meta_path.write_text("{not json")
     with pytest.raises(FormatError, match="valid JSON"):
         load_estimator(tmp_path, "model")
+
+
+def test_class_names_must_cover_fitted_classes_and_overflowing_sums_are_not_nan():
+    x, c = data()
+    with pytest.raises(UnknownClassError, match=r"\[2\]"):
+        MDSA().fit(x, c, class_names=["Sky", "Road"])
+    big = torch.full((4, 2), 3e38)  # finite rows whose sum overflows float32
+    assert torch.equal(check_ats(big, "test"), big)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", [MDSA, LSA, DSA])
+def test_scores_follow_the_ats_device(cls):
+    x, c = data()
+    est = cls().fit(x, c)
+    expected = est.score(x, c)
+    got = est.score(torch.tensor(x, device="cuda"), torch.tensor(c, device="cuda"))
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-6, atol=1e-8)

@@ -149,3 +149,5 @@ def test_degenerate_inputs_raise_clear_errors():
     with pytest.raises(DegenerateDataError, match="at least one AT"):
         MDSA().fit(np.zeros((0, 3)), np.zeros(0, int))
     assert est.score(np.zeros((0, 6)), np.zeros(0, int)).shape == (0,)
+    with pytest.raises(DegenerateDataError, match="1 of 2 overflowed"):
+        est.score(torch.tensor([[1e30] * 6, [1.0] * 6], dtype=torch.float32), np.array([0, 0]))

@@ -217,10 +217,7 @@ def _open_synthetic(body: str, options: dict[str, Any], split: str | None, on_er
     from .synthetic import open_synthetic
 
     merged = {**{k: str(v) for k, v in options.items()}, **_parse_pairs(body, ",", spec)}
-    dataset = open_synthetic(merged, split=split, on_error=on_error)
-    dataset.spec = "synthetic:" + ",".join(f"{k}={merged[k]}" for k in sorted(merged)) + (
-        f":{split}" if split else "")
-    return dataset
+    return open_synthetic(merged, split=split, on_error=on_error)  # its .spec reparses
 
 
 def has_splits(spec: str) -> bool:

@@ -36,7 +36,7 @@ from ..errors import DataError
 from . import synthetic_render
 from .base import Dataset, Frame
 from .classes import ClassInfo
-from .synthetic_render import _CAR_COLOURS, CONDITIONS, FPS, LANE_W, N_MARK, N_SEG, SEG_LEN
+from .synthetic_render import CAR_COLOURS, CONDITIONS, FPS, LANE_W, N_MARK, N_SEG, SEG_LEN
 
 __all__ = ["CONDITIONS", "PRESETS", "SYNTHETIC_CLASSES", "SyntheticDataset", "open_synthetic",
            "parse_conditions", "render_frame", "sample_drive"]
@@ -82,7 +82,7 @@ class Drive:
     tree_colour: np.ndarray      # (2, N_SEG, 3)
     marks: np.ndarray            # (N_MARK,) 0 none, 1 arrows, 2 crossing, 3 text
     text: np.ndarray             # (8, 16) bool glyph bitmap for text markings
-    vehicles: np.ndarray         # (n, 9): X, z0, vrel, zmin, width, height, length, kind, colour row
+    vehicles: np.ndarray         # (n, 9): X, z0, vrel (m/s), zmin, zmax, width, height, length, kind
     vehicle_colours: np.ndarray  # (n, 3)
     shadow: tuple                # (tree strength, building strength, sun slope, side)
 
@@ -119,22 +119,23 @@ def sample_drive(key, condition: str) -> Drive:
     lane_vrel = np.array([-speed - rng.uniform(8, 14), -speed - rng.uniform(8, 14),
                           rng.uniform(-1.5, 1.5), rng.uniform(-3, 3)])
     zmin = np.array([2.0, 2.0, 9.0, 2.0])[lane]
+    zmax = np.full(n_max, 100.0 if condition == "traffic" else 180.0)     # dense queues
     rank = np.array([np.sum(lane[:i] == lane[i]) for i in range(n_max)])   # slot within lane
-    z0 = zmin + (rank + rng.uniform(0, 0.6, n_max)) * (180.0 - zmin) / 8
+    z0 = zmin + (rank + rng.uniform(0, 0.6, n_max)) * (zmax - zmin) / 7
     kind = rng.choice(3, n_max, p=[0.75, 0.15, 0.1])
     dims = np.array([(1.8, 1.5, 4.5), (2.0, 2.1, 5.0), (2.5, 3.4, 9.0)])[kind]
-    colours = _CAR_COLOURS[rng.integers(0, len(_CAR_COLOURS), n_max)] * rng.uniform(0.85, 1.1, (n_max, 1))
+    colours = CAR_COLOURS[rng.integers(0, len(CAR_COLOURS), n_max)] * rng.uniform(0.85, 1.1, (n_max, 1))
     n_day, n_traffic = rng.integers(2, 6), rng.integers(14, 21)
     n = n_traffic if condition == "traffic" else n_day
-    vehicles = np.column_stack([lane_x, z0, lane_vrel[lane], zmin, dims, kind])[:n]
-    shadow = {"shadows": (0.55, 0.5, rng.uniform(0.6, 1.2), rng.choice([-1, 1])),
-              "dusk": (0.0, 0.45, rng.uniform(1.8, 3.0), rng.choice([-1, 1]))}.get(
+    vehicles = np.column_stack([lane_x, z0, lane_vrel[lane], zmin, zmax, dims, kind])[:n]
+    slope, sun = (rng.uniform(0.6, 1.2), rng.uniform(1.8, 3.0)), int(rng.choice([-1, 1]))
+    shadow = {"shadows": (0.55, 0.5, slope[0], sun), "dusk": (0.0, 0.45, slope[1], sun)}.get(
         condition, (0.0, 0.0, 1.0, 1))
-    return Drive(condition, speed, curv, sway, palette, seg_build, seg_height, seg_window,
-                 tree_height, seg_colour.astype(np.float32), tree_colour.astype(np.float32),
-                 marks, text, vehicles, colours[:n].astype(np.float32), shadow)
-
-
+    arrays = [palette, seg_build, seg_height, seg_window, tree_height, seg_colour.astype(np.float32),
+              tree_colour.astype(np.float32), marks, text, vehicles, colours[:n].astype(np.float32)]
+    for a in arrays:                # drives are cached and shared: make them immutable
+        a.flags.writeable = False
+    return Drive(condition, speed, curv, sway, *arrays, shadow)
 
 
 @lru_cache(maxsize=128)
@@ -164,6 +165,8 @@ def render_frame(seed, frame: int, *, size: tuple[int, int] = DEFAULT_SIZE,
     if condition not in CONDITIONS:
         raise DataError(f"Expected a condition from {list(CONDITIONS)}, but got {condition!r}.")
     key = tuple(int(s) for s in np.atleast_1d(seed))
+    if min(key) < 0:
+        raise DataError(f"Expected a non-negative synthetic drive seed, but got {seed!r}.")
     image, label = synthetic_render.render(_cached_drive(key, condition), int(frame), _size(size))
     return image, label.astype(np.int64)
 
@@ -181,7 +184,8 @@ def parse_conditions(text: str) -> dict[str, float]:
             raise DataError(f"Expected synthetic conditions from {list(CONDITIONS)} or a preset "
                             f"from {list(PRESETS)}, but got {name!r} in {text!r}.")
         if name in weights:
-            raise DataError(f"Expected each synthetic condition once, but got {name!r} twice in {text!r}.")
+            raise DataError(f"Expected each synthetic condition once, but got {name!r} twice "
+                            f"in {text!r}.")
         try:
             weights[name] = float(value) if value else 1.0
         except ValueError:

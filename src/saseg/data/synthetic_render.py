@@ -29,15 +29,16 @@ CAM_H = 1.4
 LANE_W = 3.5
 EDGE_X, ROAD_HALF, WALL_X = 7.0, 7.5, 11.0
 SEG_LEN, N_SEG = 16.0, 128          # facade segments along Z (building, then trees)
-MARK_CYCLE, MARK_AT, N_MARK = 40.0, 10.0, 64
+MARK_CYCLE, MARK_AT, N_MARK = 30.0, 8.0, 64
 DASH_PERIOD, DASH_ON = 12.0, 4.0
 Z_MAX = 1000.0
+TILE = 1024                         # texture tile side (cells), a power of two
 
 # Per condition: sun gain, RGB tint, zenith and horizon sky colours, fog distance (m),
 # sensor noise sigma (grey levels).
 _LIGHT = {
     "day": (1.0, (1.0, 1.0, 1.0), (70, 125, 200), (185, 205, 225), 450.0, 3.0),
-    "shadows": (1.1, (1.0, 1.0, 0.97), (60, 120, 205), (180, 205, 230), 450.0, 3.0),
+    "shadows": (1.05, (1.0, 1.0, 0.97), (60, 120, 205), (180, 205, 230), 450.0, 3.0),
     "traffic": (1.0, (1.0, 1.0, 1.0), (75, 125, 195), (190, 205, 220), 400.0, 3.0),
     "dusk": (0.62, (1.2, 0.85, 0.62), (55, 55, 110), (245, 150, 85), 300.0, 4.0),
     "night": (0.14, (0.9, 0.95, 1.15), (4, 6, 16), (22, 22, 38), 220.0, 6.0),
@@ -53,13 +54,13 @@ def _frac(a):
 
 
 @lru_cache(maxsize=4)
-def smooth_tile(n: int = 256, beta: float = 1.6, seed: int = 12345) -> np.ndarray:
-    """(n * n,) float32 periodic 1/f^beta noise, zero mean, unit std; flat for np.take."""
+def smooth_tile(n: int = TILE, beta: float = 1.6, seed: int = 12345) -> np.ndarray:
+    """(n * n,) float32 periodic band-limited 1/f^beta noise, zero mean, unit std; flat."""
     rng = np.random.default_rng(seed)
     freq = np.fft.fftfreq(n) * n
     k = np.hypot(freq[:, None], freq[None, :])
-    spectrum = np.fft.fft2(rng.standard_normal((n, n))) / np.maximum(k, 1.0) ** beta
-    spectrum[0, 0] = 0
+    # No wavelengths longer than a quarter tile: texture, not slow brightness drifts.
+    spectrum = np.fft.fft2(rng.standard_normal((n, n))) * np.where(k < 4, 0, np.maximum(k, 1) ** -beta)
     tile = np.fft.ifft2(spectrum).real
     tile = ((tile - tile.mean()) / tile.std()).astype(np.float32).ravel()
     tile.flags.writeable = False
@@ -68,9 +69,9 @@ def smooth_tile(n: int = 256, beta: float = 1.6, seed: int = 12345) -> np.ndarra
 
 def _texture(u, v):
     """Tile value at world coordinates (u, v) in tile cells (any shapes that broadcast)."""
-    i = (np.asarray(u) + 4096).astype(np.intp) & 255
-    j = (np.asarray(v) + 4096).astype(np.intp) & 255
-    return np.take(smooth_tile(), i * 256 + j)
+    i = (np.asarray(u) + 65536).astype(np.intp) & (TILE - 1)
+    j = (np.asarray(v) + 65536).astype(np.intp) & (TILE - 1)
+    return np.take(smooth_tile(), i * TILE + j)
 
 
 @lru_cache(maxsize=8)
@@ -121,7 +122,7 @@ def make_view(drive, frame: int, h: int, w: int) -> View:
     t = frame / FPS
     amp, period, phase = drive.curv
     curv = float(amp * np.sin(2 * np.pi * t / period + phase))
-    cam_x = LANE_W / 2 + drive.sway[0] * np.sin(2 * np.pi * t / 9.0 + drive.sway[1])
+    cam_x = float(LANE_W / 2 + drive.sway[0] * np.sin(2 * np.pi * t / 9.0 + drive.sway[1]))
     f, yh, odo = 0.65 * w, 0.45 * h, drive.speed * t
     yc = np.arange(h, dtype=np.float32) + 0.5
     g0 = int(np.searchsorted(yc, yh + 0.25, side="right"))
@@ -212,11 +213,15 @@ def shade_scene(drive, v: View, lab: np.ndarray) -> np.ndarray:
     shade = np.ones((v.h, v.w), np.float32)
     Z = v.z + v.odo
     A = np.abs(v.X)
-    g = 1 + 0.09 * _texture(Z[:, None] * 5, v.X * 5)
-    seam = (_frac(A * 0.7) < 0.06) | (_frac(Z * 0.7) < 0.06)[:, None]
-    g *= 1 - 0.2 * (seam & (lab[v.g0:] == PAVEMENT))
-    g *= 1 + 0.15 * ((A > ROAD_HALF) & (A < ROAD_HALF + 0.25))            # kerb
-    g *= _cast_shadows(drive, v, Z)
+    g = 1 + 0.09 * _texture(Z[:, None] * 24, v.X * 24)
+    side = np.nonzero(np.maximum(A[:, 0], A[:, -1]) > ROAD_HALF)[0]   # rows seeing pavement
+    if side.size:
+        p1, Ap = side[-1] + 1, A[: side[-1] + 1]
+        seam = (_frac(Ap * 0.7) < 0.06) | (_frac(Z[:p1] * 0.7) < 0.06)[:, None]
+        g[:p1] *= 1 - 0.2 * (seam & (lab[v.g0:v.g0 + p1] == PAVEMENT))
+        g[:p1] *= 1 + 0.15 * ((Ap > ROAD_HALF) & (Ap < ROAD_HALF + 0.25))   # kerb
+    if drive.shadow[0] or drive.shadow[1]:
+        g *= _cast_shadows(drive, v, Z)
     if drive.condition == "night":
         g *= 1 + _headlight(v, v.X, v.z[:, None])
     shade[v.g0:] = g
@@ -228,11 +233,15 @@ def shade_scene(drive, v: View, lab: np.ndarray) -> np.ndarray:
         storey = _frac(height / 3.2)
         window = _windows(drive, v, height, storey)
         floor = (storey < 0.04) & v.building
-        leaves = _texture(height * 4, (v.zw + v.odo) * 4)
-        facade = np.where(v.building, 1 - 0.5 * window - 0.15 * floor, 1 + 0.35 * leaves)
+        facade = 1 - 0.5 * window - 0.15 * floor
+        trees = np.nonzero(~v.building)[0]
+        if trees.size:
+            leaves = _texture(height[:, trees] * 24, (v.zw[trees] + v.odo) * 24)
+            facade[:, trees] = 1 + 0.35 * leaves
         if drive.condition == "night":                         # some windows are lit
             spacing = drive.seg_window[v.side, v.seg]
-            lit = (np.floor(v.pos / spacing) * 7 + v.seg * 5 + np.floor(height / 3.2) * 13) % 10 < 3
+            cell = (np.floor(v.pos / spacing) * 7 + v.seg * 5).astype(np.intp)
+            lit = (cell + np.floor(height / 3.2).astype(np.intp) * 13) % 10 < 3
             facade = np.where(window & lit, 6.0, facade)
         edge = v.building & ((v.pos < 0.4) | (v.pos > drive.seg_build[v.side, v.seg] - 0.4))
         facade *= np.where(edge, 0.8, np.where(v.side == 0, 1.0, 0.88))
@@ -251,12 +260,10 @@ def _windows(drive, v: View, height: np.ndarray, storey: np.ndarray) -> np.ndarr
 def _cast_shadows(drive, v: View, Z: np.ndarray):
     """Ground brightness factor under tree-canopy blobs and building shadows (1 = sunlit)."""
     trees, buildings, slope, sun = drive.shadow
-    if trees == 0 and buildings == 0:
-        return np.float32(1.0)
     dark = np.zeros_like(v.X)
     if trees:
-        blob = _texture(Z[:, None] * 0.8 + 97, v.X * 0.9 + Z[:, None] * 0.25 * sun)
-        dark = trees * np.clip((blob - 0.2) * 2.5, 0, 1)
+        blob = _texture(Z[:, None] * 12 + 397, (v.X + Z[:, None] * 0.5 * sun) * 16)
+        dark = trees * np.clip(blob * 2.5, 0, 1)
     if buildings:                      # facade on the sun side throws height * slope across
         s = 1 if sun > 0 else 0
         Zs = Z + 4.0
@@ -273,3 +280,255 @@ def _headlight(v: View, X, z):
     """Extra light from the ego car's headlights at ground point (X, z); 0 far away."""
     width = 0.9 + 0.12 * z
     return 6 * np.exp(-0.5 * ((X - v.cam_x) / width) ** 2 - z / 28)
+
+
+def visible_vehicles(drive, v: View, frame: int) -> list[tuple[float, int]]:
+    """(depth of the near face, row of drive.vehicles), far to near, for vehicles in view.
+
+    Each lane moves at one relative speed, so vehicles in a lane keep their spacing; depth
+    wraps around ``[zmin, zmax)`` so traffic keeps coming for any drive length.
+    """
+    veh = drive.vehicles
+    zmin, zmax = veh[:, 3], veh[:, 4]
+    z = zmin + (veh[:, 1] - zmin + veh[:, 2] * frame / FPS) % (zmax - zmin)
+    out = []
+    for i in np.argsort(-z, kind="stable"):
+        X, wd = veh[i, 0], veh[i, 5]
+        if z[i] > 1.0 and v.px(X + wd / 2, z[i]) > 0 and v.px(X - wd / 2, z[i]) < v.w:
+            out.append((float(z[i]), int(i)))
+    return out
+
+
+def vehicle_shadows(drive, v: View, cars, shade: np.ndarray) -> None:
+    """Darken the road under and just behind each vehicle (contact shadow)."""
+    keep = 0.7 if drive.condition == "night" else 0.45
+    for z, i in cars:
+        X, _, _, _, _, wd, _, ln, _ = drive.vehicles[i].tolist()
+        za = max(z - 0.3, 1.0)
+        y0 = max(int(round(v.py(0, z + 0.8 * ln))), v.g0)
+        y1 = min(int(round(v.py(0, za))), v.h)
+        x0 = max(int(round(v.px(X - wd / 2 - 0.1, za))), 0)
+        x1 = min(int(round(v.px(X + wd / 2 + 0.1, za))), v.w)
+        if y0 < y1 and x0 < x1:
+            shade[y0:y1, x0:x1] *= keep
+
+
+class _Painter:
+    """Paints camera-facing rectangles and side planes of vehicles into image and label."""
+
+    def __init__(self, v: View, img, lab):
+        self.v, self.img, self.lab = v, img, lab
+
+    def fill(self, y0, y1, x0, x1, colour):
+        v = self.v
+        x0, x1 = max(int(min(x0, x1) + 0.5), 0), min(int(max(x0, x1) + 0.5), v.w)
+        y0, y1 = max(int(y0 + 0.5), 0), min(int(y1 + 0.5), v.h)
+        if y0 < y1 and x0 < x1:
+            self.img[:, y0:y1, x0:x1] = colour[:, None, None]
+            self.lab[y0:y1, x0:x1] = VEHICLE
+
+    def rect(self, xa, xb, z, h0, h1, colour):
+        """Rectangle facing the camera at depth z, from xa to xb and h0 to h1 metres."""
+        v = self.v
+        self.fill(v.py(h1, z), v.py(h0, z), v.px(xa, z), v.px(xb, z), colour)
+
+    def side(self, x, za, zb, h0, h1, colour):
+        """Vertical plane X = x from depth za to zb; its edges are straight lines on screen."""
+        v = self.v
+        xa, xb = v.px(x, za), v.px(x, zb)
+        c0, c1 = max(int(min(xa, xb)), 0), min(int(max(xa, xb)) + 1, v.w)
+        if c1 - c0 < 1 or abs(xb - xa) < 0.5:
+            return
+        s = (np.arange(c0, c1) + 0.5 - xa) / (xb - xa)
+        top = v.py(h1, za) + s * (v.py(h1, zb) - v.py(h1, za))
+        bot = v.py(h0, za) + s * (v.py(h0, zb) - v.py(h0, za))
+        r0 = max(int(min(v.py(h1, za), v.py(h1, zb))), 0)
+        r1 = min(int(max(v.py(h0, za), v.py(h0, zb))) + 1, v.h)
+        if r0 < r1:
+            rows = np.arange(r0, r1)[:, None] + 0.5
+            m = (rows >= top) & (rows < bot) & (s >= 0) & (s <= 1)
+            np.copyto(self.img[:, r0:r1, c0:c1], colour[:, None, None], where=m)
+            np.copyto(self.lab[r0:r1, c0:c1], np.uint8(VEHICLE), where=m)
+
+
+_GLASS, _DARK, _PLATE = (48, 58, 70), (22, 22, 22), (210, 210, 210)
+_HEAD, _TAIL = (235, 235, 215), (190, 25, 20)
+
+
+def draw_vehicles(drive, v: View, cars, img, lab, light, horizon, fog_dist) -> None:
+    """Paint cars, vans and trucks far to near: side, wheels, body, cabin, window, lamps."""
+    paint = _Painter(v, img, lab)
+    for z, i in cars:
+        X, _, _, _, _, wd, ht, ln, kind = drive.vehicles[i].tolist()
+        lit = light * (1 + (_headlight(v, X, z) if drive.condition == "night" else 0))
+        fog = np.exp(-z / fog_dist)
+        body = drive.vehicle_colours[i]
+        base = np.stack([body, body * 0.75, body * 0.88, body * 0.92, _GLASS, _DARK, _PLATE,
+                         _HEAD if X < 0 else _TAIL, np.multiply(_GLASS, 1.3)])
+        body, side, lid, cabin, glass, dark, plate, lamp, side_glass = (
+            horizon + (base * lit - horizon) * fog).astype(np.float32)
+        edge = X - wd / 2 if X - wd / 2 > v.cam_x else X + wd / 2 if X + wd / 2 < v.cam_x else None
+        inward = -0.1 * wd if edge is not None and edge > X else 0.1 * wd
+        near = v.f * wd / z
+        if near < 8:                                             # a few pixels: just a box
+            paint.rect(X - wd / 2, X + wd / 2, z, 0, ht, body)
+            continue
+        if kind == 2:                                            # truck: a tall box
+            if edge is not None:
+                paint.side(edge, z, z + ln, 0.3 * ht, ht, side)
+                for a in (0.1, 0.75):
+                    paint.side(edge, z + a * ln, z + (a + 0.15) * ln, 0, 0.3 * ht, dark)
+            for s in (-1, 1):
+                paint.rect(X + s * 0.45 * wd, X + s * 0.2 * wd, z + 0.5, 0, 0.16 * ht, dark)
+            paint.rect(X - 0.45 * wd, X + 0.45 * wd, z, 0.12 * ht, 0.3 * ht, dark)
+            paint.rect(X - wd / 2, X + wd / 2, z, 0.3 * ht, ht, body)
+            paint.rect(X - 0.01 * wd, X + 0.01 * wd + 0.02, z, 0.32 * ht, 0.97 * ht, side)
+            lamp_h = (0.2 * ht, 0.28 * ht)
+        else:                                                    # car or van
+            cab = 0.55 if kind == 0 else 0.45
+            zc = z + 0.18 * ln
+            if edge is not None:
+                paint.side(edge, z, z + ln, 0.12 * ht, cab * ht, side)
+                paint.side(edge + inward, zc, z + 0.8 * ln, cab * ht, ht, side_glass)
+                for a in (0.12, 0.7) if near > 30 else ():
+                    paint.side(edge, z + a * ln, z + (a + 0.17) * ln, 0, 0.3 * ht, dark)
+            for s in (-1, 1):
+                paint.rect(X + s * 0.47 * wd, X + s * 0.25 * wd, z + 0.4, 0, 0.25 * ht, dark)
+            paint.fill(v.py(cab * ht, zc), v.py(cab * ht, z), v.px(X - wd / 2, z),
+                       v.px(X + wd / 2, z), lid)                 # bonnet or boot lid
+            paint.rect(X - wd / 2, X + wd / 2, z, 0.12 * ht, cab * ht, body)
+            paint.rect(X - 0.42 * wd, X + 0.42 * wd, zc, cab * ht, ht, cabin)
+            paint.rect(X - 0.36 * wd, X + 0.36 * wd, zc, (cab + 0.05) * ht, 0.93 * ht, glass)
+            paint.rect(X - 0.12 * wd, X + 0.12 * wd, z, 0.22 * ht, 0.32 * ht, plate)
+            lamp_h = (0.38 * ht, 0.5 * ht)
+        for s in (-1, 1):
+            paint.rect(X + s * 0.48 * wd, X + s * 0.3 * wd, z, lamp_h[0], lamp_h[1], lamp)
+
+
+def render(drive, frame: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Render frame number `frame` of `drive` at ``size = (H, W)``.
+
+    Returns
+    -------
+    image : ndarray of shape (H, W, 3), uint8 RGB
+    label : ndarray of shape (H, W), uint8 class ids (the constants of this module)
+    """
+    h, w = size
+    v = make_view(drive, frame, h, w)
+    lab = label_scene(drive, v)
+    shade = shade_scene(drive, v, lab)
+    cars = visible_vehicles(drive, v, frame)
+    vehicle_shadows(drive, v, cars, shade)
+    gain, tint, zenith, horizon, fog_dist, sigma = _LIGHT[drive.condition]
+    light = np.float32(gain) * np.asarray(tint, np.float32)
+    zenith, horizon = np.asarray(zenith, np.float32), np.asarray(horizon, np.float32)
+    img = _albedo(drive, v, lab, light, zenith, horizon)
+    img *= shade
+    sky = lab[: v.g0] == SKY
+    fog = np.exp(-v.zw / fog_dist)[None, :]
+    fog_up = np.maximum(fog, sky)
+    fog_down = np.maximum(fog, np.exp(-v.z / fog_dist)[:, None])
+    img -= horizon[:, None, None]
+    img[:, : v.g0] *= fog_up
+    img[:, v.g0:] *= fog_down
+    img += horizon[:, None, None]
+    if drive.condition not in ("night", "rain"):
+        _clouds(drive, v, frame, img, sky)
+    draw_vehicles(drive, v, cars, img, lab, light, horizon, fog_dist)
+    if drive.condition in ("night", "dusk", "rain"):
+        _lamps(drive, v, cars, img)
+    if drive.condition == "rain":
+        _rain(v, frame, img, lab)
+    noise, _ = _screen_tiles(h, w)
+    oy, ox = (frame * 37) % 64, (frame * 23 + 11) % 64
+    img += sigma * noise[oy:oy + h, ox:ox + w]
+    np.clip(img, 0, 255, out=img)
+    out = np.empty((h, w, 3), np.uint8)
+    for c in range(3):
+        out[..., c] = img[c]
+    return out, lab
+
+
+def _albedo(drive, v: View, lab, light, zenith, horizon) -> np.ndarray:
+    """(3, H, W) base colours: class palette, facade and tree colours per column, sky gradient.
+
+    One gather per channel from a table [classes | columns | sky rows] does it all.
+    """
+    facade = np.where(v.building[:, None], drive.seg_colour[v.side, v.seg],
+                      drive.tree_colour[v.side, v.seg]) * light
+    t = ((np.arange(v.g0, dtype=np.float32) + 0.5) / v.yh)[:, None] ** 1.5
+    table = np.concatenate([drive.palette * light, facade, zenith + (horizon - zenith) * t]).T
+    idx = lab.astype(np.intp)
+    cols = np.arange(N_CLASSES, N_CLASSES + v.w)[None, :]
+    idx = np.where((lab == BUILDING) | (lab == VEGETATION), cols, idx)
+    sky_rows = np.arange(N_CLASSES + v.w, N_CLASSES + v.w + v.g0)[:, None]
+    idx[: v.g0] = np.where(idx[: v.g0] == SKY, sky_rows, idx[: v.g0])
+    img = np.empty((3, v.h, v.w), np.float32)
+    for c in range(3):
+        np.take(table[c].astype(np.float32), idx, out=img[c])
+    return img
+
+
+def _clouds(drive, v: View, frame: int, img, sky) -> None:
+    """Soft white clouds drifting slowly across the sky."""
+    shift = int(frame * 0.5 + drive.speed * 40) % 256
+    cloud = _cloud_field(v.h, v.w, v.g0, v.yh)[:, shift:shift + v.w] * sky
+    white = 250 * np.asarray(_LIGHT[drive.condition][1], np.float32)
+    for c in range(3):
+        img[c, : v.g0] += cloud * (white[c] - img[c, : v.g0])
+
+
+@lru_cache(maxsize=8)
+def _cloud_field(h: int, w: int, g0: int, yh: float) -> np.ndarray:
+    """(g0, w + 256) cloud opacity, fading towards the horizon; sliced to drift."""
+    rows = np.arange(g0)[:, None] * 400 / h
+    cols = np.arange(w + 256)[None, :] * 400 / h
+    t = ((np.arange(g0, dtype=np.float32) + 0.5) / yh)[:, None]
+    field = (np.clip(_texture(rows, cols) - 0.4, 0, 1.5) * (1 - t) * 0.5).astype(np.float32)
+    field.flags.writeable = False
+    return field
+
+
+def _lamps(drive, v: View, cars, img) -> None:
+    """Glare blobs and bloom around head lamps (oncoming) and tail lamps (ahead)."""
+    strength = {"night": 1.0, "rain": 0.6, "dusk": 0.45}[drive.condition]
+    for z, i in cars:
+        X, _, _, _, _, wd, ht, _, kind = drive.vehicles[i].tolist()
+        head = X < 0
+        y = v.py((0.24 if kind == 2 else 0.44) * ht, z)
+        colour = np.array([255, 245, 215] if head else [255, 40, 25], np.float32) * strength
+        for s in (-1, 1):
+            x = v.px(X + s * 0.39 * wd, z)
+            sigma = max(0.8, (0.12 if head else 0.06) * v.f / z)
+            _blob(img, y, x, sigma, colour)
+            if head:
+                _blob(img, y, x, min(4 * sigma, 0.05 * v.w), colour * 0.3)
+
+
+def _blob(img, cy: float, cx: float, sigma: float, colour) -> None:
+    """Add a Gaussian light of peak `colour` (3,) at (cy, cx) to the planar image."""
+    _, h, w = img.shape
+    r = int(3 * sigma) + 1
+    y0, y1 = max(int(cy) - r, 0), min(int(cy) + r + 1, h)
+    x0, x1 = max(int(cx) - r, 0), min(int(cx) + r + 1, w)
+    if y0 < y1 and x0 < x1:
+        dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
+        dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
+        g = np.exp(-(dy * dy + dx * dx) / (2 * sigma * sigma))
+        img[:, y0:y1, x0:x1] += g * colour[:, None, None]
+
+
+def _rain(v: View, frame: int, img, lab) -> None:
+    """Wet road mirroring the scene above it, washed-out colour, soft focus, streaks."""
+    n = min(v.g0, v.h - v.g0)
+    wet = (lab[v.g0:v.g0 + n] >= ROAD) & (lab[v.g0:v.g0 + n] <= MARKING_CROSSING)
+    fade = 0.35 * np.exp(-np.arange(n, dtype=np.float32) / (0.12 * v.h))[:, None]
+    img[:, v.g0:v.g0 + n] += (wet * fade) * img[:, v.g0 - 1::-1][:, :n]
+    grey = (img[0] + img[1] + img[2]) * (0.45 / 3)
+    img *= 0.55
+    img += grey
+    img[:, :, 1:] = 0.5 * (img[:, :, 1:] + img[:, :, :-1])
+    img[:, 1:] = 0.5 * (img[:, 1:] + img[:, :-1])
+    _, streaks = _screen_tiles(v.h, v.w)
+    oy, ox = (frame * 41) % 64, (frame * 7) % 64
+    img += 70 * streaks[oy:oy + v.h, ox:ox + v.w]

@@ -19,8 +19,9 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "saseg-estimator"
 FORMAT_VERSION = 1
-BLOCK_BYTES = 64 * 2**20
-"""Default memory bound of one (queries x references) block in LSA and DSA."""
+BLOCK_BYTES = 8 * 2**20
+"""Default memory bound of one (queries x references) block in LSA and DSA: small enough to
+stay in cache between the matrix product and the reduction that follows it."""
 
 
 def _as_tensor(x: Any, what: str, where: str) -> torch.Tensor:
@@ -32,8 +33,9 @@ def _as_tensor(x: Any, what: str, where: str) -> torch.Tensor:
         raise DataError(f"{where}: expected {what} as a tensor or array, but got {type(x).__name__} ({exc}).") from None
 
 
-def check_ats(ats: Any, where: str) -> torch.Tensor:
-    """Return `ats` as a finite (N, d) floating tensor; raise naming how many rows are bad.
+def check_ats(ats: Any, where: str, finite: bool = True) -> torch.Tensor:
+    """Return `ats` as an (N, d) floating tensor, finite unless `finite` is False; raise
+    naming how many rows are bad.
 
     Integer arrays become float32; numpy arrays are converted without a copy where possible.
     """
@@ -44,7 +46,7 @@ def check_ats(ats: Any, where: str) -> torch.Tensor:
         raise DataError(f"{where}: expected real-valued ATs, but got dtype {ats.dtype}.")
     if not ats.is_floating_point():
         ats = ats.to(torch.float32)
-    if bool(torch.isfinite(ats.sum())):  # one cheap pass; NaN and Inf propagate into the sum
+    if not finite or bool(torch.isfinite(ats.sum())):  # one cheap pass; NaN and Inf propagate into the sum
         return ats
     bad = ~torch.isfinite(ats).all(dim=1)  # the sum may also have overflowed: check rows
     n_bad = int(bad.sum())
@@ -57,9 +59,9 @@ def check_ats(ats: Any, where: str) -> torch.Tensor:
     return ats
 
 
-def check_inputs(ats: Any, classes: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+def check_inputs(ats: Any, classes: Any, where: str, finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ATs (N, d) and class ids (N,); class ids come back int64 on the ATs' device."""
-    ats = check_ats(ats, where)
+    ats = check_ats(ats, where, finite)
     classes = _as_tensor(classes, "class ids", where)
     if classes.ndim != 1 or len(classes) != len(ats):
         raise DataError(
@@ -89,8 +91,8 @@ def _class_names(classes: Sequence[int], names: Sequence[str] | Mapping[int, str
 
 def block_shape(n_queries: int, n_refs: int, itemsize: int, block_bytes: int) -> tuple[int, int]:
     """(reference chunk, query chunk) so that a (query chunk, reference chunk) block fits in
-    `block_bytes`; references are chunked at 8192 rows, queries fill the rest."""
-    ref_chunk = max(1, min(n_refs, 8192))
+    `block_bytes`; references are chunked at 2048 rows, queries fill the rest."""
+    ref_chunk = max(1, min(n_refs, 2048, block_bytes // itemsize))
     return ref_chunk, max(1, min(n_queries, block_bytes // (ref_chunk * itemsize)))
 
 
@@ -140,6 +142,9 @@ class SurpriseEstimator:
 
     name: ClassVar[str] = "estimator"
     _params: ClassVar[tuple[str, ...]] = ()
+    _propagates_nonfinite: ClassVar[bool] = False
+    """True when any NaN/Inf in an AT makes its score non-finite, so `score` can skip the
+    input pass and check only the (N,) output."""
 
     # ---- fitting -------------------------------------------------------------------------
     def fit(self, ats, classes, *, class_names=None):
@@ -196,7 +201,7 @@ class SurpriseEstimator:
         """
         self._check_fitted()
         where = f"{type(self).__name__}.score"
-        ats, classes = check_inputs(ats, classes, where)
+        ats, classes = check_inputs(ats, classes, where, finite=not self._propagates_nonfinite)
         if ats.shape[1] != self.n_features_in_:
             raise DataError(
                 f"{where}: expected ATs with d={self.n_features_in_} features (as in fit), but got "
@@ -213,6 +218,15 @@ class SurpriseEstimator:
                 out = self._score_class(k, ats, state)
             else:
                 out[rows] = self._score_class(k, ats[rows], state)
+        if not bool(torch.isfinite(out.sum())):  # NaN/Inf propagate into the sum (or it overflowed)
+            check_ats(ats, where)  # names the rows when the input is to blame
+            bad = ~torch.isfinite(out)
+            if not bool(bad.any()):
+                return out
+            raise DegenerateDataError(
+                f"{where}: expected finite scores, but {int(bad.sum())} of {len(out)} overflowed "
+                f"in {dtype}; the ATs are extremely far from their class."
+            )
         return out
 
     def _score_dtype(self, dtype: torch.dtype) -> torch.dtype:
@@ -225,17 +239,16 @@ class SurpriseEstimator:
             state = self._prepare(device, dtype)
             state["classes"] = self.classes_.to(device)
             cache[key] = state
+            self._class_index = {c: k for k, c in enumerate(self.classes_.tolist())}
         return cache[key]
 
     def _groups(self, classes: torch.Tensor, known: torch.Tensor, where: str
                 ) -> Iterator[tuple[int, torch.Tensor | None]]:
         """Yield (class index k, rows of that class) — rows None when every row is class k."""
-        lo, hi = torch.aminmax(classes)
-        if lo == hi:  # one class: no per-row lookup
-            k = int(torch.searchsorted(known, lo).clamp_max(len(known) - 1))
-            if known[k] == lo:
-                yield k, None
-                return
+        lo, hi = (int(v) for v in torch.aminmax(classes))
+        if lo == hi and lo in self._class_index:  # one known class: no per-row lookup
+            yield self._class_index[lo], None
+            return
         idx = torch.searchsorted(known, classes).clamp_max(len(known) - 1)
         ok = known[idx] == classes
         if not bool(ok.all()):

@@ -44,7 +44,8 @@ class DSA(SurpriseEstimator):
 
     Parameters
     ----------
-    block_bytes : int, default 64 MiB
+    block_bytes : int, default 8 MiB
+        Memory bound of one (queries x references) distance block.
 
     Attributes
     ----------

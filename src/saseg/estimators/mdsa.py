@@ -110,6 +110,7 @@ class MDSA(SurpriseEstimator):
 
     name = "mdsa"
     _params = ("shrinkage", "min_shrinkage")
+    _propagates_nonfinite = True  # W has a non-zero diagonal: NaN/Inf reach the norm
 
     def __init__(self, *, shrinkage: str | float = "ledoit-wolf", min_shrinkage: float = 1e-6):
         self.shrinkage = shrinkage

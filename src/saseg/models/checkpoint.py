@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -105,7 +105,7 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, config: dict
     cfg = _complete_config(config)
     if cfg["capture"] not in ("output", "input"):
         raise ModelError(f"save_checkpoint: expected capture 'output' or 'input', but got {cfg['capture']!r}.")
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / MODEL_PT) as tmp:
         torch.save(state, tmp)
         cfg["sha256"] = file_sha256(tmp)

@@ -41,11 +41,17 @@ STATE_FILE = "train_state.pt"
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns; ``str()`` gives a one-line summary."""
+
     out_dir: Path
     epochs: int
     seconds: float
     val_miou: float | None
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list, repr=False)
+
+    def __str__(self) -> str:
+        miou = "n/a" if self.val_miou is None else f"{self.val_miou:.4f}"
+        return f"epochs={self.epochs}, seconds={self.seconds:.1f}, val_miou={miou}"
 
 
 def _seed(*keys: int) -> int:
@@ -120,12 +126,13 @@ def median_frequency_weights(labels: Sequence[torch.Tensor], num_classes: int) -
         totals += (c > 0).double() * lab.numel()
     present = counts > 0
     freq = torch.where(present, counts / totals.clamp(min=1), torch.zeros_like(counts))
-    w = torch.where(present, freq[present].median() / freq.clamp(min=1e-12), torch.zeros_like(freq))
+    w = torch.where(present, freq[present].quantile(0.5) / freq.clamp(min=1e-12), torch.zeros_like(freq))
     return w.float()
 
 
 @torch.no_grad()
-def _confusion(net, frames: _Frames, mean, std, num_classes: int, ignore, device, batch_size: int) -> torch.Tensor:
+def _confusion(net, frames: _Frames, mean, std, num_classes: int, ignore, device, batch_size: int,
+               fmt: torch.memory_format) -> torch.Tensor:
     from ..metrics import confusion_matrix
 
     net.eval()
@@ -135,7 +142,7 @@ def _confusion(net, frames: _Frames, mean, std, num_classes: int, ignore, device
     n = len(frames.images)
     step = batch_size if frames.size is not None else 1
     for start in range(0, n, step):
-        x = torch.stack(frames.images[start:start + step]).to(device).float() / 255
+        x = (torch.stack(frames.images[start:start + step]).to(device).float() / 255).to(memory_format=fmt)
         y = torch.stack(frames.labels[start:start + step]).to(device).long()
         pred = net((x - mean_t) / std_t).argmax(1)
         cm += confusion_matrix(pred, y, num_classes, ignore_index=ignore)
@@ -156,6 +163,7 @@ def train(
     arch_kwargs: dict | None = None,
     pretrained: bool = True,
     val_data: Dataset | None = None,
+    val_every: int = 1,
     epochs: int = 30,
     batch_size: int = 8,
     lr: float = 1e-3,
@@ -169,6 +177,7 @@ def train(
     seed: int = 0,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
+    channels_last: bool = True,
     resume: bool = True,
     progress: bool = True,
 ) -> TrainResult:
@@ -177,7 +186,9 @@ def train(
     Parameters
     ----------
     train_data, val_data : saseg Dataset
-        Labelled frames; ``val_data`` gives the validation mIoU per epoch.
+        Labelled frames; ``val_data`` gives the validation mIoU every ``val_every`` epochs
+        and after the last (on the CPU, validating CamVid's 101 frames at 480x360 costs about
+        as much as a training epoch at batch 8 x 192 x 256).
     arch, arch_kwargs, pretrained
         Passed to :func:`saseg.models.build_model`; ``pretrained`` loads backbone weights
         where the architecture has them, and those train at ``lr * pretrained_lr_scale``.
@@ -193,6 +204,9 @@ def train(
         Cross-entropy class weights; ``ignore_index`` pixels never count.
     seed : int
         Same seed, data and settings give the same weights on the CPU.
+    channels_last : bool
+        NHWC memory layout: about 1.5x faster for EfficientNet's depthwise convolutions
+        on the CPU (oneDNN); numerically not identical to NCHW, so resuming needs the same.
     resume : bool
         Continue from ``train_state.pt`` in ``out_dir`` when present (the settings must
         match); otherwise start over.
@@ -206,14 +220,15 @@ def train(
     out_dir = Path(out_dir)
     device = torch.device(device)
     classes = train_data.classes
-    num_classes, ignore = classes.num_classes, classes.ignore_index
     arch_kwargs = dict(arch_kwargs or {})
-    mean, std = input_normalisation(arch)
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ModelError(f"train: expected epochs >= 1, batch_size >= 1 and lr > 0, but got {epochs}, {batch_size}, {lr}.")
     if isinstance(class_weights, str) and class_weights != "median_freq":
         raise ModelError(f"train: expected class_weights None, 'median_freq' or a list, but got {class_weights!r}.")
 
+    if val_data is not None and val_data.classes.names != classes.names:
+        raise DataError(f"train: expected val_data with the classes of train_data {list(classes.names)}, "
+                        f"but got {list(val_data.classes.names)}.")
     frames = _Frames(train_data, image_size, "train_data")
     if crop_size is None and frames.size is None and batch_size > 1:
         raise DataError("train: frames differ in size; expected crop_size or image_size to batch them.")
@@ -222,23 +237,33 @@ def train(
                     n_train=len(frames.images), epochs=epochs, batch_size=batch_size, lr=lr,
                     weight_decay=weight_decay, pretrained_lr_scale=pretrained_lr_scale,
                     image_size=image_size, crop_size=crop_size, scale_range=scale_range, hflip=hflip,
-                    class_weights=class_weights, seed=seed)
-    fingerprint = json.dumps(settings, sort_keys=True, default=list)
+                    class_weights=class_weights, seed=seed, channels_last=channels_last)
 
+    caller_rng = torch.get_rng_state()  # restored at the end: seeding here must not leak out
+    try:
+        return _train(frames, val_frames, out_dir, settings, classes=classes, device=device,
+                      num_workers=num_workers, resume=resume, progress=progress, val_every=val_every)
+    finally:
+        torch.set_rng_state(caller_rng)
+
+
+def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings: dict, *, classes,
+           device: torch.device, num_workers: int, resume: bool, progress: bool,
+           val_every: int) -> TrainResult:
+    fingerprint = json.dumps(settings, sort_keys=True, default=list)
+    arch, arch_kwargs, seed, epochs, batch_size, class_weights, image_size = (
+        settings[k] for k in ("arch", "arch_kwargs", "seed", "epochs", "batch_size", "class_weights", "image_size"))
+    num_classes, ignore = classes.num_classes, classes.ignore_index
+    mean, std = input_normalisation(arch)
     torch.manual_seed(seed)
-    net = build_model(arch, num_classes, pretrained=pretrained, **arch_kwargs).to(device)
-    optimizer = torch.optim.AdamW(param_groups(net, lr=lr, weight_decay=weight_decay,
-                                               pretrained_lr_scale=pretrained_lr_scale))
+    fmt = torch.channels_last if settings["channels_last"] else torch.contiguous_format
+    net = build_model(arch, num_classes, pretrained=settings["pretrained"], **arch_kwargs)
+    net = net.to(device, memory_format=fmt)
+    optimizer = torch.optim.AdamW(param_groups(net, lr=settings["lr"], weight_decay=settings["weight_decay"],
+                                               pretrained_lr_scale=settings["pretrained_lr_scale"]))
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
-    if class_weights == "median_freq":
-        weight = median_frequency_weights(frames.labels, num_classes)
-    elif class_weights is not None:
-        weight = torch.as_tensor(class_weights, dtype=torch.float32)
-        if weight.shape != (num_classes,):
-            raise ModelError(f"train: expected {num_classes} class weights, but got shape {tuple(weight.shape)}.")
-    else:
-        weight = None
+    weight = _class_weights(class_weights, frames, num_classes)
     weight = weight.to(device) if weight is not None else None
 
     start_epoch, step, history, seconds = 0, 0, [], 0.0
@@ -258,7 +283,9 @@ def train(
 
     config = {"arch": arch, "arch_kwargs": arch_kwargs, "classes": classes, "mean": list(mean), "std": list(std),
               "input_size": list(image_size) if image_size else (list(frames.size) if frames.size else None)}
-    aug = dict(crop_size=tuple(crop_size) if crop_size else None, scale_range=tuple(scale_range), hflip=hflip)
+    crop_size = settings["crop_size"]
+    aug = dict(crop_size=tuple(crop_size) if crop_size else None, scale_range=tuple(settings["scale_range"]),
+               hflip=settings["hflip"])
     dataset = _TrainSet(frames, mean, std, ignore if ignore is not None else -100, aug, seed)
     drop_last = len(dataset) > batch_size
     per_epoch = len(dataset) // batch_size if drop_last else 1
@@ -274,26 +301,14 @@ def train(
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(_seed(seed, epoch, 0)))
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
                                              num_workers=num_workers, drop_last=drop_last)
-        net.train()
-        losses = []
         batches = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
-        for x, y in batches:
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * _lr_factor(step, total)
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(net(x), y, weight=weight, ignore_index=-100)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(float(loss))
-            batches.set_postfix(loss=f"{losses[-1]:.3f}")
+        losses, step = _train_epoch(net, batches, optimizer, weight, step, total, device, fmt)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
-               "lr": optimizer.param_groups[-1]["lr"]}
-        if val_frames is not None:
+               "lr": max(g["lr"] for g in optimizer.param_groups)}
+        if val_frames is not None and ((epoch + 1) % max(val_every, 1) == 0 or epoch + 1 == epochs):
             from ..metrics import iou_from_confusion
 
-            cm = _confusion(net, val_frames, mean, std, num_classes, ignore, device, batch_size)
+            cm = _confusion(net, val_frames, mean, std, num_classes, ignore, device, batch_size, fmt)
             iou = iou_from_confusion(cm)
             row["val_miou"] = float(np.nanmean(iou.cpu().numpy())) if bool((~iou.isnan()).any()) else math.nan
             row.update({f"iou_{name}": float(v) for name, v in zip(classes.names, iou.tolist())})
@@ -312,12 +327,42 @@ def train(
     return TrainResult(out_dir=out_dir, epochs=len(history), seconds=seconds, val_miou=final, history=history)
 
 
+def _class_weights(class_weights, frames: _Frames, num_classes: int) -> torch.Tensor | None:
+    if class_weights is None:
+        return None
+    if class_weights == "median_freq":
+        return median_frequency_weights(frames.labels, num_classes)
+    weight = torch.as_tensor(class_weights, dtype=torch.float32)
+    if weight.shape != (num_classes,):
+        raise ModelError(f"train: expected {num_classes} class weights, but got shape {tuple(weight.shape)}.")
+    return weight
+
+
+def _train_epoch(net, batches, optimizer, weight, step: int, total: int, device,
+                 fmt: torch.memory_format) -> tuple[list[float], int]:
+    """One pass over the batches; the learning rate is set per step. Returns losses and step."""
+    net.train()
+    losses = []
+    for x, y in batches:
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * _lr_factor(step, total)
+        x, y = x.to(device, memory_format=fmt), y.to(device)
+        loss = F.cross_entropy(net(x), y, weight=weight, ignore_index=-100)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        losses.append(loss.item())
+        batches.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses, step
+
+
 def _save_epoch(out_dir: Path, net, optimizer, config, epoch, step, history, seconds, fingerprint) -> None:
     """State first, then checkpoint: a kill in between leaves a state that resumes correctly."""
     import pandas as pd
 
     state = {"epoch": epoch, "step": step, "seconds": seconds, "history": history, "fingerprint": fingerprint,
-             "model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+             "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
              "optimizer": optimizer.state_dict()}
     with atomic_path(out_dir / STATE_FILE) as tmp:
         torch.save(state, tmp)

@@ -1,0 +1,398 @@
+"""The retraining experiment of RQ3 (paper section 5.3.3, Tables 4-5), resumable.
+
+Per seed: train a base model on the base set, fit MDSA on it, score the labelled pool, then
+for every target class x selection level x size add the selected pool frames to the base set
+and train again from scratch with the same hyperparameters and seed. Every model is scored on
+the held-out test split by the dataset-level IoU (one confusion matrix over all test frames).
+
+Config (a dict or a JSON file; paths are relative to the current directory)::
+
+    {"base": SET, "pool": SET or [SET, ...], "test": SET,
+     "target_classes": ["Car", "Pedestrian"], "levels": ["high", "low", "random", "diverse"],
+     "sizes": [0.1, 0.2, 0.3],            # float: fraction of the base set; int: frames
+     "seeds": [0, 1, 2],
+     "image_size": [H, W] or null,        # resize every frame once (labels: nearest)
+     "selection": {"min_pixels": 1000, "score": "mdsa", "top_fraction": 0.3,
+                   "pixels": "label" | "pred"},   # label: the paper's labelled-pixel rule
+     "train": {train() keywords}, "fit": {fit() keywords}, "score": {score() keywords},
+     "device": "cpu", "out": DIR,
+     "quick": {overrides applied with quick=True; default: the first seed only}}
+
+    SET := "SPEC" | {"spec": "SPEC", "subset": {"fraction": 0.5, "seed": 0, "part": 0}}
+
+A subset takes a seeded permutation of the dataset's frame positions
+(``numpy.random.default_rng(seed).permutation(n)``): part 0 is its first
+``round(fraction * n)`` positions, part 1 the rest, so part 0 as base and part 1 as pool
+split one set in two disjoint halves. Pool parts whose frame ids collide get ``p<k>/``
+prefixes.
+
+Output dir: ``runs/<name>/`` (checkpoint + ``result.json``; a run with both is not redone,
+and `train` resumes a run killed mid-way), ``sa/<seed>/``, ``scores/<seed>/``,
+``selections/<name>.csv``, ``table.csv``, ``summary.csv``, ``retrain.png``, ``experiment.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import pipeline
+from .analysis.selection import LEVELS, select_frames
+from .data import Dataset, open_dataset
+from .errors import DataError, FormatError
+from .io import atomic_path, read_json, write_csv, write_json, write_parquet
+from .metrics import confusion_matrix, iou_from_confusion
+from .models import load_model, train
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_retrain_experiment", "load_config", "SubsetDataset", "ConcatDataset",
+           "ResizedDataset", "open_set", "summarise"]
+
+_KEYS = {"base", "pool", "test", "target_classes", "levels", "sizes", "seeds", "image_size",
+         "selection", "train", "fit", "score", "device", "out", "quick"}
+_DEFAULTS = {"levels": ["high", "low", "random"], "sizes": [0.1, 0.2, 0.3], "seeds": [0, 1, 2],
+             "image_size": None, "selection": {}, "train": {}, "fit": {}, "score": {}, "device": "cpu"}
+
+
+class SubsetDataset(Dataset):
+    """Frames ``indices`` of `dataset`, in that order (frame ids and labels unchanged)."""
+
+    def __init__(self, dataset: Dataset, indices):
+        super().__init__(classes=dataset.classes, spec=f"subset({dataset.spec}, n={len(indices)})")
+        self.dataset, self.indices = dataset, [int(i) for i in indices]
+        bad = [i for i in self.indices if not 0 <= i < len(dataset)]
+        if bad:
+            raise DataError(f"SubsetDataset: expected indices in 0..{len(dataset) - 1}, but got {bad[:5]}.")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _load(self, i: int):
+        return self.dataset[self.indices[i]]
+
+    def frame_id(self, i: int) -> str:
+        return self.dataset.frame_id(self.indices[i])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.dataset.has_labels
+
+
+class ConcatDataset(Dataset):
+    """Parts one after another; ``Frame.index`` is the position here. Colliding ids get ``p<k>/``."""
+
+    def __init__(self, parts: list[Dataset]):
+        names = {p.classes.names for p in parts}
+        if len(names) != 1:
+            raise DataError(f"ConcatDataset: expected the same classes in every part, but got {sorted(names)}.")
+        super().__init__(classes=parts[0].classes, spec=" + ".join(p.spec for p in parts))
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        ids = [p.frame_id(i) for p in parts for i in range(len(p))]
+        self.prefix = len(set(ids)) < len(ids)
+        if self.prefix:
+            log.info("ConcatDataset: frame ids collide between parts; prefixing them with p<k>/.")
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return k, i - int(self.offsets[k])
+
+    def _load(self, i: int):
+        k, j = self._locate(i)
+        frame = self.parts[k][j]
+        return dataclasses.replace(frame, frame_id=self.frame_id(i), index=i)
+
+    def frame_id(self, i: int) -> str:
+        k, j = self._locate(i)
+        fid = self.parts[k].frame_id(j)
+        return f"p{k}/{fid}" if self.prefix else fid
+
+    @property
+    def has_labels(self) -> bool:
+        return all(p.has_labels for p in self.parts)
+
+
+class ResizedDataset(Dataset):
+    """Frames resized to (H, W): images bilinear (antialiased), labels nearest."""
+
+    def __init__(self, dataset: Dataset, size):
+        super().__init__(classes=dataset.classes, spec=f"{dataset.spec}@{size[0]}x{size[1]}")
+        self.dataset, self.size = dataset, (int(size[0]), int(size[1]))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _load(self, i: int):
+        from PIL import Image
+
+        frame = self.dataset[i]
+        h, w = self.size
+        if frame.image.shape[:2] == (h, w):
+            return frame
+        image = np.asarray(Image.fromarray(frame.image).resize((w, h), Image.BILINEAR))
+        label = None
+        if frame.label is not None:
+            rows = (np.arange(h) + 0.5) * frame.label.shape[0] / h
+            cols = (np.arange(w) + 0.5) * frame.label.shape[1] / w
+            label = frame.label[rows.astype(int)[:, None], cols.astype(int)[None, :]]
+        return dataclasses.replace(frame, image=image, label=label)
+
+    def frame_id(self, i: int) -> str:
+        return self.dataset.frame_id(i)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.dataset.has_labels
+
+
+def open_set(entry, image_size=None) -> Dataset:
+    """A dataset from a config SET (module doc), or a list of them concatenated."""
+    if isinstance(entry, list):
+        if not entry:
+            raise DataError("open_set: expected at least one dataset in the list, but got none.")
+        return ConcatDataset([open_set(e, image_size) for e in entry])
+    if isinstance(entry, str):
+        entry = {"spec": entry}
+    if not isinstance(entry, dict) or "spec" not in entry or set(entry) - {"spec", "subset"}:
+        raise DataError(f"open_set: expected a spec string or {{'spec': ..., 'subset': ...}}, but got {entry!r}.")
+    data = open_dataset(entry["spec"])
+    if "subset" in entry:
+        sub = entry["subset"]
+        fraction, part = float(sub.get("fraction", 0.5)), sub.get("part", 0)
+        if not 0 < fraction < 1 or part not in (0, 1) or set(sub) - {"fraction", "seed", "part"}:
+            raise DataError(f"open_set: expected subset {{fraction in (0, 1), seed, part 0|1}}, but got {sub!r}.")
+        order = np.random.default_rng(int(sub.get("seed", 0))).permutation(len(data))
+        cut = int(round(fraction * len(data)))
+        data = SubsetDataset(data, np.sort(order[:cut] if part == 0 else order[cut:]))
+    return ResizedDataset(data, image_size) if image_size else data
+
+
+def load_config(config: dict | str | Path, quick: bool = False) -> dict:
+    """Validated config with defaults filled in; `quick` applies its ``quick`` overrides."""
+    cfg = copy.deepcopy(config) if isinstance(config, dict) else read_json(config)
+    where = "config" if isinstance(config, dict) else str(config)
+    unknown = sorted(set(cfg) - _KEYS)
+    missing = sorted({"base", "pool", "test", "target_classes", "out"} - set(cfg))
+    if unknown or missing:
+        raise DataError(f"{where}: expected keys {sorted(_KEYS)} (required: base, pool, test, "
+                        f"target_classes, out), but got unknown {unknown} and missing {missing}.")
+    cfg = {**copy.deepcopy(_DEFAULTS), **cfg}
+    if quick:
+        for key, value in cfg.get("quick", {"seeds": cfg["seeds"][:1]}).items():
+            cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+    bad_levels = [lv for lv in cfg["levels"] if lv not in LEVELS]
+    if bad_levels or not cfg["levels"] or not cfg["sizes"] or not cfg["seeds"] or not cfg["target_classes"]:
+        raise DataError(f"{where}: expected non-empty levels from {list(LEVELS)}, sizes, seeds and "
+                        f"target_classes, but got {cfg['levels']}, {cfg['sizes']}, {cfg['seeds']}, "
+                        f"{cfg['target_classes']}.")
+    if cfg["selection"].get("pixels", "label") not in ("label", "pred"):
+        raise DataError(f"{where}: expected selection.pixels 'label' or 'pred', but got {cfg['selection']['pixels']!r}.")
+    for key in ("image_size", "crop_size", "scale_range"):
+        if cfg["train"].get(key) is not None:
+            cfg["train"][key] = tuple(cfg["train"][key])
+    return cfg
+
+
+def run_retrain_experiment(config: dict | str | Path, *, quick: bool = False,
+                           progress: bool = True) -> pd.DataFrame:
+    """Run (or resume) the RQ3 grid of `config` (module doc) and return the table.
+
+    Returns
+    -------
+    DataFrame ``table.csv``: one row per (target, level, size, seed) with ``target_iou``,
+    ``miou`` and ``n_added``; ``level == "base"`` rows (size 0) are the base models.
+    """
+    cfg = load_config(config, quick)
+    out = Path(cfg["out"])
+    started = time.perf_counter()
+    size = cfg["image_size"]
+    base, pool, test = (open_set(cfg[k], size) for k in ("base", "pool", "test"))
+    classes = base.classes
+    targets = {name: classes.id(name) for name in cfg["target_classes"]}
+    for what, data in (("base", base), ("pool", pool), ("test", test)):
+        if not data.has_labels or data.classes.names != classes.names:
+            raise DataError(f"retrain experiment: expected the {what} set labelled with the base "
+                            f"classes {list(classes.names)}, but {data.spec} is not.")
+    sel = {"min_pixels": 1000, "score": "mdsa", "top_fraction": 0.3, "pixels": "label", **cfg["selection"]}
+    pixels = _pool_pixels(pool, list(targets.values()), out / "pool_pixels.parquet")
+    rows = []
+    for seed in cfg["seeds"]:
+        base_dir = out / "runs" / f"base_{seed}"
+        result = _run(base, test, base_dir, cfg, seed, {"level": "base", "size": 0, "n_added": 0}, progress)
+        for name, cid in targets.items():
+            rows.append(_row(name, "base", 0, seed, result, classes.names[cid]))
+        sa_dir, scores_path = out / "sa" / str(seed), out / "scores" / str(seed) / "scores.parquet"
+        if not (sa_dir / "sa.json").is_file():
+            pipeline.fit(base_dir, base, sa_dir, seed=seed, device=cfg["device"], progress=progress,
+                         **{"estimators": ("mdsa",), **cfg["fit"]})
+        if not scores_path.is_file():
+            pipeline.score(base_dir, sa_dir, pool, scores_path, seed=seed, device=cfg["device"],
+                           progress=progress, **{"estimators": ["mdsa"], "softmax": False,
+                                                 "save_predictions": False, **cfg["score"]})
+        scores = pd.read_parquet(scores_path).merge(pixels, on=["frame_id", "class_id"], how="left")
+        scores["n_label"] = scores["n_label"].fillna(0).astype("int64")
+        means = _class_means(sa_dir)
+        chosen = {}  # every selection first: a pool too small fails before any retraining
+        for (name, cid), level, sz in ((t, lv, s) for t in targets.items() for lv in cfg["levels"]
+                                       for s in cfg["sizes"]):
+            picked = select_frames(scores, target_class=cid, level=level, size=sz, seed=seed,
+                                   min_pixels=sel["min_pixels"], score=sel["score"],
+                                   top_fraction=sel["top_fraction"], base_size=len(base),
+                                   reference=means.get(cid),
+                                   pixels_column="n_label" if sel["pixels"] == "label" else "n_pixels")
+            run_name = f"{_slug(name)}_{level}_{sz}_{seed}"
+            write_csv(out / "selections" / f"{run_name}.csv", picked.drop(columns="at_mean", errors="ignore"))
+            chosen[(name, level, sz, run_name)] = picked
+        position = {pool.frame_id(i): i for i in range(len(pool))}
+        for (name, level, sz, run_name), picked in chosen.items():
+            added = SubsetDataset(pool, [position[f] for f in picked["frame_id"]])
+            info = {"target": name, "level": level, "size": sz, "n_added": len(added),
+                    "added": list(picked["frame_id"])}
+            result = _run(ConcatDataset([base, added]), test, out / "runs" / run_name, cfg, seed,
+                          info, progress)
+            rows.append(_row(name, level, sz, seed, result, classes.names[targets[name]]))
+    table = pd.DataFrame(rows)
+    write_csv(out / "table.csv", table)
+    summary = summarise(table)
+    write_csv(out / "summary.csv", summary)
+    _plot(summary, out / "retrain.png")
+    write_json(out / "experiment.json", {
+        "config": cfg, "n_base": len(base), "n_pool": len(pool), "n_test": len(test),
+        "base": base.spec, "pool": pool.spec, "test": test.spec, "targets": targets,
+        "selection": sel, "seconds_this_session": round(time.perf_counter() - started, 1)})
+    return table
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Tables 4-5 style: mean and sample std (ddof=1) over seeds per target x level x size."""
+    grouped = table.groupby(["target", "level", "size"], sort=False)
+    summary = grouped.agg(target_iou_mean=("target_iou", "mean"), target_iou_std=("target_iou", "std"),
+                          miou_mean=("miou", "mean"), miou_std=("miou", "std"),
+                          n_added=("n_added", "mean"), n_seeds=("seed", "nunique"))
+    return summary.reset_index()
+
+
+def evaluate_iou(model_dir: str | Path, data: Dataset, device: str = "cpu", batch_size: int = 8) -> np.ndarray:
+    """(C,) dataset-level IoU per class over all frames of `data` (NaN: class absent)."""
+    model = load_model(model_dir, device=device)
+    c = model.classes.num_classes
+    cm = torch.zeros(c, c, dtype=torch.int64)
+    frames = list(range(len(data)))
+    with torch.no_grad():
+        for start in range(0, len(frames), batch_size):
+            batch = [data[i] for i in frames[start:start + batch_size]]
+            groups = {}
+            for f in batch:  # one forward per image size
+                groups.setdefault(f.image.shape, []).append(f)
+            for same in groups.values():
+                logits = model.net(model.preprocess([f.image for f in same]))
+                if logits.shape[-2:] != same[0].label.shape:
+                    logits = torch.nn.functional.interpolate(logits, size=same[0].label.shape,
+                                                             mode="bilinear", align_corners=False)
+                pred = logits.argmax(1).cpu()
+                for p, f in zip(pred, same):
+                    cm += confusion_matrix(p, torch.from_numpy(np.asarray(f.label)), c,
+                                           ignore_index=model.classes.ignore_index)
+    return iou_from_confusion(cm).numpy()
+
+
+def _run(train_set: Dataset, test: Dataset, run_dir: Path, cfg: dict, seed: int, info: dict,
+         progress: bool) -> dict:
+    """Train + evaluate one run, or read its result when it already finished with these settings."""
+    settings = {"train": cfg["train"], "seed": seed, "n_train": len(train_set),
+                "frames": _digest([train_set.frame_id(i) for i in range(len(train_set))]),
+                "test": test.spec}
+    settings = json.loads(json.dumps(settings, default=list))
+    result_path = run_dir / "result.json"
+    if result_path.is_file() and (run_dir / "model.pt").is_file():
+        result = read_json(result_path)
+        if result.get("settings") != settings:
+            raise FormatError(f"{result_path}: expected a finished run with the same settings, but "
+                              "they differ; use another out dir or delete this run.")
+        log.info("retrain: %s already done, skipped.", run_dir.name)
+        return result
+    log.info("retrain: training %s on %d frames.", run_dir.name, len(train_set))
+    trained = train(train_set, run_dir, seed=seed, device=cfg["device"], progress=progress,
+                    **cfg["train"])
+    iou = evaluate_iou(run_dir, test, cfg["device"])
+    names = train_set.classes.names
+    result = {**info, "seed": seed, "settings": settings, "seconds": trained.seconds,
+              "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},
+              "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None}
+    write_json(result_path, result)
+    return result
+
+
+def _row(target: str, level: str, size, seed: int, result: dict, class_name: str) -> dict:
+    iou = result["iou"].get(class_name)
+    return {"target": target, "level": level, "size": size, "seed": seed,
+            "target_iou": np.nan if iou is None else iou,
+            "miou": np.nan if result["miou"] is None else result["miou"],
+            "n_added": result.get("n_added", 0)}
+
+
+def _pool_pixels(pool: Dataset, class_ids: list[int], path: Path) -> pd.DataFrame:
+    """Labelled pixels per (pool frame, target class), cached in `path`."""
+    if path.is_file():
+        cached = pd.read_parquet(path)
+        if set(cached["class_id"]) >= set(class_ids) and cached["frame_id"].nunique() == len(pool):
+            return cached
+    rows = [(f.frame_id, c, int((f.label == c).sum())) for f in pool for c in class_ids]
+    table = pd.DataFrame(rows, columns=["frame_id", "class_id", "n_label"])
+    write_parquet(path, table)
+    return table
+
+
+def _class_means(sa_dir: Path) -> dict[int, np.ndarray]:
+    """Training AT mean per class from the MDSA model: the reference for ``diverse``."""
+    mdsa = pipeline.load_sa_model(sa_dir, ["mdsa"])[0]["mdsa"]
+    return {int(c): mdsa.means_[k].double().numpy() for k, c in enumerate(mdsa.classes_.tolist())}
+
+
+def _digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in str(name).lower())
+
+
+def _plot(summary: pd.DataFrame, path: Path) -> None:
+    """Target IoU against frames added, one line per level, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(summary["target"]))
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        part = summary[summary["target"] == target]
+        base = part[part["level"] == "base"]
+        if len(base):
+            m, s = float(base["target_iou_mean"].iloc[0]), float(np.nan_to_num(base["target_iou_std"].iloc[0]))
+            ax.axhline(m, color="grey", ls="--", label="base")
+            ax.axhspan(m - s, m + s, color="grey", alpha=0.15)
+        for level in [lv for lv in dict.fromkeys(part["level"]) if lv != "base"]:
+            rows = part[part["level"] == level].sort_values("n_added")
+            ax.errorbar(rows["n_added"], rows["target_iou_mean"], yerr=rows["target_iou_std"].fillna(0),
+                        marker="o", capsize=3, label=level)
+        ax.set(title=f"{target}: IoU after retraining", xlabel="frames added", ylabel="test IoU")
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

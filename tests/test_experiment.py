@@ -1,0 +1,175 @@
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import saseg.experiment as experiment
+from saseg.data import Frame, InMemoryDataset, open_dataset
+from saseg.data.classes import from_names
+from saseg.errors import DataError, FormatError
+from saseg.experiment import (ConcatDataset, ResizedDataset, SubsetDataset, load_config, open_set,
+                              run_retrain_experiment, summarise)
+from saseg.io import read_json
+from saseg.models import load_model
+
+QUICK = Path(__file__).resolve().parents[1] / "configs" / "retrain_quick.json"
+CAMVID = QUICK.with_name("retrain_camvid.json")
+SPEC = "synthetic:n=32,seed=0,size=96x72:train"
+
+
+def tiny_config(out):
+    """The quick config, smaller still: 16 base frames, 24 pool frames, 8 test frames."""
+    cfg = read_json(QUICK)
+    half = {"fraction": 0.5, "seed": 0}
+    cfg.update(base={"spec": SPEC, "subset": {**half, "part": 0}},
+               pool=[{"spec": SPEC, "subset": {**half, "part": 1}}, "synthetic:n=8,seed=1,size=96x72:test"],
+               test="synthetic:n=8,seed=2,size=96x72:test", out=str(out),
+               quick={"seeds": [0], "levels": ["high", "diverse"], "sizes": [2]}, image_size=[48, 64])
+    cfg["selection"]["min_pixels"] = 20
+    return cfg
+
+
+def brute_iou(model_dir, data, class_id):
+    """Dataset-level IoU of one class from per-pixel counts, without the metrics module."""
+    model = load_model(model_dir)
+    inter = union = 0
+    for f in data:
+        with torch.no_grad():
+            pred = model.net(model.preprocess([f.image])).argmax(1)[0].numpy()
+        keep = f.label != data.classes.ignore_index
+        p, t = (pred == class_id) & keep, (f.label == class_id) & keep
+        inter += int((p & t).sum())
+        union += int((p | t).sum())
+    return inter / union if union else math.nan
+
+
+@pytest.mark.slow
+def test_quick_experiment_end_to_end_then_resumes(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path / "exp")
+    table = run_retrain_experiment(cfg, quick=True, progress=False)
+    assert list(table.columns) == ["target", "level", "size", "seed", "target_iou", "miou", "n_added"]
+    assert list(table.level) == ["base", "high", "diverse"]
+    assert list(table.n_added) == [0, 2, 2]
+    out = tmp_path / "exp"
+    for name in ("table.csv", "summary.csv", "retrain.png", "experiment.json", "pool_pixels.parquet"):
+        assert (out / name).is_file(), name
+    pd.testing.assert_frame_equal(pd.read_csv(out / "table.csv"), table, check_dtype=False)
+    # The target IoU is the dataset-level IoU over every test frame.
+    test = open_set(cfg["test"], cfg["image_size"])
+    for level, run in (("base", "base_0"), ("high", "vehicle_high_2_0")):
+        expected = brute_iou(out / "runs" / run, test, 10)
+        got = float(table.loc[table.level == level, "target_iou"].iloc[0])
+        assert got == pytest.approx(expected, abs=1e-12) or (math.isnan(got) and math.isnan(expected))
+    # Added frames come from the pool only, with more than min_pixels labelled vehicle pixels.
+    base_ids = {f.frame_id for f in open_set(cfg["base"])}
+    pool = open_set(cfg["pool"], cfg["image_size"])
+    labels = {f.frame_id: f.label for f in pool}
+    for run in ("vehicle_high_2_0", "vehicle_diverse_2_0"):
+        picked = pd.read_csv(out / "selections" / f"{run}.csv")
+        assert len(picked) == 2 and not set(picked.frame_id) & base_ids
+        assert all((labels[f] == 10).sum() > cfg["selection"]["min_pixels"] for f in picked.frame_id)
+        assert read_json(out / "runs" / run / "result.json")["added"] == list(picked.frame_id)
+
+    # Second call: nothing is trained, fitted or scored again, and the table is the same.
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/model.pt")}
+    assert len(mtimes) == 3
+
+    def boom(*args, **kwargs):
+        raise AssertionError("should not run again")
+
+    monkeypatch.setattr(experiment, "train", boom)
+    monkeypatch.setattr(experiment.pipeline, "fit", boom)
+    monkeypatch.setattr(experiment.pipeline, "score", boom)
+    again = run_retrain_experiment(cfg, quick=True, progress=False)
+    pd.testing.assert_frame_equal(again, table)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/model.pt")} == mtimes
+    # A finished run with other settings is never silently reused.
+    cfg["train"]["lr"] = 0.03
+    with pytest.raises(FormatError, match="same settings"):
+        run_retrain_experiment(cfg, quick=True, progress=False)
+
+
+def test_summary_mean_and_std_by_hand():
+    table = pd.DataFrame({
+        "target": ["car"] * 5, "level": ["base", "base", "high", "high", "high"],
+        "size": [0, 0, 0.1, 0.1, 0.1], "seed": [0, 1, 0, 1, 2],
+        "target_iou": [0.30, 0.40, 0.5, 0.6, 0.9], "miou": [0.2, 0.2, 0.3, 0.4, 0.5],
+        "n_added": [0, 0, 4, 4, 4]})
+    s = summarise(table).set_index("level")
+    assert s.loc["base", "target_iou_mean"] == pytest.approx(0.35)
+    assert s.loc["base", "target_iou_std"] == pytest.approx(statistics.stdev([0.3, 0.4]))
+    assert s.loc["high", "target_iou_mean"] == pytest.approx((0.5 + 0.6 + 0.9) / 3)
+    assert s.loc["high", "target_iou_std"] == pytest.approx(statistics.stdev([0.5, 0.6, 0.9]))
+    assert s.loc["high", "miou_std"] == pytest.approx(0.1)
+    assert s.loc["high", "n_seeds"] == 3 and s.loc["high", "n_added"] == 4
+
+
+def test_subset_halves_are_disjoint_and_follow_the_seeded_permutation():
+    full = open_dataset(SPEC)
+    a = open_set({"spec": SPEC, "subset": {"fraction": 0.25, "seed": 3, "part": 0}})
+    b = open_set({"spec": SPEC, "subset": {"fraction": 0.25, "seed": 3, "part": 1}})
+    order = np.random.default_rng(3).permutation(32)
+    assert [a.frame_id(i) for i in range(len(a))] == [full.frame_id(i) for i in sorted(order[:8])]
+    assert len(b) == 24 and not {a.frame_id(i) for i in range(8)} & {f.frame_id for f in b}
+    np.testing.assert_array_equal(a[0].label, full[int(sorted(order[:8])[0])].label)
+    for bad in ({"fraction": 1.5}, {"part": 2}, {"fraction": 0.5, "sede": 1}):
+        with pytest.raises(DataError):
+            open_set({"spec": SPEC, "subset": bad})
+    for bad in ([], {"subset": {}}, 3, {"spec": SPEC, "extra": 1}):
+        with pytest.raises(DataError):
+            open_set(bad)
+    with pytest.raises(DataError):
+        SubsetDataset(full, [0, 32])
+
+
+def test_concat_prefixes_colliding_ids_and_needs_one_class_set():
+    classes = from_names(["a", "b"])
+    img, lab = np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.int64)
+    one = InMemoryDataset([Frame("x", 0, img, lab), Frame("y", 1, img, lab)], classes)
+    two = InMemoryDataset([Frame("x", 0, img, lab)], classes)
+    both = ConcatDataset([one, two])
+    assert [f.frame_id for f in both] == ["p0/x", "p0/y", "p1/x"]
+    assert [f.index for f in both] == [0, 1, 2]
+    assert [f.frame_id for f in ConcatDataset([one, InMemoryDataset([Frame("z", 0, img, lab)], classes)])] == ["x", "y", "z"]
+    with pytest.raises(DataError, match="same classes"):
+        ConcatDataset([one, InMemoryDataset([Frame("z", 0, img, lab)], from_names(["a", "c"]))])
+
+
+def test_resized_labels_are_nearest_samples():
+    full = open_dataset(SPEC)
+    half = ResizedDataset(full, (36, 48))
+    f, g = full[3], half[3]
+    assert g.image.shape == (36, 48, 3) and g.label.shape == (36, 48)
+    np.testing.assert_array_equal(g.label, f.label[1::2, 1::2])  # centre of each 2x2 block
+    block = f.image.reshape(36, 2, 48, 2, 3).mean((1, 3))
+    assert np.abs(g.image.astype(float) - block).mean() < 8
+
+
+def test_config_errors(tmp_path):
+    cfg = tiny_config(tmp_path)
+    for change in ({"levels": ["medium"]}, {"seeds": []}, {"epochz": 1},
+                   {"selection": {"pixels": "both"}}):
+        with pytest.raises(DataError):
+            load_config({**cfg, **change})
+    no_out = dict(cfg)
+    del no_out["out"]
+    with pytest.raises(DataError, match="missing"):
+        load_config(no_out)
+    with pytest.raises(FormatError):
+        load_config(tmp_path / "nope.json")
+    quick = load_config(cfg, quick=True)
+    assert quick["seeds"] == [0] and quick["sizes"] == [2]
+    default_quick = {k: v for k, v in cfg.items() if k != "quick"}
+    assert load_config(default_quick, quick=True)["seeds"] == [0]
+    with pytest.raises(DataError, match="Expected a class name"):
+        run_retrain_experiment({**cfg, "target_classes": ["unicorn"]}, progress=False)
+
+
+def test_shipped_configs_are_valid():
+    for path in (QUICK, CAMVID):
+        cfg = load_config(path)
+        assert len(cfg["seeds"]) >= 3 and cfg["sizes"] == [0.1, 0.2, 0.3] or path == QUICK
