@@ -68,6 +68,10 @@ def train(
     batch_size: BatchOpt = 8,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     crop: Annotated[Optional[str], typer.Option(help="Random crop WxH, e.g. 256x192 (default: full frame).")] = None,
+    scale: Annotated[str, typer.Option(help="Random scale range for augmentation, MIN,MAX.")] = "0.75,1.25",
+    image_size: Annotated[Optional[str], typer.Option("--image-size", help="Resize frames once to WxH before training, e.g. 320x240.")] = None,
+    class_weights: Annotated[Optional[str], typer.Option("--class-weights", help="median_freq for median-frequency class balancing.")] = None,
+    val_every: Annotated[int, typer.Option("--val-every", help="Validate every N epochs (and after the last).")] = 1,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an unfinished run in --out.")] = True,
@@ -82,7 +86,9 @@ def train(
     val_data = open_dataset(val) if val else (open_dataset(data, split="val") if _has_splits(data) else None)
     summary = train_model(train_data, out, arch=arch, val_data=val_data, epochs=epochs,
                           batch_size=batch_size, lr=lr, crop_size=_size(crop), seed=seed,
-                          device=device, resume=resume, progress=not quiet)
+                          scale_range=tuple(float(v) for v in scale.split(",")),
+                          image_size=_size(image_size), class_weights=class_weights,
+                          val_every=val_every, device=device, resume=resume, progress=not quiet)
     typer.echo(f"checkpoint: {out}  ({summary})")
 
 

@@ -87,7 +87,7 @@ def write_report(run_dir: str | PathLike, out_dir: str | PathLike | None = None)
 
 
 class _Run:
-    """Paths and lazily read inputs of one run, plus the copy-into-report helpers."""
+    """Paths and shared inputs of one run, plus the copy-into-report helper."""
 
     def __init__(self, run: Path, out: Path):
         self.run, self.out = run, out
@@ -112,6 +112,7 @@ class _Run:
         dst = self.out / "img" / re.sub(r"[^A-Za-z0-9._-]", "_", name)
         try:
             with Image.open(src) as im:
+                im.load()  # a truncated file fails here, not later in the browser
                 w, h = im.size
                 if w <= max_width and fmt == "PNG" and im.format == "PNG":
                     _copy(src, dst)
@@ -169,8 +170,9 @@ def _provenance(r: _Run) -> str:
         ("scores", ", ".join(m.get("score_columns") or r.scores)),
         ("scored data", f"{m.get('data')} ({m.get('n_frames')} frames, "
                         f"{len(m.get('skipped') or [])} skipped)"),
-        ("scoring", "pixels_per_class" in m and f"{m['pixels_per_class']} pixels per predicted class, "
-                    f"seed {m.get('seed')}, batch {m.get('batch_size')}, z-score reference: {m.get('reference')}"),
+        ("scoring", "pixels_per_class" in m and f"{m['pixels_per_class']} pixels per predicted "
+                    f"class, seed {m.get('seed')}, batch {m.get('batch_size')}, "
+                    f"z-score reference: {m.get('reference')}"),
         ("fit data", fit_data and f"{fit_data.get('spec')} ({fit_data.get('n_used')} of "
                                   f"{fit_data.get('n_frames')} frames used)"),
         ("sampler", ", ".join(f"{k}={v}" for k, v in (sa.get("sampler") or {}).items())),
