@@ -51,7 +51,8 @@ def brute_iou(model_dir, data, class_id):
 def test_quick_experiment_end_to_end_then_resumes(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path / "exp")
     table = run_retrain_experiment(cfg, quick=True, progress=False)
-    assert list(table.columns) == ["target", "level", "size", "seed", "target_iou", "miou", "n_added"]
+    assert list(table.columns) == ["target", "level", "size", "seed", "target_iou", "miou", "n_added",
+                                   "added_spread"]
     assert list(table.level) == ["base", "high", "diverse"]
     assert list(table.n_added) == [0, 2, 2]
     out = tmp_path / "exp"
@@ -88,9 +89,10 @@ def test_quick_experiment_end_to_end_then_resumes(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again, table)
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/model.pt")} == mtimes
     # A finished run with other settings is never silently reused.
-    cfg["train"]["lr"] = 0.03
     with pytest.raises(FormatError, match="same settings"):
-        run_retrain_experiment(cfg, quick=True, progress=False)
+        run_retrain_experiment({**cfg, "train": {**cfg["train"], "lr": 0.03}}, quick=True, progress=False)
+    with pytest.raises(FormatError, match="fit/score settings"):
+        run_retrain_experiment({**cfg, "score": {"pixels_per_class": 7}}, quick=True, progress=False)
 
 
 def test_summary_mean_and_std_by_hand():
@@ -170,6 +172,29 @@ def test_config_errors(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    for path in (QUICK, CAMVID):
-        cfg = load_config(path)
-        assert len(cfg["seeds"]) >= 3 and cfg["sizes"] == [0.1, 0.2, 0.3] or path == QUICK
+    quick, camvid = load_config(QUICK), load_config(CAMVID)
+    assert quick["target_classes"] == ["vehicle"] and len(quick["seeds"]) >= 3
+    assert camvid["sizes"] == [0.1, 0.2, 0.3] and len(camvid["seeds"]) >= 3
+    assert camvid["target_classes"] == ["Car", "Pedestrian"]
+    assert load_config(CAMVID, quick=True)["train"]["epochs"] == 2  # quick merges into train
+    assert load_config(CAMVID, quick=True)["train"]["arch"] == "small"
+
+
+@pytest.mark.camvid
+def test_camvid_config_splits_train_into_disjoint_base_and_pool(monkeypatch):
+    monkeypatch.chdir(QUICK.parents[1])
+    if not Path("../shared/data/camvid/train").is_dir():
+        pytest.skip("CamVid is not in ../shared/data")
+    cfg = load_config(CAMVID)
+    base, pool = open_set(cfg["base"]), open_set(cfg["pool"])
+    ids = lambda d: {d.frame_id(i) for i in range(len(d))}  # noqa: E731
+    train = open_dataset("camvid:../shared/data/camvid:train")
+    assert len(base) == round(0.5 * len(train)) and not ids(base) & ids(pool)
+    assert ids(base) | ids(train) == ids(train) and ids(train) <= ids(base) | ids(pool)
+
+
+def test_per_target_settings():
+    assert experiment._per_target(5, "Car") == 5
+    assert experiment._per_target({"Car": 7}, "Car") == 7
+    with pytest.raises(DataError, match="Pedestrian"):
+        experiment._per_target({"Car": 7}, "Pedestrian")

@@ -12,8 +12,8 @@ Config (a dict or a JSON file; paths are relative to the current directory)::
      "sizes": [0.1, 0.2, 0.3],            # float: fraction of the base set; int: frames
      "seeds": [0, 1, 2],
      "image_size": [H, W] or null,        # resize every frame once (labels: nearest)
-     "selection": {"min_pixels": 1000, "score": "mdsa", "top_fraction": 0.3,
-                   "pixels": "label" | "pred"},   # label: the paper's labelled-pixel rule
+     "selection": {"min_pixels": 1000 or {"Car": 250, ...}, "score": "mdsa",
+                   "top_fraction": 0.3, "pixels": "label" | "pred"},  # label: the paper's rule
      "train": {train() keywords}, "fit": {fit() keywords}, "score": {score() keywords},
      "device": "cpu", "out": DIR,
      "quick": {overrides applied with quick=True; default: the first seed only}}
@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 
 from . import pipeline
-from .analysis.selection import LEVELS, select_frames
+from .analysis.selection import LEVELS, select_frames, selection_spread
 from .data import Dataset, open_dataset
 from .errors import DataError, FormatError
 from .io import atomic_path, read_json, write_csv, write_json, write_parquet
@@ -213,7 +213,8 @@ def run_retrain_experiment(config: dict | str | Path, *, quick: bool = False,
     Returns
     -------
     DataFrame ``table.csv``: one row per (target, level, size, seed) with ``target_iou``,
-    ``miou`` and ``n_added``; ``level == "base"`` rows (size 0) are the base models.
+    ``miou``, ``n_added`` and ``added_spread`` (mean pairwise distance of the added frames'
+    AT means); ``level == "base"`` rows (size 0) are the base models.
     """
     cfg = load_config(config, quick)
     out = Path(cfg["out"])
@@ -232,34 +233,27 @@ def run_retrain_experiment(config: dict | str | Path, *, quick: bool = False,
     for seed in cfg["seeds"]:
         base_dir = out / "runs" / f"base_{seed}"
         result = _run(base, test, base_dir, cfg, seed, {"level": "base", "size": 0, "n_added": 0}, progress)
-        for name, cid in targets.items():
-            rows.append(_row(name, "base", 0, seed, result, classes.names[cid]))
-        sa_dir, scores_path = out / "sa" / str(seed), out / "scores" / str(seed) / "scores.parquet"
-        if not (sa_dir / "sa.json").is_file():
-            pipeline.fit(base_dir, base, sa_dir, seed=seed, device=cfg["device"], progress=progress,
-                         **{"estimators": ("mdsa",), **cfg["fit"]})
-        if not scores_path.is_file():
-            pipeline.score(base_dir, sa_dir, pool, scores_path, seed=seed, device=cfg["device"],
-                           progress=progress, **{"estimators": ["mdsa"], "softmax": False,
-                                                 "save_predictions": False, **cfg["score"]})
-        scores = pd.read_parquet(scores_path).merge(pixels, on=["frame_id", "class_id"], how="left")
+        rows += [_row(name, "base", 0, seed, result, classes.names[cid]) for name, cid in targets.items()]
+        scores = _score_pool(base_dir, base, pool, out, seed, cfg, progress)
+        scores = scores.merge(pixels, on=["frame_id", "class_id"], how="left")
         scores["n_label"] = scores["n_label"].fillna(0).astype("int64")
-        means = _class_means(sa_dir)
+        means = _class_means(out / "sa" / str(seed))
         chosen = {}  # every selection first: a pool too small fails before any retraining
         for (name, cid), level, sz in ((t, lv, s) for t in targets.items() for lv in cfg["levels"]
                                        for s in cfg["sizes"]):
             picked = select_frames(scores, target_class=cid, level=level, size=sz, seed=seed,
-                                   min_pixels=sel["min_pixels"], score=sel["score"],
+                                   min_pixels=_per_target(sel["min_pixels"], name), score=sel["score"],
                                    top_fraction=sel["top_fraction"], base_size=len(base),
                                    reference=means.get(cid),
                                    pixels_column="n_label" if sel["pixels"] == "label" else "n_pixels")
             run_name = f"{_slug(name)}_{level}_{sz}_{seed}"
             write_csv(out / "selections" / f"{run_name}.csv", picked.drop(columns="at_mean", errors="ignore"))
-            chosen[(name, level, sz, run_name)] = picked
+            chosen[run_name] = (name, level, sz, picked)
         position = {pool.frame_id(i): i for i in range(len(pool))}
-        for (name, level, sz, run_name), picked in chosen.items():
+        for run_name, (name, level, sz, picked) in chosen.items():
             added = SubsetDataset(pool, [position[f] for f in picked["frame_id"]])
             info = {"target": name, "level": level, "size": sz, "n_added": len(added),
+                    "added_spread": _spread(scores, targets[name], picked["frame_id"]),
                     "added": list(picked["frame_id"])}
             result = _run(ConcatDataset([base, added]), test, out / "runs" / run_name, cfg, seed,
                           info, progress)
@@ -281,7 +275,8 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     grouped = table.groupby(["target", "level", "size"], sort=False)
     summary = grouped.agg(target_iou_mean=("target_iou", "mean"), target_iou_std=("target_iou", "std"),
                           miou_mean=("miou", "mean"), miou_std=("miou", "std"),
-                          n_added=("n_added", "mean"), n_seeds=("seed", "nunique"))
+                          n_added=("n_added", "mean"), n_seeds=("seed", "nunique"),
+                          **({"added_spread": ("added_spread", "mean")} if "added_spread" in table else {}))
     return summary.reset_index()
 
 
@@ -302,10 +297,9 @@ def evaluate_iou(model_dir: str | Path, data: Dataset, device: str = "cpu", batc
                 if logits.shape[-2:] != same[0].label.shape:
                     logits = torch.nn.functional.interpolate(logits, size=same[0].label.shape,
                                                              mode="bilinear", align_corners=False)
-                pred = logits.argmax(1).cpu()
-                for p, f in zip(pred, same):
-                    cm += confusion_matrix(p, torch.from_numpy(np.asarray(f.label)), c,
-                                           ignore_index=model.classes.ignore_index)
+                labels = torch.from_numpy(np.stack([np.asarray(f.label, dtype=np.int64) for f in same]))
+                cm += confusion_matrix(logits.argmax(1).cpu(), labels, c,
+                                       ignore_index=model.classes.ignore_index)
     return iou_from_confusion(cm).numpy()
 
 
@@ -341,14 +335,16 @@ def _row(target: str, level: str, size, seed: int, result: dict, class_name: str
     return {"target": target, "level": level, "size": size, "seed": seed,
             "target_iou": np.nan if iou is None else iou,
             "miou": np.nan if result["miou"] is None else result["miou"],
-            "n_added": result.get("n_added", 0)}
+            "n_added": result.get("n_added", 0),
+            "added_spread": np.nan if result.get("added_spread") is None else result["added_spread"]}
 
 
 def _pool_pixels(pool: Dataset, class_ids: list[int], path: Path) -> pd.DataFrame:
     """Labelled pixels per (pool frame, target class), cached in `path`."""
     if path.is_file():
         cached = pd.read_parquet(path)
-        if set(cached["class_id"]) >= set(class_ids) and cached["frame_id"].nunique() == len(pool):
+        if (set(cached["class_id"]) >= set(class_ids)
+                and set(cached["frame_id"]) == {pool.frame_id(i) for i in range(len(pool))}):
             return cached
     rows = [(f.frame_id, c, int((f.label == c).sum())) for f in pool for c in class_ids]
     table = pd.DataFrame(rows, columns=["frame_id", "class_id", "n_label"])
@@ -360,6 +356,49 @@ def _class_means(sa_dir: Path) -> dict[int, np.ndarray]:
     """Training AT mean per class from the MDSA model: the reference for ``diverse``."""
     mdsa = pipeline.load_sa_model(sa_dir, ["mdsa"])[0]["mdsa"]
     return {int(c): mdsa.means_[k].double().numpy() for k, c in enumerate(mdsa.classes_.tolist())}
+
+
+def _score_pool(base_dir: Path, base: Dataset, pool: Dataset, out: Path, seed: int, cfg: dict,
+                progress: bool) -> pd.DataFrame:
+    """Fit MDSA on the base set and score the pool, or read them back (same fit/score settings)."""
+    sa_dir, scores_path = out / "sa" / str(seed), out / "scores" / str(seed) / "scores.parquet"
+    stage = {"fit": cfg["fit"], "score": cfg["score"]}
+    _check_stage(scores_path.with_name("stage.json"), stage, done=scores_path.is_file())
+    if not (sa_dir / "sa.json").is_file():
+        pipeline.fit(base_dir, base, sa_dir, seed=seed, device=cfg["device"], progress=progress,
+                     **{"estimators": ("mdsa",), **cfg["fit"]})
+    if not scores_path.is_file():
+        pipeline.score(base_dir, sa_dir, pool, scores_path, seed=seed, device=cfg["device"],
+                       progress=progress, **{"estimators": ["mdsa"], "softmax": False,
+                                             "save_predictions": False, **cfg["score"]})
+        write_json(scores_path.with_name("stage.json"), stage)
+    return pd.read_parquet(scores_path)
+
+
+def _check_stage(path: Path, settings: dict, done: bool) -> None:
+    """Refuse to reuse fitted SA models and scores made with other fit/score settings."""
+    settings = json.loads(json.dumps(settings, default=list))
+    if done and path.is_file() and read_json(path) != settings:
+        raise FormatError(f"{path}: expected the SA models and scores of this seed to use the same "
+                          "fit/score settings, but they differ; use another out dir or delete them.")
+
+
+def _spread(scores: pd.DataFrame, class_id: int, frame_ids) -> float | None:
+    """Mean pairwise distance of the added frames' class embeddings (None without at_mean)."""
+    if "at_mean" not in scores.columns:
+        return None
+    rows = scores[(scores["class_id"] == class_id)].set_index("frame_id")
+    spread = selection_spread(np.stack([np.asarray(rows.at[f, "at_mean"], float) for f in frame_ids]))
+    return None if np.isnan(spread["mean_pairwise"]) else spread["mean_pairwise"]
+
+
+def _per_target(value, name: str):
+    """A setting given once, or per target class as {name: value}."""
+    if not isinstance(value, dict):
+        return value
+    if name not in value:
+        raise DataError(f"retrain experiment: expected a selection setting for {name!r} in {value}, but it has none.")
+    return value[name]
 
 
 def _digest(ids: list[str]) -> str:
@@ -386,10 +425,12 @@ def _plot(summary: pd.DataFrame, path: Path) -> None:
             m, s = float(base["target_iou_mean"].iloc[0]), float(np.nan_to_num(base["target_iou_std"].iloc[0]))
             ax.axhline(m, color="grey", ls="--", label="base")
             ax.axhspan(m - s, m + s, color="grey", alpha=0.15)
-        for level in [lv for lv in dict.fromkeys(part["level"]) if lv != "base"]:
+        levels = [lv for lv in dict.fromkeys(part["level"]) if lv != "base"]
+        for j, level in enumerate(levels):
             rows = part[part["level"] == level].sort_values("n_added")
-            ax.errorbar(rows["n_added"], rows["target_iou_mean"], yerr=rows["target_iou_std"].fillna(0),
-                        marker="o", capsize=3, label=level)
+            dodge = 1 + 0.02 * (j - (len(levels) - 1) / 2)  # keep error bars of equal sizes apart
+            ax.errorbar(rows["n_added"] * dodge, rows["target_iou_mean"],
+                        yerr=rows["target_iou_std"].fillna(0), marker="o", capsize=3, label=level)
         ax.set(title=f"{target}: IoU after retraining", xlabel="frames added", ylabel="test IoU")
         ax.legend()
     fig.tight_layout()

@@ -106,12 +106,14 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
         estimators: Sequence[str] = ("mdsa",), pixels_per_class: int | None = 100,
         max_images: int | None = 10_000, max_ats_per_class: int | None = 10_000, seed: int = 0,
         batch_size: int = 8, device: str = "cpu", progress: bool = True, on_error: str = "raise",
-        **estimator_options) -> dict:
+        min_ats_per_class: int = 10, **estimator_options) -> dict:
     """Fit per-class SA models on training pixels and save them with provenance to `out_dir`.
 
     Pixels are sampled by their *label* class (paper 5.1: 100 px per class per image from up
     to 10,000 images, then up to 10,000 ATs per class). ``max_ats_per_class=None`` streams
     every sampled AT into MDSA's moments (LSA and DSA need a capped reference set).
+    Classes with fewer than `min_ats_per_class` ATs are left out (recorded in ``sa.json`` as
+    ``dropped_classes``): their pixels get no SA (NaN) when scoring rather than a noisy one.
     Returns the provenance written to ``sa.json``.
     """
     from .estimators import DSA, LSA, MDSA
@@ -123,6 +125,7 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     if unknown or not estimators:
         raise DataError(f"Expected estimators from {list(ESTIMATOR_NAMES)}, but got {list(estimators)}.")
     streaming = max_ats_per_class is None
+    dropped: dict[str, int] = {}
     if streaming and set(estimators) - {"mdsa"}:
         raise DataError("Expected max_ats_per_class to be set for LSA/DSA (a KDE over every "
                         "pixel is impractical), but got None.")
@@ -154,7 +157,7 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
             for c, n in zip(*torch.unique(cls, return_counts=True)):
                 counts[int(c)] = counts.get(int(c), 0) + int(n)
             if streaming:
-                mdsa_stream.partial_fit(ats.double(), cls)
+                mdsa_stream.partial_fit(ats.double(), cls, class_names=classes.names)
             else:
                 reservoir.update(ats.float().cpu(), cls.cpu())
         bar.update(len(frames))
@@ -170,16 +173,27 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
         fitted["mdsa"] = mdsa_stream
     else:
         ats, cls = reservoir.to_arrays()
+        ids, n_per = torch.unique(cls, return_counts=True)
+        dropped = {classes.names[int(c)]: int(n) for c, n in zip(ids, n_per) if n < min_ats_per_class}
+        if dropped:
+            log.warning("too few ATs to model classes %s (need %d); frames predicted as them get "
+                        "no SA for those pixels", dropped, min_ats_per_class)
+            keep = ~torch.isin(cls, ids[n_per < min_ats_per_class])
+            ats, cls = ats[keep], cls[keep]
+            if not len(cls):
+                raise DegenerateDataError(f"Expected at least {min_ats_per_class} ATs for some class, "
+                                          f"but got {dropped}.")
         for name in estimators:
-            est = {"mdsa": MDSA, "lsa": LSA, "dsa": DSA}[name](**estimator_options.get(name, {}))
+            make = lambda: {"mdsa": MDSA, "lsa": LSA, "dsa": DSA}[name](**estimator_options.get(name, {}))
             log.info("fitting %s on %d ATs", name, len(cls))
-            fitted[name] = est.fit(ats, cls, class_names=names)
+            fitted[name], bad = _fit_per_class_models(make, ats, cls, names, independent=name != "dsa")
+            dropped.update({f"{classes.names[c]} ({name})": reason for c, reason in bad.items()})
     for name, est in fitted.items():
         est.save(out_dir)
     provenance = {
         "saseg_version": __version__,
         "estimators": list(fitted),
-        "model": {"path": str(getattr(model, "path", "")), "sha256": model.sha256,
+        "model": {"path": model.path, "sha256": model.sha256,
                   "layer": model.layer, "capture": model.capture, "align_corners": model.align_corners},
         "data": {"spec": dataset.spec, "n_frames": len(dataset), "n_used": int(len(indices)),
                  "skipped": dataset.skipped},
@@ -187,6 +201,7 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
                     "max_ats_per_class": max_ats_per_class, "seed": seed},
         "classes": classes.to_dict(),
         "sampled_per_class": {classes.names[c]: n for c, n in sorted(counts.items())},
+        "dropped_classes": dropped,
         "fitted_per_class": ({classes.names[int(c)]: int(n) for c, n in
                               zip(*np.unique(reservoir.to_arrays()[1].numpy(), return_counts=True))}
                              if not streaming else {classes.names[c]: n for c, n in sorted(counts.items())}),
@@ -194,6 +209,30 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     }
     write_json(out_dir / "sa.json", provenance)
     return provenance
+
+
+def _fit_per_class_models(make, ats, cls, names, *, independent: bool):
+    """Fit; if some classes are degenerate (e.g. constant ATs), leave just those out.
+
+    Only for estimators whose per-class models are independent (MDSA, LSA): one dead class
+    must not cost every other class its SA model. Returns (estimator, {class: reason}).
+    """
+    try:
+        return make().fit(ats, cls, class_names=names), {}
+    except DegenerateDataError:
+        if not independent:
+            raise
+    bad = {}
+    for c in torch.unique(cls).tolist():
+        try:
+            make().fit(ats[cls == c], cls[cls == c])
+        except DegenerateDataError as exc:
+            bad[c] = str(exc)
+    keep = ~torch.isin(cls, torch.tensor(list(bad), dtype=cls.dtype))
+    if not keep.any():
+        raise DegenerateDataError(f"Expected some class with usable ATs, but every class failed: {bad}")
+    log.warning("left out degenerate classes: %s", bad)
+    return make().fit(ats[keep], cls[keep], class_names=names), bad
 
 
 def load_sa_model(sa_dir: str | Path, names: Sequence[str] | None = None) -> tuple[dict, dict]:
@@ -302,7 +341,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     ref.save(run_dir / "zscore.json")
     write_parquet(run_dir / "frames.parquet", frames_df)
     write_json(run_dir / "score.json", {
-        "saseg_version": __version__, **settings, "model_path": str(getattr(model, "path", "")),
+        "saseg_version": __version__, **settings, "model_path": model.path,
         "classes": classes.to_dict(), "score_columns": columns, "sa_provenance": sa_meta,
         "reference": str(reference) if reference else "self", "skipped": dataset.skipped,
         "timing_this_session": timing, "predictions": "predictions" if save_predictions else None,

@@ -204,3 +204,23 @@ def test_errors():
             farthest_point_order(e, **kwargs)
     with pytest.raises(DataError, match="finite"):
         farthest_point_order(np.full((3, 2), np.nan), 1)
+
+
+def test_select_from_scores_writes_csv_and_reports_spread(tmp_path):
+    from saseg.analysis.selection import select_from_scores
+
+    df = make_scores()
+    df.to_parquet(tmp_path / "scores.parquet")
+    chosen, spread = select_from_scores(tmp_path / "scores.parquet", tmp_path / "sel.csv",
+                                        target_class="vehicle", level="diverse", size=4)
+    written = pd.read_csv(tmp_path / "sel.csv")
+    assert list(written.frame_id) == list(chosen.frame_id) and len(written) == 4
+    emb = eligible(df).loc[chosen.frame_id, "at_mean"]
+    assert spread["mean_pairwise"] == pytest.approx(pdist(np.stack(emb.to_list())).mean())
+    df.drop(columns="at_mean").to_parquet(tmp_path / "plain.parquet")
+    _, spread = select_from_scores(tmp_path / "plain.parquet", tmp_path / "sel2.csv",
+                                   target_class=TARGET, level="high", size=2)
+    assert math.isnan(spread["mean_pairwise"])
+    with pytest.raises(DataError, match="cannot be read"):
+        select_from_scores(tmp_path / "missing.parquet", tmp_path / "x.csv", target_class=TARGET,
+                           level="high", size=1)

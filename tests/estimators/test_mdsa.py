@@ -85,12 +85,13 @@ def test_partial_fit_keeps_a_one_sample_class_pending(caplog):
     c[0] = 7
     est = MDSA()
     with caplog.at_level(logging.WARNING):
-        est.partial_fit(x[:50], c[:50])
-    assert 7 not in est.classes_.tolist() and "[7]" in caplog.text
+        est.partial_fit(x[:50], c[:50], class_names={k: f"c{k}" for k in (0, 1, 2, 7)})
+        assert 7 not in est.classes_.tolist() and "[7]" in caplog.text
+    assert est.class_names_ == {0: "c0", 1: "c1", 2: "c2"}
     with pytest.raises(UnknownClassError, match="7"):
         est.score(x[:1], c[:1])
     est.partial_fit(x[:1] + 1.0, np.array([7]))
-    assert 7 in est.classes_.tolist()
+    assert 7 in est.classes_.tolist() and est.class_names_[7] == "c7"
     assert np.isfinite(est.score(x[:1], c[:1]).numpy()).all()
 
 

@@ -3,7 +3,6 @@ and save/load as safetensors (tensors) plus JSON (metadata), never pickle."""
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from pathlib import Path
@@ -14,8 +13,6 @@ import torch
 
 from ..errors import DataError, DegenerateDataError, FormatError, NotFittedError, UnknownClassError
 from ..io import atomic_path, read_json, write_json
-
-logger = logging.getLogger(__name__)
 
 FORMAT = "saseg-estimator"
 FORMAT_VERSION = 1
@@ -175,7 +172,7 @@ class SurpriseEstimator:
         self.n_features_in_ = int(d)
         ids = self.classes_.tolist()
         names = _class_names(ids, class_names, where)
-        if names is not None or not hasattr(self, "class_names_"):
+        if names is not None or "class_names_" not in self.__dict__:
             self.class_names_ = names
         elif self.class_names_ is not None:  # partial_fit without names keeps the known ones
             self.class_names_ = {c: self.class_names_.get(c, str(c)) for c in ids}

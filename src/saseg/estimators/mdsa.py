@@ -12,6 +12,7 @@ from .base import SurpriseEstimator, check_inputs
 logger = logging.getLogger(__name__)
 
 _MOMENTS = ("classes", "count", "shift", "s1", "s2", "s3", "s4")
+_FITTED = ("classes_", "counts_", "means_", "covariances_", "shrinkage_", "whiteners_")
 
 
 def centred_moments(count, shift, s1, s2, s3, s4):
@@ -105,7 +106,8 @@ class MDSA(SurpriseEstimator):
     A class needs at least 2 ATs; with fewer ATs than dimensions the shrinkage keeps ``S_c``
     positive-definite (a warning is logged). Constant features are handled by the shrinkage;
     a class whose ATs are all identical raises `DegenerateDataError`. Scores are computed in
-    the ATs' dtype (float32 or float64) on their device.
+    the ATs' dtype (float32 or float64) on their device; `score` returns the distance of
+    Eq. 3 itself, not its square.
     """
 
     name = "mdsa"
@@ -118,23 +120,37 @@ class MDSA(SurpriseEstimator):
 
     def _fit(self, ats, classes):
         self._moments = None
+        self.__dict__.pop("_names_arg", None)
         self._accumulate(ats, classes)
         self._finalize(strict=True)
 
     def partial_fit(self, ats, classes, *, class_names=None):
-        """Add a chunk of ATs to the streamed moments and refit (same model as one `fit`).
+        """Add a chunk of ATs to the streamed moments (the same model as one `fit` on all chunks).
 
-        Classes that cannot be fitted yet (fewer than 2 ATs, or all identical) are kept in the
-        moments, left out of the fitted classes, and logged; later chunks may complete them.
+        Cheap per call: the covariances are factored lazily, on the first use of a fitted
+        attribute (`score`, `save`, ``means_``...). Classes that cannot be fitted yet (fewer than
+        2 ATs, or all identical) stay in the moments, are left out of ``classes_`` and logged.
         """
         where = "MDSA.partial_fit"
         ats, classes = check_inputs(ats, classes, where)
-        if getattr(self, "n_features_in_", ats.shape[1]) != ats.shape[1]:
+        if self.__dict__.get("n_features_in_", ats.shape[1]) != ats.shape[1]:
             raise DataError(f"{where}: expected ATs with d={self.n_features_in_} features, but got {ats.shape[1]}.")
         self._accumulate(ats, classes)
-        self._finalize(strict=False)
-        self._after_fit(ats.shape[1], class_names, where)
+        self.n_features_in_ = int(ats.shape[1])
+        if class_names is not None:
+            self._names_arg = class_names
+        for name in _FITTED:
+            self.__dict__.pop(name, None)
+        self._device_cache = {}
         return self
+
+    def __getattr__(self, name):
+        # only reached for missing attributes: factor the streamed moments on first use
+        if name in _FITTED and self.__dict__.get("_moments") is not None:
+            self._finalize(strict=False)
+            self._after_fit(self.n_features_in_, self.__dict__.get("_names_arg"), "MDSA.partial_fit")
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _accumulate(self, ats, classes):
         """Add per-class count and sums of y, y y^T, ||y||^2 y, ||y||^4 with y = x - shift."""

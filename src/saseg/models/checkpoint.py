@@ -191,7 +191,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     return LoadedModel(
         net=net.to(device).eval(), config=cfg, classes=classes, layer=layer,
         capture=cfg.get("capture", "output"), align_corners=bool(cfg.get("align_corners", False)),
-        device=device, sha256=sha,
+        device=device, sha256=sha, path=str(directory.resolve()),
     )
 
 
@@ -228,6 +228,8 @@ class LoadedModel:
     sha256 : str
         Of ``model.pt`` for a loaded checkpoint; of the state_dict tensors for
         :meth:`from_module`. Recorded for provenance.
+    path : str or None
+        The checkpoint dir it was loaded from (None for :meth:`from_module`).
     """
 
     net: nn.Module
@@ -238,6 +240,7 @@ class LoadedModel:
     align_corners: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     sha256: str | None = None
+    path: str | None = None
 
     @classmethod
     def from_module(cls, net: nn.Module, classes: ClassInfo, layer: str = "head.features", *,

@@ -48,7 +48,7 @@ def pixel_sa_map(features, pred, estimator, *, align_corners=False, rows_per_chu
     Returns
     -------
     sa_map : tensor of shape (H, W), float32, on the features' device
-        The estimator's SA per pixel (for MDSA, the squared Mahalanobis distance); NaN where
+        The estimator's SA per pixel (for MDSA, the Mahalanobis distance (Eq. 3, not squared)); NaN where
         the predicted class is unknown to the estimator.
     """
     from ..tracing import upsample_features_chunked

@@ -1,0 +1,64 @@
+"""The command line: each command on the tiny run, and errors as one line without a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import TEST_SPEC
+from saseg.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_help_and_version():
+    assert "score" in invoke("--help")
+    assert "score" in invoke("-h")
+    assert invoke("--version").startswith("saseg ")
+
+
+def test_fit_score_evaluate_plan(tiny_model_dir, tmp_path):
+    sa = tmp_path / "sa"
+    invoke("fit", "-m", tiny_model_dir, "-d", "synthetic:n=6,seed=1,size=64x48,split=train",
+           "-o", sa, "-e", "mdsa", "--pixels-per-class", 10, "-q")
+    assert json.loads((sa / "sa.json").read_text())["estimators"] == ["mdsa"]
+    scores = tmp_path / "run" / "scores.parquet"
+    out = invoke("score", "-m", tiny_model_dir, "--sa", sa, "-d", TEST_SPEC, "-o", scores,
+                 "--pixels-per-class", 20, "-q")
+    assert "10 frames" in out
+    out = invoke("evaluate", "-s", scores, "-o", tmp_path / "eval", "-q")
+    assert "rho_mdsa" in out
+    out = invoke("plan", "-s", scores, "-o", tmp_path / "plan", "--budget", 3)
+    queue = pd.read_csv(tmp_path / "plan" / "plan.csv")
+    assert (queue["action"] == "label").sum() == 3 and "USD" in out
+
+
+def test_export_commands_use_the_run(tiny_run, tmp_path):
+    plan = tiny_run / "plan" / "plan.csv"
+    invoke("export", "--plan", plan, "--to", "labelstudio", "-o", tmp_path / "ls")
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    queue = pd.read_csv(plan, dtype={"frame_id": str})
+    assert [t["data"]["frame_id"] for t in tasks] == queue[queue.action == "label"].frame_id.tolist()
+    invoke("export", "--plan", plan, "--to", "cvat", "-o", tmp_path / "cvat")
+    assert (tmp_path / "cvat" / "annotations.zip").exists()
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "from saseg.cli import run; run()", "score",
+                           "-m", str(tmp_path / "nope"), "--sa", str(tmp_path), "-d", TEST_SPEC,
+                           "-o", str(tmp_path / "s.parquet"), "-q"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

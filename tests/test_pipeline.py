@@ -1,0 +1,184 @@
+"""fit and score against brute-force recomputation; score's kill-and-resume guarantee."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TEST_SPEC, TRAIN_SPEC
+from saseg.data import open_dataset
+from saseg.errors import DataError, FormatError
+from saseg.estimators import load_estimator
+from saseg.models import load_model
+from saseg.pipeline import fit, frame_seed, load_prediction, score
+from saseg.sampling import sample_pixels
+
+
+def _full_forward(model, frame):
+    """Logits and fully upsampled features (the paper's L_AT), the slow way."""
+    feats = {}
+    handle = dict(model.net.named_modules())[model.layer].register_forward_hook(
+        lambda m, i, o: feats.setdefault("f", o))
+    with torch.no_grad():
+        logits = model.net(model.preprocess([frame.image]))
+    handle.remove()
+    full = F.interpolate(feats["f"], size=frame.image.shape[:2], mode="bilinear", align_corners=False)
+    return logits[0], full[0]
+
+
+def test_fit_counts_every_sampled_label_pixel(tiny_model_dir, tiny_sa_dir):
+    meta = json.loads((tiny_sa_dir / "sa.json").read_text())
+    data = open_dataset(TRAIN_SPEC)
+    expected: dict[str, int] = {}
+    for frame in data:
+        counts = np.bincount(frame.label[frame.label != 255].ravel(), minlength=data.classes.num_classes)
+        for c, n in enumerate(counts):
+            if n:
+                name = data.classes.names[c]
+                expected[name] = expected.get(name, 0) + min(20, int(n))
+    assert meta["sampled_per_class"] == expected
+    assert meta["model"]["sha256"] == load_model(tiny_model_dir).sha256
+    assert meta["sampler"]["pixels_per_class"] == 20 and meta["data"]["spec"] == TRAIN_SPEC
+    assert set(meta["estimators"]) == {"mdsa", "lsa", "dsa"}
+
+
+def test_fit_streams_the_ats_of_the_sampled_label_pixels(tiny_model_dir, tmp_path):
+    """The pipeline's MDSA equals one fitted on ATs read from the full upsampled features."""
+    from saseg.estimators import MDSA
+
+    model = load_model(tiny_model_dir)
+    fit(model, TRAIN_SPEC, tmp_path, pixels_per_class=20, max_ats_per_class=None, progress=False)
+    ats, classes = [], []
+    for frame in open_dataset(TRAIN_SPEC):
+        _, full = _full_forward(model, frame)
+        gen = torch.Generator().manual_seed(frame_seed(0, frame.frame_id))
+        ys, xs, cls = sample_pixels(torch.as_tensor(frame.label), 20, generator=gen, ignore_index=255)
+        ats.append(full[:, ys, xs].T.double())
+        classes.append(cls)
+    ats, classes = torch.cat(ats), torch.cat(classes)
+    ids, counts = torch.unique(classes, return_counts=True)
+    keep = torch.isin(classes, ids[counts >= 2])  # MDSA.partial_fit leaves out classes with < 2
+    ats, classes = ats[keep], classes[keep]
+    reference = MDSA().fit(ats, classes)
+    pipeline = load_estimator(tmp_path, "mdsa")
+    queries = ats[::7].float() + 0.1
+    np.testing.assert_allclose(pipeline.score(queries, classes[::7]).numpy(),
+                               reference.score(queries, classes[::7]).numpy(), rtol=1e-4)
+
+
+def test_score_rows_equal_a_brute_force_recomputation(tiny_model_dir, tiny_sa_dir, tiny_run):
+    scores = pd.read_parquet(tiny_run / "scores.parquet")
+    model = load_model(tiny_model_dir)
+    mdsa = load_estimator(tiny_sa_dir, "mdsa")
+    frame = open_dataset(TEST_SPEC)[3]
+    logits, full = _full_forward(model, frame)
+    pred = logits.argmax(0)
+    gen = torch.Generator().manual_seed(frame_seed(0, frame.frame_id))
+    ys, xs, cls = sample_pixels(pred, 50, generator=gen)
+    rows = scores[scores["frame_id"] == frame.frame_id].set_index("class_id")
+    assert sorted(rows.index) == sorted(torch.unique(pred).tolist())
+    counts = torch.bincount(pred.flatten(), minlength=11)
+    probs = torch.softmax(logits[:, ys, xs].T, 1)
+    for c in rows.index:
+        m = cls == c
+        per_pixel = mdsa.score(full[:, ys[m], xs[m]].T, cls[m])
+        assert rows.loc[c, "n_pixels"] == counts[c]
+        assert rows.loc[c, "n_sampled"] == min(50, int(counts[c]))
+        assert rows.loc[c, "mdsa"] == pytest.approx(per_pixel.mean().item(), rel=1e-4)
+        assert rows.loc[c, "max_softmax"] == pytest.approx((1 - probs[m].max(1).values).mean().item(), rel=1e-4)
+    assert np.array_equal(load_prediction(tiny_run, frame.frame_id), pred.numpy())
+
+
+def test_frames_table_holds_groups_and_frame_scores(tiny_run):
+    frames = pd.read_parquet(tiny_run / "frames.parquet")
+    assert len(frames) == 10
+    assert {"frame_mdsa", "frame_lsa", "frame_dsa", "frame_entropy", "group_lanes_mdsa"} <= set(frames.columns)
+    meta = json.loads((tiny_run / "score.json").read_text())
+    assert meta["score_columns"][:3] == ["mdsa", "lsa", "dsa"]
+
+
+def test_score_resumes_after_a_crash_with_identical_rows(tiny_model_dir, tiny_sa_dir, tiny_run,
+                                                          tmp_path, monkeypatch):
+    from saseg import io
+
+    calls = {"n": 0}
+    real_write = io.PartStore.write
+
+    def crash_after_two(self, chunk, frame):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        calls["n"] += 1
+        real_write(self, chunk, frame)
+
+    monkeypatch.setattr(io.PartStore, "write", crash_after_two)
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, out, pixels_per_class=50, batch_size=4,
+              chunk_frames=4, progress=False)
+    assert not out.exists()
+    assert len(list((tmp_path / "scores.parquet.parts").glob("part-*.parquet"))) == 2
+    monkeypatch.setattr(io.PartStore, "write", real_write)
+    resumed = score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, out, pixels_per_class=50,
+                    batch_size=4, chunk_frames=4, progress=False)
+    pd.testing.assert_frame_equal(resumed, pd.read_parquet(tiny_run / "scores.parquet"))
+    assert not (tmp_path / "scores.parquet.parts").exists()
+
+
+def test_score_survives_kill_9(tiny_model_dir, tiny_sa_dir, tiny_run, tmp_path):
+    out = tmp_path / "scores.parquet"
+    code = (f"from saseg.pipeline import score; score({str(tiny_model_dir)!r}, {str(tiny_sa_dir)!r}, "
+            f"{TEST_SPEC!r}, {str(out)!r}, pixels_per_class=50, batch_size=4, chunk_frames=4, "
+            "progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    parts = tmp_path / "scores.parquet.parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(parts.glob("part-*.parquet")):
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be killed")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    resumed = score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, out, pixels_per_class=50,
+                    batch_size=4, chunk_frames=4, progress=False)
+    pd.testing.assert_frame_equal(resumed, pd.read_parquet(tiny_run / "scores.parquet"))
+
+
+def test_resume_with_other_settings_is_refused(tiny_model_dir, tiny_sa_dir, tmp_path, monkeypatch):
+    from saseg import io
+
+    monkeypatch.setattr(io.PartStore, "write", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, tmp_path / "s.parquet", pixels_per_class=50,
+              progress=False)
+    with pytest.raises(FormatError, match="same settings"):
+        score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, tmp_path / "s.parquet", pixels_per_class=10,
+              progress=False)
+
+
+def test_fit_rejects_unknown_estimator_and_unlabelled_data(tiny_model_dir, tmp_path):
+    with pytest.raises(DataError, match="estimators"):
+        fit(tiny_model_dir, TRAIN_SPEC, tmp_path, estimators=("knn",), progress=False)
+    with pytest.raises(DataError, match="max_ats_per_class"):
+        fit(tiny_model_dir, TRAIN_SPEC, tmp_path, estimators=("lsa",), max_ats_per_class=None,
+            progress=False)
+
+
+def test_nan_activations_are_a_clear_error(tiny_model_dir, tiny_sa_dir, tmp_path):
+    from saseg.errors import DegenerateDataError
+
+    model = load_model(tiny_model_dir)
+    layer = dict(model.net.named_modules())[model.layer]
+    layer.register_forward_hook(lambda m, i, o: o * float("nan"))
+    with pytest.raises(DegenerateDataError, match="NaN"):
+        score(model, tiny_sa_dir, TEST_SPEC, tmp_path / "s.parquet", progress=False)

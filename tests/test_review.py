@@ -1,0 +1,40 @@
+"""Gallery, review video and heatmaps over a scored run."""
+
+from __future__ import annotations
+
+import json
+
+import imageio_ffmpeg
+import numpy as np
+import pandas as pd
+
+from conftest import TEST_SPEC
+from saseg.review import heatmaps_for_run, write_gallery, write_review_video
+
+
+def test_gallery_renders_the_most_and_least_surprising_frames(tiny_run):
+    entries = write_gallery(tiny_run, n=2)
+    frames = pd.read_parquet(tiny_run / "frames.parquet").sort_values("frame_mdsa", ascending=False)
+    top = [e["frame_id"] for e in entries if e["which"] == "top"]
+    bottom = [e["frame_id"] for e in entries if e["which"] == "bottom"]
+    assert top == frames["frame_id"].tolist()[:2]
+    assert bottom == frames["frame_id"].tolist()[::-1][:2]
+    assert all((tiny_run / e["path"]).stat().st_size > 0 for e in entries)
+    assert json.loads((tiny_run / "gallery" / "index.json").read_text()) == entries
+
+
+def test_review_video_has_one_frame_per_input_frame(tiny_model_dir, tiny_sa_dir, tmp_path):
+    path = write_review_video(tiny_model_dir, tiny_sa_dir, TEST_SPEC, tmp_path / "r.mp4",
+                              max_frames=4, progress=False)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    assert meta["codec"].startswith("h264")
+    assert sum(1 for _ in reader) == 4
+
+
+def test_heatmap_for_run_is_finite_where_the_class_is_known(tiny_run):
+    heat = heatmaps_for_run(tiny_run)
+    frame_id = pd.read_parquet(tiny_run / "frames.parquet")["frame_id"].iloc[0]
+    sa = heat(frame_id)
+    assert sa.shape == (48, 64)
+    assert np.isfinite(sa).mean() > 0.5
