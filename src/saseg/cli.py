@@ -245,6 +245,46 @@ def report(
 
 
 @app.command()
+def select(
+    scores: Annotated[str, typer.Option("--scores", "-s", help="scores.parquet of the unlabelled pool.")],
+    target_class: Annotated[str, typer.Option("--target-class", "-t", help="Class name or id to improve, e.g. Car.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="CSV of the chosen frames.")] = "subset.csv",
+    level: Annotated[str, typer.Option(help="high | low | random | diverse (surprising and spread out).")] = "high",
+    size: Annotated[str, typer.Option(help="Frames to pick: an integer, or a fraction (0-1) of --base-size.")] = "0.1",
+    base_size: Annotated[Optional[int], typer.Option(help="Size of the base training set, for fractional --size.")] = None,
+    min_pixels: Annotated[int, typer.Option(help="Only frames with more than this many target-class pixels.")] = 1000,
+    score_column: Annotated[str, typer.Option("--score", help="Score column to rank by.")] = "mdsa",
+    top_fraction: Annotated[float, typer.Option(help="Share of eligible frames counted as high (or low) SA.")] = 0.3,
+    seed: SeedOpt = 0,
+):
+    """Frames to add to the training data (paper RQ3): high/low/random SA, or diverse."""
+    from .analysis.selection import select_from_scores
+
+    chosen, spread = select_from_scores(
+        scores, out, target_class=target_class, level=level,
+        size=float(size) if "." in size else int(size), base_size=base_size, min_pixels=min_pixels,
+        seed=seed, score=score_column, top_fraction=top_fraction)
+    typer.echo(f"{len(chosen)} frames -> {out}  (spread of their ATs: mean pairwise "
+               f"{spread['mean_pairwise']:.3g}, min {spread['min_pairwise']:.3g})")
+
+
+experiment_app = typer.Typer(help="The paper's experiments.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("retrain")
+def experiment_retrain(
+    config: Annotated[str, typer.Option("--config", "-c", help="Experiment JSON (see configs/).")],
+    quick: Annotated[bool, typer.Option(help="Use the config's quick block (tiny, for smoke runs).")] = False,
+    quiet: QuietOpt = False,
+):
+    """RQ3: retrain with high/low/random/diverse frames added, over seeds; resumable."""
+    from .experiment import run_retrain_experiment, summarise
+
+    typer.echo(summarise(run_retrain_experiment(config, quick=quick, progress=not quiet)).to_string(index=False))
+
+
+@app.command()
 def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="Run dir for every output.")] = "runs/demo",
     quick: Annotated[bool, typer.Option(help="Smaller data and fewer epochs (for tests).")] = False,

@@ -56,7 +56,7 @@ from .models import load_model, train
 log = logging.getLogger(__name__)
 
 __all__ = ["run_retrain_experiment", "load_config", "SubsetDataset", "ConcatDataset",
-           "ResizedDataset", "open_set", "summarise"]
+           "ResizedDataset", "open_set", "summarise", "evaluate_iou"]
 
 _KEYS = {"base", "pool", "test", "target_classes", "levels", "sizes", "seeds", "image_size",
          "selection", "train", "fit", "score", "device", "out", "quick"}

@@ -84,7 +84,7 @@ def test_max_risk_from_hand_made_pilot_curve():
     p = plan(frames, max_risk=0.05, pilot_curve=_pilot())
     # largest ratio with below_0.5 <= 0.05 is 0.7 (the curve dips back at 0.7)
     assert p.summary["n_skip"] == math.floor(0.7 * 24)
-    assert list(p.queue[p.queue.action == "skip"].frame_mdsa) == list(np.arange(16, dtype=float)[::-1])
+    assert list(p.queue[p.queue.action == "skip"].score) == list(np.arange(16, dtype=float)[::-1])
     exp = p.summary["expected_inaccuracy"]
     ratio = 16 / 24
     assert exp["below_0.5"] == pytest.approx(np.interp(ratio, np.linspace(0, 1, 11), _pilot().value[:11]))
@@ -100,7 +100,7 @@ def test_fixed_segments_and_save(tmp_path):
     assert (p.queue.units == 5).all() and p.summary["n_skip"] == 0
     p.save(tmp_path / "out")
     back = pd.read_csv(tmp_path / "out" / "plan.csv")
-    assert list(back.columns) == ["rank", "frame_id", "frame_index", "source", "frame_mdsa",
+    assert list(back.columns) == ["rank", "frame_id", "frame_index", "source", "score",
                                   "action", "n_segments", "units"]
     summary = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert summary["n_frames"] == 8 and summary["price"]["tiers"][1][0] is None

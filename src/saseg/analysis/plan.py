@@ -83,7 +83,8 @@ class Plan:
     Attributes
     ----------
     queue : DataFrame, one row per frame in rank order
-        ``rank``, ``frame_id``, ``frame_index``, ``source``, the score column, ``action``
+        ``rank``, ``frame_id``, ``frame_index``, ``source``, ``score`` (the value of the
+        column ranked by, named in ``summary["score"]``), ``action``
         ("label" | "skip"), ``n_segments``, ``units``.
     summary : dict
         Counts, skip ratio, costs (USD), NaN frames and, with a pilot curve, the expected
@@ -188,7 +189,7 @@ def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: floa
         "frame_id": df["frame_id"].to_numpy()[order],
         "frame_index": df["frame_index"].to_numpy()[order],
         "source": df["source"].to_numpy()[order],
-        score: values[order],
+        "score": values[order],
         "action": np.where(np.arange(len(df)) < len(df) - n_skip, "label", "skip"),
         "n_segments": (units // price.annotators)[order],
         "units": units[order],
