@@ -13,8 +13,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FULL = dict(size="160x120", n_train=240, n_val=40, n_test=200, epochs=8, max_ats=1500, ppc=250)
-QUICK = dict(size="96x72", n_train=48, n_val=8, n_test=32, epochs=1, max_ats=300, ppc=50)
+FULL = dict(size="160x120", n_train=240, n_val=40, n_test=200, epochs=8, max_ats=1500, ppc=250,
+            video_frames=60, gallery=6)
+QUICK = dict(size="96x72", n_train=48, n_val=8, n_test=32, epochs=1, max_ats=300, ppc=50,
+             video_frames=8, gallery=2)
 
 
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bool = True,
@@ -26,6 +28,10 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     from .evaluate import evaluate
     from .models.train import train
     from .analysis.plan import plan_from_run
+    from .export import TOOLS
+    from .export.run import export_plan
+    from .report import write_report
+    from .review import write_gallery, write_review_video
     from .pipeline import fit, score
 
     cfg = QUICK if quick else FULL
@@ -56,6 +62,14 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     the_plan = plan_from_run(out / "scores.parquet", out / "plan", skip_ratio=0.5,
                              eval_dir=out / "eval")
     lap("plan")
+    for tool in TOOLS:
+        export_plan(out / "plan" / "plan.csv", to=tool, out_dir=out / "export" / tool)
+    lap("export")
+    write_review_video(model_dir, out / "sa", test_spec, out / "review.mp4",
+                       max_frames=cfg["video_frames"], progress=progress)
+    write_gallery(out, n=cfg["gallery"])
+    report = write_report(out)
+    lap("video+report")
 
     frames = pd.read_parquet(out / "frames.parquet")
     lines = [
@@ -75,6 +89,9 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         f"  scores             {out / 'scores.parquet'} and {out / 'frames.parquet'}",
         f"  evaluation         {out / 'eval'} (correlation.csv, tradeoff.csv, *.png)",
         f"  labelling plan     {out / 'plan' / 'plan.csv'}",
+        f"  labelling exports  {out / 'export'} (labelstudio, cvat, fiftyone; see IMPORT.md)",
+        f"  review video       {out / 'review.mp4'}",
+        f"  HTML report        {report}",
     ]
     return "\n".join(lines)
 
