@@ -86,4 +86,4 @@ def test_synthetic_dispatch(monkeypatch):
     assert calls[-1] == ({"n": "5", "seed": "1", "size": "8"}, "test", "skip")
     ds = open_dataset("synthetic:seed=1,n=5:test", size=8)
     assert calls[-1] == ({"size": "8", "seed": "1", "n": "5"}, "test", "raise")
-    assert ds.spec == "synthetic:n=5,seed=1,size=8:test"
+    assert ds.spec == ""  # the generator's own canonical spec is kept as it is
