@@ -75,7 +75,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     lines = [
         "saseg demo: generated plain-daytime training drives, shifted test drives",
         f"  model: small CNN, validation mIoU {_last(summary, 'val_miou')}",
-        f"  test frames scored: {len(frames)}; mean class IoU {result['mean_iou']:.3f}",
+        f"  test frames scored: {len(frames)}; test mIoU {result['dataset_miou']:.3f}",
         "",
         "RQ1 - Spearman rho between class SA and IoU (negative = surprise predicts failure):",
         result["table"],

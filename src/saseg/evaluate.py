@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from .data import Dataset, open_dataset
@@ -32,7 +33,9 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
     from .analysis.correlation import (correlation_table, format_table, paired_table,
                                        score_agreement)
     from .analysis.tradeoff import max_skip_table, tradeoff_table
-    from .metrics import frame_iou
+    import torch
+
+    from .metrics import confusion_matrix, frame_iou, iou_from_confusion
     from .pipeline import as_dataset, load_prediction
 
     scores = Path(scores)
@@ -50,12 +53,15 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
 
     wanted = set(scores_df["frame_id"])
     tables = []
+    cm = torch.zeros(classes.num_classes, classes.num_classes, dtype=torch.int64)
     bar = tqdm(total=len(wanted), desc="evaluate: IoU", unit="frame", disable=not progress, leave=False)
     for frame in dataset:
         if frame.frame_id not in wanted:
             continue
         pred = load_prediction(run_dir, frame.frame_id)
         table = frame_iou(pred, frame.label, classes)
+        cm += confusion_matrix(torch.as_tensor(pred), torch.as_tensor(frame.label),
+                               classes.num_classes, classes.ignore_index)
         table.insert(0, "frame_id", frame.frame_id)
         table.insert(1, "frame_index", frame.index)
         tables.append(table)
@@ -94,11 +100,14 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
         "score_columns": columns, "thresholds": list(thresholds), "risk": risk,
         "table": format_table(corr), "plots": [str(p) for p in pngs],
         "mean_iou": _mean_class_iou(iou_df),
+        "dataset_iou": dict(zip(classes.names, iou_from_confusion(cm).tolist())),
+        "dataset_miou": float(np.nanmean(iou_from_confusion(cm).numpy())),
     }
     write_json(out_dir / "eval.json", summary)
     return summary
 
 
 def _mean_class_iou(iou_df: pd.DataFrame) -> float:
+    """Mean over frames and classes of the per-frame class IoU (the paper's unit)."""
     classes = iou_df[iou_df["kind"] == "class"]
     return float(classes["iou"].mean())

@@ -285,7 +285,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                               align_corners=model.align_corners)
     known = {n: torch.as_tensor(est.classes_).long() for n, est in fitted.items()}
     pred_dir = run_dir / "predictions"
-    timing = {"forward_s": 0.0, "sa_s": 0.0, "frames": 0}
+    timing: dict[str, float] = {"frames": 0}
     n = len(dataset)
     n_chunks = (n + chunk_frames - 1) // chunk_frames
     bar = _progress(None, n, "score", progress)
@@ -296,15 +296,16 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
         rows = []
         indices = range(chunk * chunk_frames, min(n, (chunk + 1) * chunk_frames))
         for frames in _batches(dataset, indices, batch_size):
-            t0 = time.perf_counter()
+            clock = time.perf_counter()
             logits, features = _forward(model, tracer, frames)
             preds = logits.argmax(1)
-            t1 = time.perf_counter()
+            clock = _tick(timing, "forward_s", clock)
             for b, frame in enumerate(frames):
                 pred = preds[b]
                 gen = torch.Generator().manual_seed(frame_seed(seed, frame.frame_id))
                 ys, xs, cls = sample_pixels(pred, pixels_per_class, generator=gen)
                 ats = sample_ats(features[b], ys, xs, pred.shape, align_corners=model.align_corners)
+                clock = _tick(timing, "sampling_s", clock)
                 per_pixel = {}
                 for name, est in fitted.items():
                     values = torch.full((len(cls),), float("nan"), device=ats.device)
@@ -312,6 +313,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                     if ok.any():
                         values[ok] = est.score(ats[ok], cls[ok]).to(values.dtype)
                     per_pixel[name] = values
+                    clock = _tick(timing, f"{name}_s", clock)
                 if softmax:
                     per_pixel.update(softmax_scores(logits[b][:, ys, xs].T))
                 n_pixels = torch.bincount(pred.flatten(), minlength=classes.num_classes)
@@ -322,10 +324,10 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 table.insert(2, "source", frame.source)
                 table.insert(4, "class_name", [classes.names[c] for c in table["class_id"]])
                 rows.append(table)
+                clock = _tick(timing, "aggregate_s", clock)
                 if save_predictions:
                     _save_prediction(pred_dir, frame.frame_id, pred)
-            timing["forward_s"] += t1 - t0
-            timing["sa_s"] += time.perf_counter() - t1
+                clock = _tick(timing, "predictions_s", clock)
             timing["frames"] += len(frames)
             bar.update(len(frames))
         store.write(chunk, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame())
@@ -349,6 +351,13 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     write_parquet(out, scores_df)
     store.cleanup()
     return scores_df
+
+
+def _tick(timing: dict, key: str, since: float) -> float:
+    """Add the time since `since` to timing[key]; return now (for the next stage)."""
+    now = time.perf_counter()
+    timing[key] = timing.get(key, 0.0) + now - since
+    return now
 
 
 def _class_means(ats: torch.Tensor, cls: torch.Tensor, class_ids: np.ndarray) -> np.ndarray:

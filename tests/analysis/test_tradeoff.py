@@ -103,6 +103,10 @@ def test_tradeoff_table_and_max_skip():
     per = max_skip_table(table, 0.5, 0.2).set_index("target")
     assert per.loc["car", "max_skip_ratio"] == max_skip(car, 0.5, 0.2)
     assert per.loc["road", "max_skip_ratio"] == max_skip(table[table.target == "road"], 0.5, 0.2)
+    oracle = tradeoff_curve(SA, IOU, thresholds=(0.5,), skip_ratios=RATIOS, order="oracle")
+    below = oracle[oracle.metric == "below_t"]
+    assert per.loc["car", "max_skip_oracle"] == pytest.approx(below[below.value <= 0.2].skip_ratio.max())
+    assert (per["max_skip_oracle"] >= per["max_skip_ratio"]).all()
     with pytest.raises(DataError, match="threshold 0.8"):
         max_skip(car, 0.8, 0.1)
 

@@ -174,17 +174,24 @@ def max_skip_table(table: pd.DataFrame, threshold: float | None = 0.5,
     Returns
     -------
     DataFrame with columns ``target``, ``kind``, ``score``, ``n_frames``, ``threshold``,
-    ``risk``, ``max_skip_ratio``.
+    ``risk``, ``max_skip_ratio`` (skipping in SA order) and, for the reference orders in the
+    table, ``max_skip_random`` and ``max_skip_oracle``.
     """
     keys = ["target", "kind", "score"]
     missing = [c for c in keys if c not in table.columns]
     if missing:
         raise DataError(f"trade-off table: expected columns {missing}, but got {list(table.columns)}.")
     rows = []
+    orders = table["order"].unique() if "order" in table.columns else ["sa"]
     for (target, kind, score), g in table.groupby(keys, sort=False):
         n = int(g["n_frames"].iloc[0]) if "n_frames" in g.columns else -1
-        rows.append((target, kind, score, n, threshold, risk, max_skip(g, threshold, risk)))
-    return pd.DataFrame(rows, columns=[*keys, "n_frames", "threshold", "risk", "max_skip_ratio"])
+        row = [target, kind, score, n, threshold, risk]
+        for order in orders:
+            curve = g[g["order"] == order].assign(order="sa") if "order" in g.columns else g
+            row.append(max_skip(curve, threshold, risk))
+        rows.append(row)
+    names = ["max_skip_ratio" if o == "sa" else f"max_skip_{o}" for o in orders]
+    return pd.DataFrame(rows, columns=[*keys, "n_frames", "threshold", "risk", *names])
 
 
 def _one_curve(curve: pd.DataFrame, threshold: float | None) -> pd.DataFrame:
