@@ -246,7 +246,7 @@ class SurpriseEstimator:
         if lo == hi and lo in self._class_index:  # one known class: no per-row lookup
             yield self._class_index[lo], None
             return
-        idx = torch.searchsorted(known, classes).clamp_max(len(known) - 1)
+        idx = torch.searchsorted(known, classes.contiguous()).clamp_max(len(known) - 1)
         ok = known[idx] == classes
         if not bool(ok.all()):
             unknown = torch.unique(classes[~ok]).tolist()
