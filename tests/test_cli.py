@@ -62,3 +62,21 @@ def test_errors_are_one_line_and_exit_1(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_train_on_generated_frames(tmp_path):
+    out = invoke("train", "-d", "synthetic:n=8,seed=1,size=48x32", "-o", tmp_path / "m",
+                 "--epochs", 1, "-b", 4, "-q")
+    assert "val_miou" in out
+    assert (tmp_path / "m" / "model.pt").exists() and (tmp_path / "m" / "model.json").exists()
+
+
+def test_select_video_and_report(tiny_model_dir, tiny_sa_dir, tiny_run, tmp_path):
+    out = invoke("select", "-s", tiny_run / "scores.parquet", "-t", "building", "--min-pixels", 10,
+                 "--level", "diverse", "--size", 3, "-o", tmp_path / "add.csv")
+    assert "3 frames" in out and len(pd.read_csv(tmp_path / "add.csv")) == 3
+    invoke("video", "-m", tiny_model_dir, "--sa", tiny_sa_dir, "-d", TEST_SPEC,
+           "--max-frames", 3, "-o", tmp_path / "r.mp4", "-q")
+    assert (tmp_path / "r.mp4").stat().st_size > 0
+    out = invoke("report", tiny_run, "--gallery", 1, "-o", tmp_path / "report")
+    assert (tmp_path / "report" / "index.html").exists()

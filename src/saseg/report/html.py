@@ -224,8 +224,8 @@ def _correlation(r: _Run) -> str:
     legend = ('<p class="legend">Spearman rho of SA against IoU across frames; negative = more '
               'surprise, lower IoU. |rho|: <span class="neg r1">0.1-0.3</span><span class="neg r2">'
               '0.3-0.5</span><span class="neg r3">&ge; 0.5</span> (red: positive). Faded cells: '
-              'p &ge; 0.05. Shaded headers: softmax baselines (for max_softmax and margin a '
-              '<em>positive</em> rho is the expected direction).</p>')
+              'p &ge; 0.05. Shaded headers: softmax baselines (1 - max p, entropy, 1 - margin), '
+              'oriented like SA: higher = less certain, so negative rho is expected too.</p>')
     table = (f'<div class="scroll"><table class="corr"><thead><tr>{head1}</tr><tr>{head2}</tr>'
              f'</thead><tbody>{"".join(rows)}</tbody></table></div>')
     return legend + table
