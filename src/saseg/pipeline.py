@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -92,16 +91,6 @@ def _progress(iterable, total, desc, enabled):
 
 
 # --------------------------------------------------------------------------------------- fit
-@dataclass
-class FitSettings:
-    pixels_per_class: int | None = 100
-    max_images: int | None = 10_000
-    max_ats_per_class: int | None = 10_000
-    estimators: tuple[str, ...] = ("mdsa",)
-    seed: int = 0
-    batch_size: int = 8
-
-
 def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = "train",
         estimators: Sequence[str] = ("mdsa",), pixels_per_class: int | None = 100,
         max_images: int | None = 10_000, max_ats_per_class: int | None = 10_000, seed: int = 0,
@@ -125,7 +114,7 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     if unknown or not estimators:
         raise DataError(f"Expected estimators from {list(ESTIMATOR_NAMES)}, but got {list(estimators)}.")
     streaming = max_ats_per_class is None
-    dropped: dict[str, int] = {}
+    dropped: dict[str, object] = {}  # class -> ATs seen, or why its model failed
     if streaming and set(estimators) - {"mdsa"}:
         raise DataError("Expected max_ats_per_class to be set for LSA/DSA (a KDE over every "
                         "pixel is impractical), but got None.")
