@@ -13,7 +13,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FULL = dict(size="160x120", n_train=240, n_val=40, n_test=200, epochs=8, max_ats=1500, ppc=250,
+FULL = dict(size="160x120", n_train=400, n_val=40, n_test=200, epochs=20, max_ats=1500, ppc=250,
             video_frames=60, gallery=6)
 QUICK = dict(size="96x72", n_train=48, n_val=8, n_test=32, epochs=1, max_ats=300, ppc=50,
              video_frames=8, gallery=2)
@@ -72,10 +72,15 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     lap("video+report")
 
     frames = pd.read_parquet(out / "frames.parquet")
+    by_condition = _by_condition(open_dataset(test_spec), frames,
+                                 pd.read_parquet(out / "eval" / "iou.parquet"))
     lines = [
         "saseg demo: generated plain-daytime training drives, shifted test drives",
         f"  model: small CNN, validation mIoU {_last(summary, 'val_miou')}",
         f"  test frames scored: {len(frames)}; test mIoU {result['dataset_miou']:.3f}",
+        "",
+        "Surprise by driving condition (train drives: day and a little dusk):",
+        by_condition,
         "",
         "RQ1 - Spearman rho between class SA and IoU (negative = surprise predicts failure):",
         result["table"],
@@ -99,3 +104,15 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
 def _last(summary, key):
     value = getattr(summary, key, None)
     return f"{value:.3f}" if isinstance(value, float) else "n/a"
+
+
+def _by_condition(dataset, frames, iou) -> str:
+    """Mean frame SA and mean class IoU per generator condition: are shifted frames surprising?"""
+    condition = {dataset.frame_id(i): dataset.condition(i) for i in range(len(dataset))}
+    frame_iou = iou[iou["kind"] == "class"].groupby("frame_id")["iou"].mean()
+    table = frames.assign(condition=frames["frame_id"].map(condition),
+                          mean_class_iou=frames["frame_id"].map(frame_iou))
+    summary = table.groupby("condition").agg(frames=("frame_id", "size"),
+                                             frame_mdsa=("frame_mdsa", "mean"),
+                                             mean_class_iou=("mean_class_iou", "mean"))
+    return summary.sort_values("frame_mdsa").to_string(float_format=lambda v: f"{v:.2f}")
