@@ -232,6 +232,7 @@ def report(
     run_dir: Annotated[str, typer.Argument(help="Run dir holding scores.parquet (and eval/, plan/).")],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Report dir (default RUN/report).")] = None,
     gallery: Annotated[int, typer.Option(help="Most/least surprising frames to render for the gallery (0 = keep existing).")] = 6,
+    experiment: Annotated[Optional[str], typer.Option(help="Output dir of `saseg experiment retrain`, for the RQ3 section.")] = None,
     device: DeviceOpt = "cpu",
 ):
     """Write a self-contained static HTML report of a run (opens from disk, no network)."""
@@ -240,7 +241,7 @@ def report(
 
     if gallery:
         write_gallery(run_dir, n=gallery, device=device)
-    path = write_report(run_dir, out)
+    path = write_report(run_dir, out, experiment=experiment)
     typer.echo(f"report: {path}/index.html" if not str(path).endswith(".html") else f"report: {path}")
 
 

@@ -290,3 +290,17 @@ def test_review_video_copied_and_linked(tmp_path):
     assert (index.parent / "review.mp4").read_bytes() == (run / "review.mp4").read_bytes()
     page = index.read_text("utf-8")
     assert '<video controls preload="none" src="review.mp4"' in page and "No gallery/" in page
+
+
+def test_retraining_section_shows_the_experiment_summary(tmp_path):
+    run = make_run(tmp_path)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    pd.DataFrame({"target": ["Car", "Car"], "level": ["high", "random"], "size": [0.1, 0.1],
+                  "target_iou_mean": [0.61234, 0.5987], "target_iou_std": [0.011, 0.02],
+                  "miou_mean": [0.4, 0.41], "n_seeds": [3, 3]}).to_csv(exp / "summary.csv", index=False)
+    _png(exp / "retrain.png", 60, 40)
+    page = write_report(run, experiment=exp).read_text("utf-8")
+    assert '<section id="retrain">' in page and "0.612" in page and "0.599" in page
+    assert "retrain.png" in page
+    assert "No retraining experiment" in write_report(run, tmp_path / "r2").read_text("utf-8")

@@ -36,13 +36,15 @@ QUEUE_ROWS = 50
 TOP_FRAMES = 20
 
 
-def write_report(run_dir: str | PathLike, out_dir: str | PathLike | None = None) -> Path:
+def write_report(run_dir: str | PathLike, out_dir: str | PathLike | None = None, *,
+                 experiment: str | PathLike | None = None) -> Path:
     """Write the report of a scored run to `out_dir` (default ``RUN/report``).
 
     Parameters
     ----------
     run_dir : path of a run written by ``saseg score`` (and optionally evaluate, plan, gallery)
     out_dir : path of the report folder; created if needed
+    experiment : path of a ``saseg experiment retrain`` output dir (RQ3), optional
 
     Returns
     -------
@@ -69,6 +71,8 @@ def write_report(run_dir: str | PathLike, out_dir: str | PathLike | None = None)
         ("gallery", "Gallery", "Most and least surprising frames (Figure 8)", _gallery(r)),
         ("frames", "Frame SA", "Frame SA", _frames(r)),
         ("classes", "Per class", "SA per class", _classes(r)),
+        ("retrain", "Retraining", "Which frames to add for retraining (RQ3, Tables 4-5)",
+         _retraining(r, experiment)),
     ]
     body = _cards(r) + "".join(f'<section id="{k}"><h2>{_e(t)}</h2>{h}</section>\n'
                                for k, _, t, h in sections)
@@ -310,6 +314,30 @@ def _max_skip(r: _Run) -> str:
     return (f'<p class="lead">Largest share of frames that can go unlabelled (lowest SA first) '
             f'while at most {_e(f"{risk:.0%}")} of the skipped frames have IoU below '
             f'{_e(f"{t:g}")}.</p>' + _table(["target", "kind", *scores], rows, sortable=True))
+
+
+def _retraining(r: _Run, experiment) -> str:
+    if experiment is None:
+        return _note("No retraining experiment given (`saseg report RUN --experiment DIR` after "
+                     "`saseg experiment retrain`).")
+    exp = Path(experiment)
+    summary = _csv(exp / "summary.csv", ["target", "level", "size", "target_iou_mean", "target_iou_std"])
+    if summary is None:
+        return _note(f"No summary.csv in {exp}: the experiment has not finished.")
+    rows = [[_td(row.target, cls="t"), _td(row.level), _td(f"{row.size:g}", row.size),
+             _td(f"{row.target_iou_mean:.3f}", row.target_iou_mean),
+             _td(f"{row.target_iou_std:.3f}", row.target_iou_std),
+             _td(f"{row.miou_mean:.3f}", row.miou_mean) if "miou_mean" in summary else _td(""),
+             _td(f"{int(row.n_seeds)}" if "n_seeds" in summary else "")]
+            for row in summary.itertuples()]
+    img = r.image(exp / "retrain.png", "retrain.png", PLOT_WIDTH) if (exp / "retrain.png").exists() else None
+    fig = (f'<figure class="plot"><img src="{img[0]}" width="{img[1]}" height="{img[2]}" '
+           f'alt="retraining results"><figcaption>Target-class IoU after adding frames, mean and '
+           f'spread over seeds</figcaption></figure>') if img else ""
+    return (f'<p class="lead">Target-class IoU on the held-out split after retraining on the base set '
+            f'plus frames chosen by each selection level (mean and std over seeds).</p>'
+            + _table(["target", "level", "size", "IoU mean", "IoU std", "mIoU mean", "seeds"], rows,
+                     sortable=True) + fig)
 
 
 def _plan(r: _Run) -> str:
