@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 
 from saseg.analysis.correlation import format_table
 from saseg.analysis.tradeoff import max_skip_table
-from saseg.evaluate import evaluate
+from saseg.evaluation import evaluate
 from saseg.pipeline import fit, score
 
 

@@ -80,3 +80,11 @@ def test_select_video_and_report(tiny_model_dir, tiny_sa_dir, tiny_run, tmp_path
     assert (tmp_path / "r.mp4").stat().st_size > 0
     out = invoke("report", tiny_run, "--gallery", 1, "-o", tmp_path / "report")
     assert (tmp_path / "report" / "index.html").exists()
+
+
+def test_public_api_names_are_the_functions():
+    import saseg
+
+    for name in ("fit", "score", "evaluate", "plan"):
+        assert callable(getattr(saseg, name)), name
+    assert saseg.evaluate.__module__ == "saseg.evaluation"

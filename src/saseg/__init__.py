@@ -22,7 +22,7 @@ _LAZY = {
     "open_dataset": "saseg.data",
     "fit": "saseg.pipeline",
     "score": "saseg.pipeline",
-    "evaluate": "saseg.pipeline",
+    "evaluate": "saseg.evaluation",
     "plan": "saseg.analysis.plan",
 }
 

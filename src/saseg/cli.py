@@ -156,7 +156,7 @@ def evaluate(
     quiet: QuietOpt = False,
 ):
     """RQ1 (Spearman SA vs IoU, Table 3) and RQ2 (skip trade-off, Figure 9) against labels."""
-    from .evaluate import evaluate as run_eval
+    from .evaluation import evaluate as run_eval
 
     summary = run_eval(scores, data, out, split=split, risk=risk, progress=not quiet)
     typer.echo(summary["table"])

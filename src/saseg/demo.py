@@ -25,7 +25,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     import pandas as pd
 
     from .data import open_dataset
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .models.train import train
     from .analysis.plan import plan_from_run
     from .export import TOOLS
