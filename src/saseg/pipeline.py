@@ -59,9 +59,7 @@ def _batches(dataset: Dataset, indices: Sequence[int], batch_size: int) -> Itera
         try:
             frame = dataset[i]
         except DataError as exc:
-            if dataset.on_error == "raise":
-                raise
-            dataset.skipped.append((dataset.frame_id(i) if hasattr(dataset, "frame_id") else str(i), str(exc)))
+            dataset.skip(i, exc)
             continue
         if batch and (len(batch) == batch_size or frame.image.shape != batch[0].image.shape):
             yield batch

@@ -80,9 +80,13 @@ class Dataset:
             try:
                 yield self._load(i)
             except DataError as exc:
-                if self.on_error == "raise":
-                    raise
-                self.skipped.append((str(getattr(exc, "where", i)), str(exc)))
+                self.skip(i, exc)
+
+    def skip(self, i: int, exc: Exception) -> None:
+        """Record frame i as skipped because of `exc`, or re-raise it under on_error="raise"."""
+        if self.on_error == "raise":
+            raise exc
+        self.skipped.append((str(getattr(exc, "where", None) or self.frame_id(i)), str(exc)))
 
     @property
     def has_labels(self) -> bool:

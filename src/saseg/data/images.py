@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from ..errors import DataError, UnknownClassError
+from ..errors import DataError
 from .base import Dataset, Frame
 from .classes import ClassInfo
 
@@ -190,21 +190,11 @@ class FileDataset(Dataset):
                         f"{label.shape[1]}x{label.shape[0]}.", item.frame_id
                     )
                 self.classes.validate_mask(label, where=str(item.label))
-        except (DataError, UnknownClassError) as exc:
+        except DataError as exc:  # UnknownClassError included
             exc.where = item.frame_id
             raise
         return Frame(frame_id=item.frame_id, index=i, image=image, label=label,
                      source=str(item.image))
-
-    def __iter__(self) -> Iterator[Frame]:
-        """As `Dataset.__iter__`, but label ids outside the classes are also skippable."""
-        for i in range(len(self)):
-            try:
-                yield self._load(i)
-            except (DataError, UnknownClassError) as exc:
-                if self.on_error == "raise":
-                    raise
-                self.skipped.append((str(getattr(exc, "where", self.frame_id(i))), str(exc)))
 
 
 def require_dir(path: Path, what: str) -> Path:
