@@ -69,8 +69,9 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     crop: Annotated[Optional[str], typer.Option(help="Random crop WxH, e.g. 256x192 (default: full frame).")] = None,
     scale: Annotated[str, typer.Option(help="Random scale range for augmentation, MIN,MAX.")] = "0.75,1.25",
+    jitter: Annotated[float, typer.Option("--jitter", help="Colour jitter: random brightness, contrast, saturation factors in [1-J, 1+J]; 0 is off.")] = 0.0,
     image_size: Annotated[Optional[str], typer.Option("--image-size", help="Resize frames once to WxH before training, e.g. 320x240.")] = None,
-    class_weights: Annotated[Optional[str], typer.Option("--class-weights", help="median_freq for median-frequency class balancing.")] = None,
+    class_weights: Annotated[Optional[str], typer.Option("--class-weights", help="median_freq (median-frequency class balancing) or sqrt_median_freq (its square root: milder).")] = None,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N epochs (and after the last).")] = 1,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
@@ -86,7 +87,7 @@ def train(
     val_data = open_dataset(val) if val else (open_dataset(data, split="val") if _has_splits(data) else None)
     summary = train_model(train_data, out, arch=arch, val_data=val_data, epochs=epochs,
                           batch_size=batch_size, lr=lr, crop_size=_size(crop), seed=seed,
-                          scale_range=tuple(float(v) for v in scale.split(",")),
+                          scale_range=tuple(float(v) for v in scale.split(",")), color_jitter=jitter,
                           image_size=_size(image_size), class_weights=class_weights,
                           val_every=val_every, device=device, resume=resume, progress=not quiet)
     typer.echo(f"checkpoint: {out}  ({summary})")

@@ -9,7 +9,7 @@ from saseg.data.base import Frame, InMemoryDataset
 from saseg.data.classes import from_names
 from saseg.errors import DataError, FormatError, ModelError
 from saseg.models import load_model, train
-from saseg.models.augment import augment_pair
+from saseg.models.augment import augment_pair, jitter_color
 from saseg.models.train import median_frequency_weights
 
 train_mod = importlib.import_module("saseg.models.train")  # the package attribute is the function
@@ -158,6 +158,38 @@ def test_augment_identity_crop_flip_and_padding():
     assert torch.equal(img[:, :4, :5], image) and (img[:, 4:] == 0).all()
 
 
+def test_jitter_color_matches_per_pixel_reference():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 1, (3, 4, 5)).astype(np.float32)
+    out = jitter_color(torch.from_numpy(image), 0.4, generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    b, c, s = (0.6 + 0.8 * float(torch.rand((), generator=g)) for _ in range(3))
+    luma = lambda px: 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]  # noqa: E731
+    bright = image * b
+    mean = np.mean([luma(bright[:, y, x]) for y in range(4) for x in range(5)])
+    expected = np.empty_like(image)
+    for y in range(4):
+        for x in range(5):
+            px = (bright[:, y, x] - mean) * c + mean
+            expected[:, y, x] = np.clip(luma(px) + (px - luma(px)) * s, 0, 1)
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+    assert not np.allclose(out.numpy(), image)
+    same = jitter_color(torch.from_numpy(image), 0.0, generator=torch.Generator().manual_seed(7))
+    np.testing.assert_allclose(same.numpy(), image, atol=1e-6)
+
+
+def test_color_jitter_trains_reproducibly_and_is_checked(tmp_path):
+    data = make_data(8)
+    a = run(tmp_path / "a", data, color_jitter=0.3)
+    b = run(tmp_path / "b", data, color_jitter=0.3)
+    c = run(tmp_path / "c", data)
+    wa, wb, wc = (torch.load(r.out_dir / "model.pt", weights_only=True) for r in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    with pytest.raises(ModelError, match="color_jitter"):
+        run(tmp_path / "d", data, color_jitter=1.5)
+
+
 def test_bad_training_inputs(tmp_path):
     data = make_data(4)
     unlabelled = InMemoryDataset([Frame("u", 0, data[0].image, None)], CLASSES)
@@ -191,6 +223,15 @@ def test_class_weights_resize_and_mixed_sizes_train(tmp_path):
     assert res.epochs == 1 and load_model(tmp_path / "a").config["input_size"] is None
     run(tmp_path / "b", mixed, image_size=(16, 24), crop_size=None, class_weights=[1.0, 2.0])
     assert load_model(tmp_path / "b").config["input_size"] == [16, 24]
+
+
+def test_sqrt_median_freq_is_the_square_root_of_median_freq(tmp_path):
+    frames = train_mod._Frames(make_data(4), None, "data")
+    full = median_frequency_weights(frames.labels, 2)
+    torch.testing.assert_close(train_mod._class_weights("sqrt_median_freq", frames, 2), full.sqrt())
+    torch.testing.assert_close(train_mod._class_weights("median_freq", frames, 2), full)
+    with pytest.raises(ModelError, match="sqrt_median_freq"):
+        run(tmp_path, make_data(4), class_weights="inverse")
 
 
 def test_training_leaves_the_callers_rng_alone(tmp_path):

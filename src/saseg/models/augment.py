@@ -1,4 +1,4 @@
-"""Training augmentation on tensors: random horizontal flip, random scale, random crop.
+"""Training augmentation on tensors: colour jitter, random horizontal flip, scale and crop.
 
 Images are resized bilinearly and labels with nearest neighbour (``nearest-exact``, which
 samples pixel centres like ``align_corners=False`` bilinear), so they stay aligned. All
@@ -10,11 +10,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["augment_pair"]
+__all__ = ["augment_pair", "jitter_color"]
 
 
 def _uniform(lo: float, hi: float, g: torch.Generator) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def jitter_color(image: torch.Tensor, strength: float, *, generator: torch.Generator) -> torch.Tensor:
+    """Random brightness, contrast and saturation, each by a factor in [1 - s, 1 + s].
+
+    Road scenes change with the light (dusk, overcast, low sun); a model trained on a few
+    hundred frames from a few drives otherwise learns their exact colours.
+
+    Parameters
+    ----------
+    image : float tensor of shape (3, H, W) with values in [0, 1]
+    strength : float in [0, 1)
+    generator : torch.Generator
+        The only source of randomness: three draws, in the order above.
+
+    Returns
+    -------
+    float tensor of shape (3, H, W), clamped to [0, 1]
+    """
+    b, c, s = (_uniform(1 - strength, 1 + strength, generator) for _ in range(3))
+    gray_weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
+    image = image * b
+    mean = (image * gray_weights).sum(0).mean()
+    image = (image - mean) * c + mean
+    gray = (image * gray_weights).sum(0, keepdim=True)
+    return (gray + (image - gray) * s).clamp_(0, 1)
 
 
 def augment_pair(

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..data.base import Dataset
 from ..errors import DataError, FormatError, ModelError
 from ..io import atomic_path, write_csv
-from .augment import augment_pair
+from .augment import augment_pair, jitter_color
 from .checkpoint import load_state, save_checkpoint
 from .networks import build_model, input_normalisation, param_groups
 
@@ -68,7 +68,7 @@ class _Frames:
         for frame in data:
             if frame.label is None:
                 raise DataError(f"train: expected labelled frames in {what}, but frame {frame.frame_id!r} has no label.")
-            img = torch.from_numpy(np.ascontiguousarray(frame.image)).permute(2, 0, 1)
+            img = torch.from_numpy(np.array(frame.image)).permute(2, 0, 1)  # a copy: frames may be read-only
             lab = torch.from_numpy(np.asarray(frame.label, dtype=np.int64))
             if img.shape[1:] != lab.shape:
                 raise DataError(f"train: expected label of image size {tuple(img.shape[1:])} for frame {frame.frame_id!r}, but got {tuple(lab.shape)}.")
@@ -93,8 +93,8 @@ class _Frames:
 class _TrainSet(torch.utils.data.Dataset):
     """Normalised, augmented samples; sample i of epoch e always gets the same randomness."""
 
-    def __init__(self, frames: _Frames, mean, std, ignore: int, aug: dict, seed: int):
-        self.frames, self.ignore, self.aug, self.seed, self.epoch = frames, ignore, aug, seed, 0
+    def __init__(self, frames: _Frames, mean, std, ignore: int, aug: dict, jitter: float, seed: int):
+        self.frames, self.ignore, self.aug, self.jitter, self.seed, self.epoch = frames, ignore, aug, jitter, seed, 0
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
 
@@ -103,7 +103,10 @@ class _TrainSet(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, i, 1))
-        image = (self.frames.images[i].float() / 255 - self.mean) / self.std
+        image = self.frames.images[i].float() / 255
+        if self.jitter > 0:
+            image = jitter_color(image, self.jitter, generator=g)
+        image = (image - self.mean) / self.std
         label = self.frames.labels[i].long()
         if self.ignore != -100:
             label[label == self.ignore] = -100
@@ -173,6 +176,7 @@ def train(
     crop_size: tuple[int, int] | None = None,
     scale_range: tuple[float, float] = (0.75, 1.25),
     hflip: bool = True,
+    color_jitter: float = 0.0,
     class_weights: str | Sequence[float] | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -200,8 +204,12 @@ def train(
         Random crop after random scaling; None keeps the frame size.
     scale_range, hflip
         Random scale factor range and random horizontal flip.
-    class_weights : None, "median_freq" or sequence of float
-        Cross-entropy class weights; ``ignore_index`` pixels never count.
+    color_jitter : float in [0, 1)
+        Random brightness, contrast and saturation factors in ``[1 - j, 1 + j]``; 0 is off.
+    class_weights : None, "median_freq", "sqrt_median_freq" or sequence of float
+        Cross-entropy class weights; ``ignore_index`` pixels never count. The square root
+        of median-frequency weights balances less hard: fewer false positives of rare
+        classes, which IoU punishes as much as misses.
     seed : int
         Same seed, data and settings give the same weights on the CPU.
     channels_last : bool
@@ -223,8 +231,11 @@ def train(
     arch_kwargs = dict(arch_kwargs or {})
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ModelError(f"train: expected epochs >= 1, batch_size >= 1 and lr > 0, but got {epochs}, {batch_size}, {lr}.")
-    if isinstance(class_weights, str) and class_weights != "median_freq":
-        raise ModelError(f"train: expected class_weights None, 'median_freq' or a list, but got {class_weights!r}.")
+    if not 0 <= color_jitter < 1:
+        raise ModelError(f"train: expected color_jitter in [0, 1), but got {color_jitter}.")
+    if isinstance(class_weights, str) and class_weights not in ("median_freq", "sqrt_median_freq"):
+        raise ModelError(f"train: expected class_weights None, 'median_freq', 'sqrt_median_freq' or a list, "
+                         f"but got {class_weights!r}.")
 
     if val_data is not None and val_data.classes.names != classes.names:
         raise DataError(f"train: expected val_data with the classes of train_data {list(classes.names)}, "
@@ -237,6 +248,7 @@ def train(
                     n_train=len(frames.images), epochs=epochs, batch_size=batch_size, lr=lr,
                     weight_decay=weight_decay, pretrained_lr_scale=pretrained_lr_scale,
                     image_size=image_size, crop_size=crop_size, scale_range=scale_range, hflip=hflip,
+                    color_jitter=color_jitter,
                     class_weights=class_weights, seed=seed, channels_last=channels_last)
 
     caller_rng = torch.get_rng_state()  # restored at the end: seeding here must not leak out
@@ -286,7 +298,8 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
     crop_size = settings["crop_size"]
     aug = dict(crop_size=tuple(crop_size) if crop_size else None, scale_range=tuple(settings["scale_range"]),
                hflip=settings["hflip"])
-    dataset = _TrainSet(frames, mean, std, ignore if ignore is not None else -100, aug, seed)
+    dataset = _TrainSet(frames, mean, std, ignore if ignore is not None else -100, aug,
+                        settings["color_jitter"], seed)
     drop_last = len(dataset) > batch_size
     per_epoch = len(dataset) // batch_size if drop_last else 1
     total = per_epoch * epochs
@@ -330,8 +343,9 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
 def _class_weights(class_weights, frames: _Frames, num_classes: int) -> torch.Tensor | None:
     if class_weights is None:
         return None
-    if class_weights == "median_freq":
-        return median_frequency_weights(frames.labels, num_classes)
+    if class_weights in ("median_freq", "sqrt_median_freq"):
+        weight = median_frequency_weights(frames.labels, num_classes)
+        return weight.sqrt() if class_weights == "sqrt_median_freq" else weight
     weight = torch.as_tensor(class_weights, dtype=torch.float32)
     if weight.shape != (num_classes,):
         raise ModelError(f"train: expected {num_classes} class weights, but got shape {tuple(weight.shape)}.")
