@@ -50,11 +50,14 @@ def main() -> None:
     ap.add_argument("--camvid", default="../shared/data/camvid")
     ap.add_argument("--out", default="runs/camvid/model")
     ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
+    ap.add_argument("--jitter", type=float, default=RECIPE["color_jitter"], help="for ablations")
+    ap.add_argument("--class-weights", default=RECIPE["class_weights"], help="for ablations")
     args = ap.parse_args()
     out = Path(args.out)
     spec = f"camvid:{Path(args.camvid).resolve()}"
 
-    recipe = {**RECIPE, "epochs": args.epochs}
+    recipe = {**RECIPE, "epochs": args.epochs, "color_jitter": args.jitter,
+              "class_weights": args.class_weights}
     result = train(open_dataset(spec, split="train"), out, val_data=open_dataset(spec, split="val"),
                    **recipe)
     iou = test_iou(out, spec)

