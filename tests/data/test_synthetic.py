@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from saseg.data import synthetic_render as R
+from saseg.data import synthetic_world as W
 from saseg.data.synthetic import (CONDITIONS, PRESETS, SYNTHETIC_CLASSES, SyntheticDataset,
                                   _cached_drive, open_synthetic, parse_conditions, render_frame)
 from saseg.errors import DataError
@@ -85,7 +86,7 @@ def test_class_metadata_groups_mirror_the_paper():
     assert all(names[i].startswith("marking") for i in SYNTHETIC_CLASSES.groups["road_markings"])
     assert [names[i] for i in SYNTHETIC_CLASSES.groups["vehicles"]] == ["vehicle"]
     assert SYNTHETIC_CLASSES.ignore_index == 255
-    assert names.index("vehicle") == R.VEHICLE and names.index("road") == R.ROAD
+    assert names.index("vehicle") == W.VEHICLE and names.index("road") == W.ROAD
 
 
 def _frames(condition, seeds=(0, 1, 2), frames=(0, 5)):
@@ -103,7 +104,7 @@ def test_night_is_darker_than_day_and_labels_do_not_change():
 
 def test_rain_is_noisier_than_day():
     def noise(image, label):             # std of horizontal neighbour differences on road
-        road = (label == R.ROAD)[:, 1:] & (label == R.ROAD)[:, :-1]
+        road = (label == W.ROAD)[:, 1:] & (label == W.ROAD)[:, :-1]
         return np.diff(_luma(image), axis=1)[road].std()
 
     day, rain = _frames("day"), _frames("rain")
@@ -112,7 +113,7 @@ def test_rain_is_noisier_than_day():
 
 def test_traffic_has_more_vehicle_pixels():
     def vehicle_share(frames):
-        return np.mean([(label == R.VEHICLE).mean() for _, label in frames])
+        return np.mean([(label == W.VEHICLE).mean() for _, label in frames])
 
     seeds, frames = range(6), (0, 10, 20)
     traffic, day = _frames("traffic", seeds, frames), _frames("day", seeds, frames)
@@ -122,7 +123,7 @@ def test_traffic_has_more_vehicle_pixels():
 def test_shadows_darken_road_but_keep_its_label():
     for (di, dl), (si, sl) in zip(_frames("day"), _frames("shadows")):
         np.testing.assert_array_equal(dl, sl)
-        road = dl == R.ROAD
+        road = dl == W.ROAD
         assert _luma(si)[road].mean() < 0.9 * _luma(di)[road].mean()
 
 
@@ -139,9 +140,9 @@ def test_dashed_lane_scrolls_towards_the_camera():
     drive = _cached_drive((11,), "day")
     rows = []
     for k in (0, 1):
-        v = R.make_view(drive, k, 180, 240)
+        v = W.make_view(drive, k, 180, 240)
         label = R.label_scene(drive, v)
-        rows.append(np.nonzero((label == R.LANE_DASHED).any(1))[0])
+        rows.append(np.nonzero((label == W.LANE_DASHED).any(1))[0])
     assert rows[0].size and rows[1].size and not np.array_equal(rows[0], rows[1])
 
 
@@ -149,21 +150,21 @@ def test_facade_depth_matches_polynomial_roots():
     """Brute force: np.roots of curv/2 z^2 - u z + (X_wall - cam_x) for every column."""
     u = np.linspace(-0.8, 0.8, 41)
     for curv, cam_x in ((1 / 400, 1.6), (-1 / 500, 2.0), (0.0, 1.75)):
-        depth, side = R._facade_depth(u, curv, cam_x)
+        depth, side = W._facade_depth(u, curv, cam_x)
         for j, uj in enumerate(u):
-            best, best_side = R.Z_MAX, 0
-            for s, wall in enumerate((-R.WALL_X, R.WALL_X)):
+            best, best_side = W.Z_MAX, 0
+            for s, wall in enumerate((-W.WALL_X, W.WALL_X)):
                 for root in np.roots([curv / 2, -uj, wall - cam_x]):
                     if abs(root.imag) < 1e-9 and 0.5 < root.real < best:
                         best, best_side = root.real, s
             assert depth[j] == pytest.approx(best, rel=1e-4)
-            if best < R.Z_MAX:
+            if best < W.Z_MAX:
                 assert side[j] == best_side
 
 
 def test_ground_coordinates_project_back_to_their_columns():
     drive = _cached_drive((5,), "day")
-    v = R.make_view(drive, 13, 90, 120)
+    v = W.make_view(drive, 13, 90, 120)
     assert v.curv != 0
     rows, cols = np.array([0, 10, 30, v.X.shape[0] - 1]), np.array([0, 37, 60, 119])
     for r in rows:

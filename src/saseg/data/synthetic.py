@@ -36,12 +36,14 @@ from ..errors import DataError
 from . import synthetic_render
 from .base import Dataset, Frame
 from .classes import ClassInfo
-from .synthetic_render import CAR_COLOURS, CONDITIONS, FPS, LANE_W, N_MARK, N_SEG, SEG_LEN
+from .synthetic_render import CONDITIONS
+from .synthetic_vehicles import CAR_COLOURS
+from .synthetic_world import FPS, LANE_W, N_MARK, N_SEG, SEG_LEN
 
 __all__ = ["CONDITIONS", "PRESETS", "SYNTHETIC_CLASSES", "SyntheticDataset", "open_synthetic",
            "parse_conditions", "render_frame", "sample_drive"]
 
-#: Class ids follow the constants of `synthetic_render`; groups mirror the paper's lanes
+#: Class ids follow the constants of `synthetic_world`; groups mirror the paper's lanes
 #: (its classes 1-3), road markers (4-8) and vehicles (10).
 SYNTHETIC_CLASSES = ClassInfo(
     names=("sky", "building", "vegetation", "pavement", "road", "lane_white", "lane_yellow",

@@ -1,37 +1,27 @@
 """The numpy renderer behind `saseg.data.synthetic`: one road-scene frame from a drive state.
 
-World frame: ``X`` is lateral (metres, right positive, 0 on the yellow centre line), ``Z``
-runs along the road from the start of the drive, heights are metres above the road. The
-pinhole camera (focal length ``0.65 W`` px, about 75 degrees wide; horizon at ``0.45 H``)
-rides ``CAM_H`` above the right-hand ego lane. The road bends by ``x_c(z) = curv z^2 / 2`` at
-depth ``z``, so a ground pixel maps to ``X`` by one affine map per row, and the facade planes
-``X = +-WALL_X`` give one depth per column: every scene element is a few vectorised masks.
-
-The image is composed planar, (3, H, W) float32 in 0..255, because numpy broadcasts over a
-leading axis many times faster than over a trailing one; it is interleaved once at the end.
-Everything is a function of the drive parameters and the frame number alone.
+The static scene (sky, facades, trees, road, lane lines, markings) is labelled and shaded
+here, on the geometry of `synthetic_world`; `synthetic_vehicles` paints traffic on top, then
+weather and sensor noise are applied. The image is composed planar, (3, H, W) float32 in
+0..255, because numpy broadcasts over a leading axis many times faster than over a trailing
+one; it is interleaved once at the end. Everything is a function of the drive parameters and
+the frame number alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-SKY, BUILDING, VEGETATION, PAVEMENT, ROAD = 0, 1, 2, 3, 4
-LANE_WHITE, LANE_YELLOW, LANE_DASHED, MARKING_SYMBOL, MARKING_CROSSING, VEHICLE = 5, 6, 7, 8, 9, 10
-N_CLASSES = 11
-CONDITIONS = ("day", "shadows", "traffic", "night", "dusk", "rain")
+from .synthetic_vehicles import draw_lamps, draw_vehicles, vehicle_shadows, visible_vehicles
+from .synthetic_world import (BUILDING, CAM_H, DASH_ON, DASH_PERIOD, EDGE_X, LANE_DASHED,
+                              LANE_W, LANE_WHITE, LANE_YELLOW, MARK_AT, MARK_CYCLE,
+                              MARKING_CROSSING, MARKING_SYMBOL, N_CLASSES, N_MARK, N_SEG,
+                              PAVEMENT, ROAD, ROAD_HALF, SEG_LEN, SKY, VEGETATION, WALL_X, View,
+                              headlight, make_view)
 
-FPS = 10.0
-CAM_H = 1.4
-LANE_W = 3.5
-EDGE_X, ROAD_HALF, WALL_X = 7.0, 7.5, 11.0
-SEG_LEN, N_SEG = 16.0, 128          # facade segments along Z (building, then trees)
-MARK_CYCLE, MARK_AT, N_MARK = 30.0, 8.0, 64
-DASH_PERIOD, DASH_ON = 12.0, 4.0
-Z_MAX = 1000.0
+CONDITIONS = ("day", "shadows", "traffic", "night", "dusk", "rain")
 TILE = 1024                         # texture tile side (cells), a power of two
 
 # Per condition: sun gain, RGB tint, zenith and horizon sky colours, fog distance (m),
@@ -44,8 +34,6 @@ _LIGHT = {
     "night": (0.14, (0.9, 0.95, 1.15), (4, 6, 16), (22, 22, 38), 220.0, 6.0),
     "rain": (0.72, (0.95, 0.98, 1.0), (110, 115, 122), (160, 163, 167), 95.0, 9.0),
 }
-CAR_COLOURS = np.array([(235, 235, 235), (180, 182, 186), (40, 40, 45), (160, 30, 30),
-                        (30, 60, 140), (90, 95, 100), (200, 170, 60), (60, 110, 70)], np.float32)
 
 
 def _frac(a):
@@ -86,82 +74,6 @@ def _screen_tiles(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     streaks = np.minimum(streaks, 1.0)
     noise.flags.writeable = streaks.flags.writeable = False
     return noise, streaks
-
-
-@dataclass
-class View:
-    """Camera and scene geometry of one frame; rows ``g0:`` see the ground below the horizon."""
-
-    h: int
-    w: int
-    f: float                # focal length (px)
-    yh: float               # horizon row
-    odo: float              # distance driven (m)
-    curv: float             # road curvature (1/m)
-    cam_x: float            # camera lateral position (m)
-    g0: int
-    z: np.ndarray           # (H - g0,) ground depth of each ground row (m)
-    X: np.ndarray           # (H - g0, W) lateral position of each ground pixel (m)
-    zw: np.ndarray          # (W,) depth of the facade or tree line each column sees (Z_MAX: none)
-    side: np.ndarray        # (W,) 0 left facade, 1 right facade
-    seg: np.ndarray         # (W,) facade segment index into the drive's tables
-    pos: np.ndarray         # (W,) position within the segment (m)
-    building: np.ndarray    # (W,) bool: facade (else trees)
-    top: np.ndarray         # (W,) facade height (m)
-
-    def px(self, x, z):
-        """Screen column of world point (x, z); z is depth ahead of the camera."""
-        return self.w / 2 + self.f * (x + 0.5 * self.curv * z * z - self.cam_x) / z
-
-    def py(self, height, z):
-        """Screen row of a point `height` metres above the road at depth z."""
-        return self.yh + self.f * (CAM_H - height) / z
-
-
-def make_view(drive, frame: int, h: int, w: int) -> View:
-    t = frame / FPS
-    amp, period, phase = drive.curv
-    curv = float(amp * np.sin(2 * np.pi * t / period + phase))
-    cam_x = float(LANE_W / 2 + drive.sway[0] * np.sin(2 * np.pi * t / 9.0 + drive.sway[1]))
-    f, yh, odo = 0.65 * w, 0.45 * h, drive.speed * t
-    yc = np.arange(h, dtype=np.float32) + 0.5
-    g0 = int(np.searchsorted(yc, yh + 0.25, side="right"))
-    z = np.minimum(f * CAM_H / (yc[g0:] - yh), Z_MAX).astype(np.float32)
-    xs = np.arange(w, dtype=np.float32) + 0.5 - w / 2
-    X = xs[None, :] * (z / f)[:, None] + (cam_x - 0.5 * curv * z * z)[:, None]
-    zw, side = _facade_depth(xs / f, curv, cam_x)
-    Zw = zw + odo
-    seg_f = np.floor(Zw / SEG_LEN)
-    seg, pos = seg_f.astype(np.intp) % N_SEG, Zw - seg_f * SEG_LEN
-    building = pos < drive.seg_build[side, seg]
-    trees = drive.tree_height[side, seg] * (0.85 + 0.15 * np.sin(pos * 1.9 + seg))
-    top = np.where(building, drive.seg_height[side, seg], trees)
-    return View(h, w, f, yh, odo, curv, cam_x, g0, z, X.astype(np.float32), zw, side, seg, pos,
-                building, top)
-
-
-def _facade_depth(u: np.ndarray, curv: float, cam_x: float):
-    """Nearest depth > 0 at which the ray of each column meets X = -WALL_X or +WALL_X.
-
-    Column ray ``u = (x - W/2) / f`` meets the bent facade where
-    ``curv/2 z^2 - u z + (X_wall - cam_x) = 0``; the roots use the stable form q / a, c / q.
-    """
-    best, side = np.full(u.shape, Z_MAX), np.zeros(u.shape, np.intp)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for s, wall in enumerate((-WALL_X, WALL_X)):
-            c = wall - cam_x
-            if abs(curv) < 1e-9:
-                roots, ok = [c / u], np.ones(u.shape, bool)
-            else:
-                disc = u * u - 2 * curv * c
-                ok = disc >= 0
-                q = 0.5 * (u + np.copysign(np.sqrt(np.maximum(disc, 0)), u))
-                roots = [q / (0.5 * curv), c / q]
-            for r in roots:
-                r = np.where(ok & np.isfinite(r) & (r > 0.5), r, Z_MAX)
-                closer = r < best
-                best, side = np.where(closer, r, best), np.where(closer, s, side)
-    return best.astype(np.float32), side
 
 
 def label_scene(drive, v: View) -> np.ndarray:
@@ -223,7 +135,7 @@ def shade_scene(drive, v: View, lab: np.ndarray) -> np.ndarray:
     if drive.shadow[0] or drive.shadow[1]:
         g *= _cast_shadows(drive, v, Z)
     if drive.condition == "night":
-        g *= 1 + _headlight(v, v.X, v.z[:, None])
+        g *= 1 + headlight(v, v.X, v.z[:, None])
     shade[v.g0:] = g
     wall = (lab == BUILDING) | (lab == VEGETATION)
     rows = np.nonzero(wall.any(1))[0]
@@ -276,176 +188,13 @@ def _cast_shadows(drive, v: View, Z: np.ndarray):
     return 1 - dark
 
 
-def _headlight(v: View, X, z):
-    """Extra light from the ego car's headlights at ground point (X, z); 0 far away."""
-    width = 0.9 + 0.12 * z
-    return 6 * np.exp(-0.5 * ((X - v.cam_x) / width) ** 2 - z / 28)
-
-
-def visible_vehicles(drive, v: View, frame: int) -> list[tuple[float, int]]:
-    """(depth of the near face, row of drive.vehicles), far to near, for vehicles in view.
-
-    Each lane moves at one relative speed, so vehicles in a lane keep their spacing; depth
-    wraps around ``[zmin, zmax)`` so traffic keeps coming for any drive length.
-    """
-    veh = drive.vehicles
-    zmin, zmax = veh[:, 3], veh[:, 4]
-    z = zmin + (veh[:, 1] - zmin + veh[:, 2] * frame / FPS) % (zmax - zmin)
-    out = []
-    for i in np.argsort(-z, kind="stable"):
-        X, wd = veh[i, 0], veh[i, 5]
-        if z[i] > 1.0 and v.px(X + wd / 2, z[i]) > 0 and v.px(X - wd / 2, z[i]) < v.w:
-            out.append((float(z[i]), int(i)))
-    return out
-
-
-def vehicle_shadows(drive, v: View, cars, shade: np.ndarray) -> None:
-    """Darken the road under and just behind each vehicle (contact shadow)."""
-    keep = 0.7 if drive.condition == "night" else 0.45
-    for z, i in cars:
-        X, _, _, _, _, wd, _, ln, _ = drive.vehicles[i].tolist()
-        za = max(z - 0.3, 1.0)
-        y0 = max(int(round(v.py(0, z + 0.8 * ln))), v.g0)
-        y1 = min(int(round(v.py(0, za))), v.h)
-        x0 = max(int(round(v.px(X - wd / 2 - 0.1, za))), 0)
-        x1 = min(int(round(v.px(X + wd / 2 + 0.1, za))), v.w)
-        if y0 < y1 and x0 < x1:
-            shade[y0:y1, x0:x1] *= keep
-
-
-class _Painter:
-    """Paints camera-facing rectangles and side planes of vehicles into image and label.
-
-    Dense traffic makes about 150 calls per frame, so each call keeps its numpy calls few and
-    touches only the pixels it covers. Colours are (3, 1, 1) float32, ready to broadcast.
-    """
-
-    def __init__(self, v: View, img, lab):
-        self.v, self.img, self.lab = v, img, lab
-        self.centres = np.arange(max(v.h, v.w)) + 0.5            # of pixel rows and columns
-
-    def fill(self, y0, y1, x0, x1, colour):
-        v = self.v
-        x0, x1 = max(int(min(x0, x1) + 0.5), 0), min(int(max(x0, x1) + 0.5), v.w)
-        y0, y1 = max(int(y0 + 0.5), 0), min(int(y1 + 0.5), v.h)
-        if y0 < y1 and x0 < x1:
-            self.img[:, y0:y1, x0:x1] = colour
-            self.lab[y0:y1, x0:x1] = VEHICLE
-
-    def rect(self, xa, xb, z, h0, h1, colour):
-        """Rectangle facing the camera at depth z, from xa to xb and h0 to h1 metres."""
-        v = self.v
-        self.fill(v.py(h1, z), v.py(h0, z), v.px(xa, z), v.px(xb, z), colour)
-
-    def side(self, x, za, zb, h0, h1, colour):
-        """Vertical plane X = x from depth za to zb; its edges are straight lines on screen."""
-        v = self.v
-        xa, xb = v.px(x, za), v.px(x, zb)
-        c0, c1 = max(int(min(xa, xb)), 0), min(int(max(xa, xb)) + 1, v.w)
-        if c1 - c0 < 1 or abs(xb - xa) < 0.5:
-            return
-        ta, tb, ba, bb = v.py(h1, za), v.py(h1, zb), v.py(h0, za), v.py(h0, zb)
-        r0, r1 = max(int(min(ta, tb)), 0), min(int(max(ba, bb)) + 1, v.h)
-        if r0 >= r1:
-            return
-        s = (self.centres[c0:c1] - xa) / (xb - xa)               # 0..1 from za to zb
-        k0, k1 = 0, c1 - c0       # s is monotonic: columns outside 0..1 lie at the ends
-        while k0 < k1 and not 0 <= s[k0] <= 1:
-            k0 += 1
-        while k1 > k0 and not 0 <= s[k1 - 1] <= 1:
-            k1 -= 1
-        if k0 == k1:
-            return
-        s, c0, c1 = s[k0:k1], c0 + k0, c0 + k1
-        rows = self.centres[r0:r1, None]
-        m = (rows >= ta + s * (tb - ta)) & (rows < ba + s * (bb - ba))
-        np.copyto(self.img[:, r0:r1, c0:c1], colour, where=m)
-        np.copyto(self.lab[r0:r1, c0:c1], np.uint8(VEHICLE), where=m)
-
-
-_GLASS, _DARK, _PLATE = (48, 58, 70), (22, 22, 22), (210, 210, 210)
-_HEAD, _TAIL = (235, 235, 215), (190, 25, 20)
-_SHADES = np.float32([1, 0.75, 0.88, 0.92])[:, None]         # body, side, lid, cabin
-
-
-def _lit_colours(drive, v: View, cars, light, horizon, fog_dist) -> np.ndarray:
-    """(n, 9, 3, 1, 1) float32 lit, fogged colours of each car's body, side, lid, cabin, glass,
-    dark parts, plate, lamps and side glass.
-
-    One go for all cars: a dozen numpy calls per car took a quarter of the time spent drawing
-    dense traffic. Each step keeps the dtypes of colouring one car at a time (body shades in
-    float32, the rest in float64), so the colours are the same to the bit.
-    """
-    z = np.array([z for z, _ in cars])
-    rows = [i for _, i in cars]
-    X = drive.vehicles[rows, 0]
-    base = np.empty((len(cars), 9, 3))
-    base[:, :4] = drive.vehicle_colours[rows][:, None] * _SHADES
-    base[:, 4:7] = _GLASS, _DARK, _PLATE
-    base[:, 7] = np.where(X[:, None] < 0, _HEAD, _TAIL)
-    base[:, 8] = np.multiply(_GLASS, 1.3)
-    lit = light
-    if drive.condition == "night":     # Python floats: x ** 2 may round unlike numpy's
-        boost = [_headlight(v, x, zc) for x, zc in zip(X.tolist(), z.tolist())]
-        lit = light * (1 + np.array(boost))[:, None, None]
-    fog = np.exp(-z / fog_dist)[:, None, None]
-    return (horizon + (base * lit - horizon) * fog).astype(np.float32)[..., None, None]
-
-
-def draw_vehicles(drive, v: View, cars, img, lab, light, horizon, fog_dist) -> None:
-    """Paint cars, vans and trucks far to near: side, wheels, body, cabin, window, lamps."""
-    if not cars:
-        return
-    paint = _Painter(v, img, lab)
-    vehicles = drive.vehicles[[i for _, i in cars]].tolist()
-    colours = _lit_colours(drive, v, cars, light, horizon, fog_dist)
-    for (z, _), (X, _, _, _, _, wd, ht, ln, kind), c in zip(cars, vehicles, colours):
-        body, side, lid, cabin, glass, dark, plate, lamp, side_glass = c
-        edge = X - wd / 2 if X - wd / 2 > v.cam_x else X + wd / 2 if X + wd / 2 < v.cam_x else None
-        inward = -0.1 * wd if edge is not None and edge > X else 0.1 * wd
-        near = v.f * wd / z
-        if near < 8:                                             # a few pixels: just a box
-            paint.rect(X - wd / 2, X + wd / 2, z, 0, ht, body)
-            continue
-        if kind == 2:                                            # truck: a tall box
-            if edge is not None:
-                paint.side(edge, z, z + ln, 0.3 * ht, ht, side)
-                for a in (0.1, 0.75):
-                    paint.side(edge, z + a * ln, z + (a + 0.15) * ln, 0, 0.3 * ht, dark)
-            for s in (-1, 1):
-                paint.rect(X + s * 0.45 * wd, X + s * 0.2 * wd, z + 0.5, 0, 0.16 * ht, dark)
-            paint.rect(X - 0.45 * wd, X + 0.45 * wd, z, 0.12 * ht, 0.3 * ht, dark)
-            paint.rect(X - wd / 2, X + wd / 2, z, 0.3 * ht, ht, body)
-            paint.rect(X - 0.01 * wd, X + 0.01 * wd + 0.02, z, 0.32 * ht, 0.97 * ht, side)
-            lamp_h = (0.2 * ht, 0.28 * ht)
-        else:                                                    # car or van
-            cab = 0.55 if kind == 0 else 0.45
-            zc = z + 0.18 * ln
-            if edge is not None:
-                paint.side(edge, z, z + ln, 0.12 * ht, cab * ht, side)
-                paint.side(edge + inward, zc, z + 0.8 * ln, cab * ht, ht, side_glass)
-                for a in (0.12, 0.7) if near > 30 else ():
-                    paint.side(edge, z + a * ln, z + (a + 0.17) * ln, 0, 0.3 * ht, dark)
-            for s in (-1, 1):
-                paint.rect(X + s * 0.47 * wd, X + s * 0.25 * wd, z + 0.4, 0, 0.25 * ht, dark)
-            paint.fill(v.py(cab * ht, zc), v.py(cab * ht, z), v.px(X - wd / 2, z),
-                       v.px(X + wd / 2, z), lid)                 # bonnet or boot lid
-            paint.rect(X - wd / 2, X + wd / 2, z, 0.12 * ht, cab * ht, body)
-            paint.rect(X - 0.42 * wd, X + 0.42 * wd, zc, cab * ht, ht, cabin)
-            paint.rect(X - 0.36 * wd, X + 0.36 * wd, zc, (cab + 0.05) * ht, 0.93 * ht, glass)
-            paint.rect(X - 0.12 * wd, X + 0.12 * wd, z, 0.22 * ht, 0.32 * ht, plate)
-            lamp_h = (0.38 * ht, 0.5 * ht)
-        for s in (-1, 1):
-            paint.rect(X + s * 0.48 * wd, X + s * 0.3 * wd, z, lamp_h[0], lamp_h[1], lamp)
-
-
 def render(drive, frame: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Render frame number `frame` of `drive` at ``size = (H, W)``.
 
     Returns
     -------
     image : ndarray of shape (H, W, 3), uint8 RGB
-    label : ndarray of shape (H, W), uint8 class ids (the constants of this module)
+    label : ndarray of shape (H, W), uint8 class ids (the constants of `synthetic_world`)
     """
     h, w = size
     v = make_view(drive, frame, h, w)
@@ -470,7 +219,7 @@ def render(drive, frame: int, size: tuple[int, int]) -> tuple[np.ndarray, np.nda
         _clouds(drive, v, frame, img, sky)
     draw_vehicles(drive, v, cars, img, lab, light, horizon, fog_dist)
     if drive.condition in ("night", "dusk", "rain"):
-        _lamps(drive, v, cars, img)
+        draw_lamps(drive, v, cars, img)
     if drive.condition == "rain":
         _rain(v, frame, img, lab)
     noise, _ = _screen_tiles(h, w)
@@ -520,35 +269,6 @@ def _cloud_field(h: int, w: int, g0: int, yh: float) -> np.ndarray:
     field = (np.clip(_texture(rows, cols) - 0.4, 0, 1.5) * (1 - t) * 0.5).astype(np.float32)
     field.flags.writeable = False
     return field
-
-
-def _lamps(drive, v: View, cars, img) -> None:
-    """Glare blobs and bloom around head lamps (oncoming) and tail lamps (ahead)."""
-    strength = {"night": 1.0, "rain": 0.6, "dusk": 0.45}[drive.condition]
-    for z, i in cars:
-        X, _, _, _, _, wd, ht, _, kind = drive.vehicles[i].tolist()
-        head = X < 0
-        y = v.py((0.24 if kind == 2 else 0.44) * ht, z)
-        colour = np.array([255, 245, 215] if head else [255, 40, 25], np.float32) * strength
-        for s in (-1, 1):
-            x = v.px(X + s * 0.39 * wd, z)
-            sigma = max(0.8, (0.12 if head else 0.06) * v.f / z)
-            _blob(img, y, x, sigma, colour)
-            if head:
-                _blob(img, y, x, min(4 * sigma, 0.05 * v.w), colour * 0.3)
-
-
-def _blob(img, cy: float, cx: float, sigma: float, colour) -> None:
-    """Add a Gaussian light of peak `colour` (3,) at (cy, cx) to the planar image."""
-    _, h, w = img.shape
-    r = int(3 * sigma) + 1
-    y0, y1 = max(int(cy) - r, 0), min(int(cy) + r + 1, h)
-    x0, x1 = max(int(cx) - r, 0), min(int(cx) + r + 1, w)
-    if y0 < y1 and x0 < x1:
-        dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
-        dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
-        g = np.exp(-(dy * dy + dx * dx) / (2 * sigma * sigma))
-        img[:, y0:y1, x0:x1] += g * colour[:, None, None]
 
 
 def _rain(v: View, frame: int, img, lab) -> None:

@@ -1,0 +1,100 @@
+"""The run as the report reads it: tables checked for their columns, images copied into ``img/``.
+
+A missing file gives None (its section then says so); an unreadable or malformed one raises
+`FormatError` naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from urllib.parse import quote
+
+import pandas as pd
+
+from ..errors import FormatError
+from ..io import atomic_path, read_json
+
+log = logging.getLogger(__name__)
+
+SOFTMAX = ("max_softmax", "entropy", "margin")
+THUMB_WIDTH = 640
+PLOT_WIDTH = 1600
+
+
+class Run:
+    """Paths and shared inputs of one run, plus the copy-into-report helper."""
+
+    def __init__(self, run: Path, out: Path):
+        self.run, self.out = run, out
+        self.eval = run / "eval"
+        self.meta = read_json(run / "score.json") if (run / "score.json").exists() else {}
+        self.sa = self.meta.get("sa_provenance") or {}
+        self.frames = read_parquet(run / "frames.parquet")
+        self.plan_dir = run / "plan" if (run / "plan").is_dir() else run
+        cols = list(self.meta.get("score_columns") or [])
+        if not cols and self.frames is not None:  # no score.json: the frame SA columns tell
+            cols = [c[len("frame_"):] for c in self.frames.columns
+                    if c.startswith("frame_") and c not in ("frame_id", "frame_index")]
+        self.scores = [c for c in cols if c not in SOFTMAX] + [c for c in SOFTMAX if c in cols]
+
+    def eval_csv(self, name: str, required: list[str]) -> pd.DataFrame | None:
+        return read_csv(self.eval / name, required)
+
+    def image(self, src: Path, name: str, max_width: int, fmt: str = "PNG"):
+        """Copy (or shrink to `max_width`) an image into ``img/``: (href, width, height) or None."""
+        from PIL import Image, UnidentifiedImageError
+
+        dst = self.out / "img" / re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        try:
+            with Image.open(src) as im:
+                im.load()  # a truncated file fails here, not later in the browser
+                w, h = im.size
+                if w <= max_width and fmt == "PNG" and im.format == "PNG":
+                    copy_file(src, dst)
+                else:
+                    im = im.convert("RGB")
+                    im.thumbnail((max_width, h))
+                    w, h = im.size
+                    with atomic_path(dst) as tmp:
+                        im.save(tmp, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+        except (OSError, UnidentifiedImageError) as exc:
+            log.warning("report: skipping unreadable image %s (%s)", src, exc)
+            return None
+        return quote(f"img/{dst.name}"), w, h
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Atomic, so an interrupted report never leaves a half-written file behind."""
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def read_csv(path: Path, required: list[str], nrows: int | None = None) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        df = pd.read_csv(path, nrows=nrows)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise FormatError(f"Expected a CSV table in {path}, but it cannot be read: {exc}") from None
+    require_columns(df, required, path)
+    return df
+
+
+def read_parquet(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"Expected a Parquet table in {path}, but it cannot be read: {exc}"
+                          ) from None
+
+
+def require_columns(df: pd.DataFrame, columns: list[str], path) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise FormatError(f"Expected columns {missing} in {path}, but got {list(df.columns)}.")
