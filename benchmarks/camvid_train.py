@@ -52,12 +52,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
     ap.add_argument("--jitter", type=float, default=RECIPE["color_jitter"], help="for ablations")
     ap.add_argument("--class-weights", default=RECIPE["class_weights"], help="for ablations")
+    ap.add_argument("--seed", type=int, default=0, help="for run-to-run variation")
     args = ap.parse_args()
     out = Path(args.out)
     spec = f"camvid:{Path(args.camvid).resolve()}"
 
     recipe = {**RECIPE, "epochs": args.epochs, "color_jitter": args.jitter,
-              "class_weights": args.class_weights}
+              "class_weights": args.class_weights, "seed": args.seed}
     result = train(open_dataset(spec, split="train"), out, val_data=open_dataset(spec, split="val"),
                    **recipe)
     iou = test_iou(out, spec)
