@@ -28,7 +28,7 @@ TARGET_MINUTES, TARGET_MIOU = 30.0, 0.60
 
 
 @torch.no_grad()
-def test_iou(model_dir: Path, spec: str, batch_size: int = 8) -> torch.Tensor:
+def split_iou(model_dir: Path, spec: str, batch_size: int = 8) -> torch.Tensor:
     """Per-class IoU over the whole split, at the frames' native size."""
     model = load_model(model_dir)
     dataset = open_dataset(spec, split="test")
@@ -61,7 +61,7 @@ def main() -> None:
               "class_weights": args.class_weights, "seed": args.seed}
     result = train(open_dataset(spec, split="train"), out, val_data=open_dataset(spec, split="val"),
                    **recipe)
-    iou = test_iou(out, spec)
+    iou = split_iou(out, spec)
     names = load_model(out).classes.names
     miou = float(np.nanmean(iou.numpy()))
     minutes = result.seconds / 60

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["train", "TrainResult", "median_frequency_weights"]
 
 STATE_FILE = "train_state.pt"
+CLASS_WEIGHTINGS = ("median_freq", "sqrt_median_freq")
 
 
 @dataclass
@@ -233,7 +234,7 @@ def train(
         raise ModelError(f"train: expected epochs >= 1, batch_size >= 1 and lr > 0, but got {epochs}, {batch_size}, {lr}.")
     if not 0 <= color_jitter < 1:
         raise ModelError(f"train: expected color_jitter in [0, 1), but got {color_jitter}.")
-    if isinstance(class_weights, str) and class_weights not in ("median_freq", "sqrt_median_freq"):
+    if isinstance(class_weights, str) and class_weights not in CLASS_WEIGHTINGS:
         raise ModelError(f"train: expected class_weights None, 'median_freq', 'sqrt_median_freq' or a list, "
                          f"but got {class_weights!r}.")
 
@@ -343,7 +344,7 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
 def _class_weights(class_weights, frames: _Frames, num_classes: int) -> torch.Tensor | None:
     if class_weights is None:
         return None
-    if class_weights in ("median_freq", "sqrt_median_freq"):
+    if class_weights in CLASS_WEIGHTINGS:
         weight = median_frequency_weights(frames.labels, num_classes)
         return weight.sqrt() if class_weights == "sqrt_median_freq" else weight
     weight = torch.as_tensor(class_weights, dtype=torch.float32)
