@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/saseg demo --out runs/demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

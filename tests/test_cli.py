@@ -113,3 +113,209 @@ def test_public_api_names_are_the_functions():
     for name in ("fit", "score", "evaluate", "plan"):
         assert callable(getattr(saseg, name)), name
     assert saseg.evaluate.__module__ == "saseg.evaluation"
+
+
+# ------------------------------------------------------------------ how a run ends: run()
+
+SASEG = Path(sys.executable).parent / "saseg"  # the console script, i.e. saseg.cli:run
+
+
+def saseg_process(*args, **kwargs):
+    command = [str(SASEG)] if SASEG.exists() else [sys.executable, "-c",
+                                                  "from saseg.cli import run; run()"]
+    return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+def run_in_process(capsys, *args) -> tuple[int, str, str]:
+    """`saseg.cli.run(args)`: (exit code, stdout, stderr)."""
+    from saseg.cli import run
+
+    try:
+        run([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_missing_option_is_a_usage_error_without_traceback():
+    proc = saseg_process("fit", "-m", "x")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "Usage: saseg fit" in proc.stderr and "Try 'saseg fit -h' for help." in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("Error: Missing option '--data'")
+
+
+def test_malformed_scale_is_a_usage_error_naming_the_option(tmp_path):
+    proc = saseg_process("train", "-d", "synthetic:n=2", "-o", tmp_path / "m", "--scale", "abc")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("Error: Invalid value for '--scale': expected MIN,MAX like 0.75,1.25, got 'abc'"
+            in proc.stderr)
+    assert not (tmp_path / "m").exists()  # rejected before any work
+
+
+@pytest.mark.slow  # a subprocess that imports torch: about 5 s
+def test_saseg_error_is_one_line_and_exit_1(tmp_path):
+    missing = tmp_path / "nowhere" / "scores.parquet"
+    proc = saseg_process("evaluate", "-s", missing, "-o", tmp_path / "eval")
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path / "nowhere") in lines[0]
+
+
+@pytest.mark.slow  # a subprocess that imports torch: about 5 s
+def test_debug_shows_the_traceback(tmp_path):
+    proc = saseg_process("--debug", "evaluate", "-s", tmp_path / "scores.parquet", "-o", tmp_path / "e")
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("saseg.errors.")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "-d", "s", "-o", "m", "--crop", "256"], "'--crop': expected WxH like 256x192, got '256'"),
+    (["train", "-d", "s", "-o", "m", "--crop", "0x10"], "'--crop': expected a positive width and height"),
+    (["train", "-d", "s", "-o", "m", "--image-size", "axb"], "'--image-size': expected WxH like 256x192"),
+    (["train", "-d", "s", "-o", "m", "--scale", "1.5,0.5"], "'--scale': expected 0 < MIN <= MAX"),
+    (["train", "-d", "s", "-o", "m", "--epochs", "0"], "'--epochs'"),
+    (["train", "-d", "s", "-o", "m", "--class-weights", "mean"], "'--class-weights'"),
+    (["fit", "-m", "m", "-d", "s", "-o", "o", "-b", "0"], "'--batch-size' / '-b'"),
+    (["fit", "-m", "m", "-d", "s", "-o", "o", "--pixels-per-class", "-1"], "'--pixels-per-class'"),
+    (["fit", "-m", "m", "-d", "s", "-o", "o", "--on-error", "ignore"], "'--on-error'"),
+    (["score", "-m", "m", "--sa", "a", "-d", "s", "-o", "o", "--pixels-per-class", "-5"], "'--pixels-per-class'"),
+    (["export", "-p", "p", "--to", "excel", "-o", "o"], "'--to'"),
+    (["select", "-s", "s", "-t", "Car", "--size", "lots"], "'--size': expected an integer or a fraction"),
+    (["select", "-s", "s", "-t", "Car", "--size", "1.5"], "'--size': expected a fraction in (0, 1)"),
+    (["select", "-s", "s", "-t", "Car", "--level", "medium"], "'--level'"),
+    (["plan", "-s", "s", "-o", "o", "--skip-ratio", "1.5"], "'--skip-ratio'"),
+    (["fit", "-m", "m", "-d", "s", "-o", "o", "--bogus"], "No such option: --bogus"),
+])
+def test_usage_errors_exit_2_naming_the_option(capsys, args, message):
+    code, out, err = run_in_process(capsys, *args)
+    assert code == 2 and out == ""
+    assert f"Usage: saseg {args[0]} [OPTIONS]" in err
+    assert message in err.strip().splitlines()[-1]
+
+
+def test_option_values_reach_the_library_parsed(monkeypatch, capsys, tmp_path):
+    import saseg.cli
+    import saseg.pipeline
+
+    seen = {}
+
+    def fake_train(train_data, out, **kwargs):
+        seen["train"] = kwargs
+        return "fake"
+
+    def fake_fit(model, data, out, **kwargs):
+        seen["fit"] = kwargs
+        return {"estimators": ["mdsa"], "fitted_per_class": {}, "data": {"n_used": 0}}
+
+    monkeypatch.setattr(saseg.cli, "train_model", fake_train)
+    monkeypatch.setattr(saseg.pipeline, "fit", fake_fit)
+    code, out, err = run_in_process(capsys, "train", "-d", "synthetic:n=2,size=32x24", "-o", tmp_path,
+                                    "--crop", "64x48", "--image-size", "320X240", "--scale", "0.5,1.25")
+    assert (code, err) == (0, "") and "fake" in out
+    assert seen["train"]["crop_size"] == (48, 64) and seen["train"]["image_size"] == (240, 320)
+    assert seen["train"]["scale_range"] == (0.5, 1.25)
+    code, _, _ = run_in_process(capsys, "train", "-d", "synthetic:n=2,size=32x24", "-o", tmp_path)
+    assert code == 0 and seen["train"]["scale_range"] == (0.75, 1.25)
+    assert seen["train"]["crop_size"] is None and seen["train"]["image_size"] is None
+    # --pixels-per-class 0 means every pixel: allowed, and handed on as None.
+    code, _, err = run_in_process(capsys, "fit", "-m", "m", "-d", "s", "-o", tmp_path,
+                                  "--pixels-per-class", "0", "-b", "1")
+    assert (code, err) == (0, "")
+    assert seen["fit"]["pixels_per_class"] is None and seen["fit"]["batch_size"] == 1
+
+
+def test_select_size_is_a_count_or_a_fraction(monkeypatch, capsys, tmp_path):
+    import saseg.analysis.selection
+
+    sizes = []
+
+    def fake_select(scores, out, *, size, **kwargs):
+        sizes.append(size)
+        return [], {"mean_pairwise": 0.0, "min_pairwise": 0.0}
+
+    monkeypatch.setattr(saseg.analysis.selection, "select_from_scores", fake_select)
+    for text in ("40", "0.1", "1e-1"):
+        code, _, err = run_in_process(capsys, "select", "-s", "s", "-t", "Car", "--size", text)
+        assert (code, err) == (0, "")
+    assert sizes == [40, 0.1, 0.1] and isinstance(sizes[0], int) and isinstance(sizes[1], float)
+
+
+def _raise_from_plan(monkeypatch, exc: BaseException):
+    import saseg.analysis.plan
+
+    def failing_plan(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(saseg.analysis.plan, "plan_from_run", failing_plan)
+
+
+def _library_errors():
+    import errno
+    import json as json_module
+
+    import pyarrow.lib
+    import safetensors
+
+    from saseg.errors import FormatError
+
+    return [
+        (FormatError("Expected a JSON file at /r/score.json, but it does not exist."),
+         "error: Expected a JSON file at /r/score.json, but it does not exist."),
+        (OSError(errno.ENOSPC, "No space left on device", "/full/disk/plan.csv"),
+         "error: No space left on device: /full/disk/plan.csv"),
+        (PermissionError(errno.EACCES, "Permission denied", "/ro/plan"),
+         "error: Permission denied: /ro/plan"),
+        (pyarrow.lib.ArrowInvalid("Parquet magic bytes not found\nin footer"),
+         "error: ArrowInvalid: Parquet magic bytes not found in footer"),
+        (safetensors.SafetensorError("Error while deserializing header: HeaderTooLarge"),
+         "error: SafetensorError: Error while deserializing header: HeaderTooLarge"),
+        (json_module.JSONDecodeError("Expecting value", "{", 1),
+         "error: invalid JSON: Expecting value: line 1 column 2 (char 1)"),
+        (RuntimeError("boom\nat two lines"),
+         "error: internal error: RuntimeError: boom at two lines (run with --debug for the traceback)"),
+    ]
+
+
+@pytest.mark.parametrize("exc, line", _library_errors(),
+                         ids=[type(exc).__name__ for exc, _ in _library_errors()])
+def test_errors_become_one_line_and_exit_1(monkeypatch, capsys, tmp_path, exc, line):
+    _raise_from_plan(monkeypatch, exc)
+    code, out, err = run_in_process(capsys, "plan", "-s", tmp_path / "scores.parquet", "-o", tmp_path)
+    assert (code, out, err) == (1, "", line + "\n")
+
+
+def test_interrupt_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
+    _raise_from_plan(monkeypatch, KeyboardInterrupt())
+    code, out, err = run_in_process(capsys, "plan", "-s", tmp_path / "scores.parquet", "-o", tmp_path)
+    assert (code, out, err) == (130, "", "error: interrupted\n")
+
+
+def test_debug_reraises_and_is_reset_for_the_next_run(monkeypatch, capsys, tmp_path):
+    import errno
+
+    from saseg.cli import run
+
+    _raise_from_plan(monkeypatch, OSError(errno.ENOSPC, "No space left on device", "/x"))
+    with pytest.raises(OSError) as raised:
+        run(["--debug", "plan", "-s", str(tmp_path / "scores.parquet"), "-o", str(tmp_path)])
+    assert raised.value.errno == errno.ENOSPC
+    code, _, err = run_in_process(capsys, "plan", "-s", tmp_path / "scores.parquet", "-o", tmp_path)
+    assert code == 1 and err == "error: No space left on device: /x\n"
+
+
+def test_help_version_and_no_args_through_run(capsys):
+    from saseg import __version__
+
+    code, out, err = run_in_process(capsys, "--version")
+    assert (code, out.strip(), err) == (0, f"saseg {__version__}", "")
+    code, out, _ = run_in_process(capsys, "fit", "-h")
+    assert code == 0 and "--pixels-per-class" in out and "--data" in out
+    code, out, _ = run_in_process(capsys, "--help")
+    assert code == 0 and "--debug" in out
+    code, out, err = run_in_process(capsys)  # no args: the help, as a usage error
+    assert code == 2 and "score" in out + err and "Traceback" not in out + err

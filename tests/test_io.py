@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from saseg.errors import FormatError
-from saseg.io import PartStore, atomic_path, read_json, write_json, write_text
+from saseg.io import (PartStore, atomic_path, check_settings, compare_settings, read_json, write_json,
+                      write_text)
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
@@ -47,9 +51,45 @@ def test_part_store_resumes_and_concatenates_in_order(tmp_path):
     assert again.done_chunks() == {0, 1}
     assert again.finish()["i"].tolist() == [1, 3, 2]
     assert again.finish(sort_by=["i"])["i"].tolist() == [1, 2, 3]
-    with pytest.raises(FormatError, match="same settings"):
+    with pytest.raises(FormatError, match=r"same settings.*k: 1 -> 2.*--no-resume"):
         PartStore(tmp_path / "s.parquet", {"k": 2})
+    assert read_json(again.dir / "settings.json") == {"k": 1}
     fresh = PartStore(tmp_path / "s.parquet", {"k": 2}, resume=False)
     assert fresh.done_chunks() == set()
     fresh.cleanup()
     assert not fresh.dir.exists()
+
+
+def test_check_settings_writes_new_then_accepts_the_same(tmp_path):
+    path = tmp_path / "sub" / "settings.json"
+    settings = {"lr": 0.01, "size": (48, 64), "n": np.int64(3), "out": Path("x")}
+    check_settings(path, settings)  # absent: written
+    assert read_json(path) == {"lr": 0.01, "size": [48, 64], "n": 3, "out": "x"}
+    before = path.read_bytes()
+    check_settings(path, settings)
+    check_settings(path, {"out": "x", "n": 3, "size": [48, 64], "lr": 0.01})  # tuples == lists, any order
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["settings.json"]  # written atomically
+
+
+def test_check_settings_refuses_a_changed_key_and_names_it(tmp_path):
+    path = tmp_path / "settings.json"
+    check_settings(path, {"train": {"lr": 0.02, "epochs": 2}, "seed": 0, "test": "a"})
+    with pytest.raises(FormatError, match="delete it") as info:
+        check_settings(path, {"train": {"lr": 0.03, "epochs": 2}, "seed": 0, "extra": [1, 2]})
+    msg = str(info.value)
+    assert str(path) in msg and "same settings" in msg
+    assert "train.lr: 0.02 -> 0.03" in msg and "extra: (absent) -> [1, 2]" in msg
+    assert 'test: "a" -> (absent)' in msg and "seed" not in msg and "epochs" not in msg
+    assert json.loads(path.read_text())["train"]["lr"] == 0.02  # the saved settings are kept
+    with pytest.raises(FormatError, match=r"same fit/score settings.*; start over"):
+        check_settings(path, {}, what="fit/score settings", fresh="start over")
+
+
+def test_compare_settings_only_compares(tmp_path):
+    compare_settings({"size": [1, 2]}, {"size": (1, 2)}, "result.json")
+    with pytest.raises(FormatError, match=r"result.json: .*settings: null -> "):
+        compare_settings(None, {"a": 1}, "result.json")
+    with pytest.raises(FormatError, match=r"k\d: .* and 2 more"):
+        compare_settings({f"k{i}": i for i in range(7)}, {}, "result.json")
+    assert list(tmp_path.iterdir()) == []

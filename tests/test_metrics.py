@@ -5,7 +5,7 @@ import torch
 
 from saseg.data.classes import from_names
 from saseg.errors import DataError, UnknownClassError
-from saseg.metrics import confusion_matrix, frame_iou, iou_from_confusion
+from saseg.metrics import ConfusionMatrix, confusion_matrix, frame_iou, iou_from_confusion
 
 
 def _brute_cm(pred, label, c, ignore):
@@ -44,6 +44,63 @@ def test_confusion_matrix_bad_inputs():
         confusion_matrix(np.zeros((2, 2), int), np.full((2, 2), -1), 3)
     with pytest.raises(DataError, match="same shape"):
         confusion_matrix(np.zeros((2, 2), int), np.zeros((2, 3), int), 3)
+
+
+def _brute_dataset_iou(preds, labels, c, ignore):
+    """Per-class IoU over all pixels of all frames, counted pixel by pixel (NaN: union 0)."""
+    inter, union = np.zeros(c), np.zeros(c)
+    for pred, label in zip(preds, labels):
+        for p, l in zip(np.ravel(pred), np.ravel(label)):
+            if ignore is not None and l == ignore:
+                continue
+            for k in range(c):
+                inter[k] += (p == k) and (l == k)
+                union[k] += (p == k) or (l == k)
+    return np.array([i / u if u else np.nan for i, u in zip(inter, union)])
+
+
+def test_confusion_matrix_class_streams_to_the_dataset_iou():
+    rng = np.random.default_rng(2)
+    c, ignore = 6, 255  # class 4 never labelled nor predicted, class 5 only predicted
+    labels = [rng.choice([0, 1, 2, 3, 255], size=(2, 7, 5)) for _ in range(3)]
+    preds = [rng.choice([0, 1, 2, 3, 5], size=(2, 7, 5), p=[0.3, 0.3, 0.2, 0.15, 0.05]) for _ in range(3)]
+    metric = ConfusionMatrix(c, ignore_index=ignore)
+    for pred, label in zip(preds, labels):
+        assert metric.update(torch.from_numpy(pred), label) is metric  # tensors and arrays both work
+    expected = _brute_dataset_iou(preds, labels, c, ignore)
+    iou = metric.compute()
+    assert iou.dtype == torch.float64 and iou.shape == (c,)
+    np.testing.assert_allclose(iou.numpy(), expected)  # NaN where expected is NaN
+    assert np.isnan(expected[4]) and expected[5] == 0
+    assert metric.miou() == pytest.approx(np.nanmean(expected))
+    np.testing.assert_array_equal(metric.matrix.numpy(),
+                                  sum(_brute_cm(p, l, c, ignore) for p, l in zip(preds, labels)))
+    assert metric.matrix.dtype == torch.int64
+
+
+def test_confusion_matrix_class_empty_reset_and_no_ignore():
+    metric = ConfusionMatrix(3)
+    assert torch.equal(metric.matrix, torch.zeros(3, 3, dtype=torch.int64))
+    assert torch.isnan(metric.compute()).all() and np.isnan(metric.miou())
+    metric.update(np.array([0, 1, 1]), np.array([0, 1, 2]))
+    np.testing.assert_allclose(metric.compute().numpy(), [1.0, 0.5, 0.0])
+    metric.reset()
+    assert int(metric.matrix.sum()) == 0
+    metric.update(np.array([2]), np.array([2]))
+    np.testing.assert_allclose(metric.compute().numpy(), [np.nan, np.nan, 1.0])
+    assert metric.miou() == 1.0
+
+
+def test_confusion_matrix_class_bad_inputs():
+    for bad in (0, -2, 2.5, "3", True):
+        with pytest.raises(DataError, match="num_classes"):
+            ConfusionMatrix(bad)
+    metric = ConfusionMatrix(3, ignore_index=255)
+    with pytest.raises(UnknownClassError, match="prediction"):
+        metric.update(np.full((2, 2), 3), np.zeros((2, 2), int))
+    with pytest.raises(DataError, match="same shape"):
+        metric.update(np.zeros((2, 2), int), np.zeros((2, 3), int))
+    assert int(metric.matrix.sum()) == 0  # a refused batch adds nothing
 
 
 def _brute_iou(pred, label, ids, ignore):

@@ -20,7 +20,8 @@ from saseg.data import open_dataset
 from saseg.errors import DataError, FormatError
 from saseg.estimators import load_estimator
 from saseg.models import load_model
-from saseg.pipeline import fit, frame_seed, load_prediction, score
+from saseg.pipeline import fit, frame_seed, score
+from saseg.run_dir import RunDir
 from saseg.sampling import sample_pixels
 
 
@@ -96,7 +97,7 @@ def test_score_rows_equal_a_brute_force_recomputation(tiny_model_dir, tiny_sa_di
         assert rows.loc[c, "n_sampled"] == min(50, int(counts[c]))
         assert rows.loc[c, "mdsa"] == pytest.approx(per_pixel.mean().item(), rel=1e-4)
         assert rows.loc[c, "max_softmax"] == pytest.approx((1 - probs[m].max(1).values).mean().item(), rel=1e-4)
-    assert np.array_equal(load_prediction(tiny_run, frame.frame_id), pred.numpy())
+    assert np.array_equal(RunDir(tiny_run).prediction(frame.frame_id), pred.numpy())
 
 
 def test_frames_table_holds_groups_and_frame_scores(tiny_run):
@@ -114,11 +115,11 @@ def test_score_resumes_after_a_crash_with_identical_rows(tiny_model_dir, tiny_sa
     calls = {"n": 0}
     real_write = io.PartStore.write
 
-    def crash_after_two(self, chunk, frame):
+    def crash_after_two(self, chunk, frame, notes=None):
         if calls["n"] == 2:
             raise KeyboardInterrupt("simulated kill")
         calls["n"] += 1
-        real_write(self, chunk, frame)
+        real_write(self, chunk, frame, notes)
 
     monkeypatch.setattr(io.PartStore, "write", crash_after_two)
     out = tmp_path / "scores.parquet"
@@ -157,7 +158,7 @@ def test_score_survives_kill_9(tiny_model_dir, tiny_sa_dir, tiny_run, tmp_path):
 def test_resume_with_other_settings_is_refused(tiny_model_dir, tiny_sa_dir, tmp_path, monkeypatch):
     from saseg import io
 
-    monkeypatch.setattr(io.PartStore, "write", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(io.PartStore, "write", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, tmp_path / "s.parquet", pixels_per_class=50,
               progress=False)
@@ -182,3 +183,135 @@ def test_nan_activations_are_a_clear_error(tiny_model_dir, tiny_sa_dir, tmp_path
     layer.register_forward_hook(lambda m, i, o: o * float("nan"))
     with pytest.raises(DegenerateDataError, match="NaN"):
         score(model, tiny_sa_dir, TEST_SPEC, tmp_path / "s.parquet", progress=False)
+
+
+def test_one_frame_with_nan_outputs_is_named_and_skippable(tiny_model_dir, tiny_sa_dir, tmp_path):
+    """Under on_error="skip" a frame whose network output is NaN is recorded, not fatal."""
+    from saseg.errors import DegenerateDataError
+
+    model = load_model(tiny_model_dir)
+    data = open_dataset(TEST_SPEC)
+    bad = data[3].image
+
+    def poison(module, args, out):  # NaN logits for exactly the frame with frame 3's pixels
+        x = args[0]
+        hit = torch.tensor([torch.equal(xi, model.preprocess([bad])[0]) for xi in x])
+        return torch.where(hit[:, None, None, None], torch.full_like(out, float("nan")), out)
+
+    model.net.register_forward_hook(poison)
+    with pytest.raises(DegenerateDataError, match=r"frame 'd000/00003'"):
+        score(model, tiny_sa_dir, TEST_SPEC, tmp_path / "a" / "scores.parquet", batch_size=4,
+              progress=False)
+    df = score(model, tiny_sa_dir, TEST_SPEC, tmp_path / "b" / "scores.parquet", batch_size=4,
+               progress=False, on_error="skip")
+    assert "d000/00003" not in set(df["frame_id"]) and df["frame_id"].nunique() == len(data) - 1
+    skipped = json.loads((tmp_path / "b" / "score.json").read_text())["skipped"]
+    assert [s[0] for s in skipped] == ["d000/00003"]
+
+
+def test_score_refuses_an_sa_model_fitted_on_another_model(tiny_model_dir, tiny_sa_dir, tmp_path, caplog):
+    import shutil
+
+    from saseg.errors import ModelError
+
+    sa = tmp_path / "sa"
+    shutil.copytree(tiny_sa_dir, sa)
+    meta = json.loads((sa / "sa.json").read_text())
+    meta["model"] = {**meta["model"], "sha256": "0" * 64, "layer": "backbone.other"}
+    (sa / "sa.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"fitted with model sha256 000000000000.*layer 'backbone.other'"):
+        score(tiny_model_dir, sa, TEST_SPEC, tmp_path / "run" / "scores.parquet", progress=False)
+    assert not (tmp_path / "run" / "scores.parquet").exists()
+    with caplog.at_level("WARNING"):
+        score(tiny_model_dir, sa, "synthetic:n=2,seed=2,size=64x48,split=test",
+              tmp_path / "run2" / "scores.parquet", progress=False, allow_mismatch=True)
+    assert "expected an SA model fitted on this model" in caplog.text
+    meta["model"] = json.loads((tiny_sa_dir / "sa.json").read_text())["model"]
+    meta["classes"] = {**meta["classes"], "names": list(reversed(meta["classes"]["names"]))}
+    (sa / "sa.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="classes"):
+        score(tiny_model_dir, sa, TEST_SPEC, tmp_path / "run3" / "scores.parquet", progress=False)
+
+
+def _kill_after_first_part(monkeypatch):
+    """Make PartStore die right after writing its first part (like a kill -9 between parts)."""
+    from saseg import io
+
+    real = io.PartStore.write
+
+    def write_then_die(self, chunk, frame, notes=None):
+        real(self, chunk, frame, notes)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io.PartStore, "write", write_then_die)
+    return lambda: monkeypatch.setattr(io.PartStore, "write", real)
+
+
+@pytest.mark.slow
+def test_resume_refuses_what_would_change_the_result(tiny_model_dir, tiny_sa_dir, tmp_path, monkeypatch):
+    """Refit in place, another data seed, predictions toggled: each refused, naming the change."""
+    import shutil
+
+    sa = tmp_path / "sa"
+    shutil.copytree(tiny_sa_dir, sa)
+    out = tmp_path / "run" / "scores.parquet"
+    options = dict(pixels_per_class=20, batch_size=2, chunk_frames=2, progress=False)
+    restore = _kill_after_first_part(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        score(tiny_model_dir, sa, TEST_SPEC, out, save_predictions=False, **options)
+    restore()
+    with pytest.raises(FormatError, match=r"save_predictions: false -> true"):
+        score(tiny_model_dir, sa, TEST_SPEC, out, **options)
+    with pytest.raises(FormatError, match=r"data: \"synthetic:.*seed=2.* -> \"synthetic:.*seed=5"):
+        score(tiny_model_dir, sa, TEST_SPEC.replace("seed=2", "seed=5"), out, save_predictions=False,
+              **options)
+    fit(tiny_model_dir, TRAIN_SPEC, sa, estimators=("mdsa", "lsa", "dsa"), pixels_per_class=20,
+        max_ats_per_class=200, batch_size=4, seed=7, progress=False)  # refit in place
+    with pytest.raises(FormatError, match=r"sa_sha256: \"[0-9a-f]+\.* -> \"[0-9a-f]+"):
+        score(tiny_model_dir, sa, TEST_SPEC, out, save_predictions=False, **options)
+
+
+def test_skipped_frames_accumulate_over_resumed_runs(tiny_model_dir, tiny_sa_dir, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from saseg.models import load_model
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, frame in enumerate(open_dataset("synthetic:n=6,seed=2,size=64x48,split=test")):
+        Image.fromarray(frame.image).save(images / f"f{i}.png")
+    (images / "f1.png").write_bytes(b"not a png")  # chunk 0
+    (images / "f4.png").write_bytes(b"\x89PNG broken")  # chunk 2
+    meta = tmp_path / "classes.json"
+    meta.write_text(json.dumps(load_model(tiny_model_dir).classes.to_dict()))
+    spec = f"folder:{images}?classes={meta}"
+    out = tmp_path / "run" / "scores.parquet"
+    options = dict(pixels_per_class=20, batch_size=2, chunk_frames=2, progress=False, on_error="skip")
+    restore = _kill_after_first_part(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        score(tiny_model_dir, tiny_sa_dir, spec, out, **options)
+    restore()
+    score(tiny_model_dir, tiny_sa_dir, spec, out, **options)
+    skipped = [entry[0] for entry in json.loads((out.parent / "score.json").read_text())["skipped"]]
+    assert skipped == ["f1", "f4"]
+    assert sorted(pd.read_parquet(out)["frame_id"].unique()) == ["f0", "f2", "f3", "f5"]
+
+
+def test_fit_counts_only_the_frames_it_used(tiny_model_dir, tmp_path):
+    from PIL import Image
+
+    from saseg.models import load_model
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    for i, frame in enumerate(open_dataset("synthetic:n=3,seed=1,size=64x48,split=train")):
+        Image.fromarray(frame.image).save(images / f"f{i}.png")
+        Image.fromarray(frame.label.astype(np.uint8)).save(labels / f"f{i}.png")
+    (images / "f1.png").write_bytes(b"not a png")
+    meta = tmp_path / "classes.json"
+    meta.write_text(json.dumps(load_model(tiny_model_dir).classes.to_dict()))
+    provenance = fit(tiny_model_dir, f"folder:{images}:{labels}?classes={meta}", tmp_path / "sa",
+                     pixels_per_class=20, on_error="skip", progress=False)
+    assert provenance["data"]["n_used"] == 2 and len(provenance["data"]["skipped"]) == 1
+    with pytest.raises(DataError, match="pixels_per_class >= 1"):
+        fit(tiny_model_dir, TRAIN_SPEC, tmp_path / "sa2", pixels_per_class=-5, progress=False)

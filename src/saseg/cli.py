@@ -1,15 +1,48 @@
-"""The `saseg` command line: thin wrappers over the library API."""
+"""The `saseg` command line: thin wrappers over the library API.
+
+How a run ends:
+
+* usage errors (a missing or unknown option, a malformed value, a bad choice) print Click's
+  usage message and exit 2;
+* saseg's own errors (`saseg.errors.SasegError`) and the failures the outside world causes
+  (disk full, permission denied, a corrupt Parquet, safetensors or JSON file) print one line
+  ``error: ...`` and exit 1; Ctrl-C prints ``error: interrupted`` and exits 130;
+* anything else is a bug: one line ``error: internal error: ...`` and exit 1.
+
+``saseg --debug COMMAND`` re-raises instead, so the full traceback shows.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Optional
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence
 
+import torch
 import typer
 from typing_extensions import Annotated
 
-from . import __version__
+from . import __version__, evaluation, experiment, pipeline, review
+from . import demo as demo_module
+from . import report as report_module
+from .analysis import plan as analysis_plan
+from .analysis import selection
+from .data import has_splits, open_dataset
 from .errors import SasegError
+from .export import run as export_run
+from .models.checkpoint import TRUSTED_FACTORIES_ENV
+from .models.train import train as train_model
+
+try:  # recent typer vendors Click; its usage errors derive from typer.TyperException
+    from typer import TyperException as ClickException
+except ImportError:  # older typer raises Click's own
+    from click import ClickException
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 app = typer.Typer(
     name="saseg",
@@ -19,6 +52,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@dataclass
+class Session:
+    """What the app callback learns from the global options, for `run` to read afterwards."""
+
+    debug: bool = False
+
+
+session = Session()
 
 
 def _version(value: bool):
@@ -32,30 +75,143 @@ def main(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="On an error, show the full traceback instead of one line.")] = False,
+    trust_factory: Annotated[Optional[list[str]], typer.Option(
+        "--trust-factory", metavar="MODULE:FUNCTION",
+        help="Allow a checkpoint's model.json to import and run this factory (code from the "
+             "checkpoint's author); repeat for several. Also read from $SASEG_TRUSTED_FACTORIES.")] = None,
 ):
     """Score frames by surprise, evaluate against labels, and plan what to label."""
+    session.debug = debug
+    if trust_factory:  # through the environment, so worker processes inherit the consent
+        known = [f for f in os.environ.get(TRUSTED_FACTORIES_ENV, "").split(",") if f]
+        os.environ[TRUSTED_FACTORIES_ENV] = ",".join(dict.fromkeys(known + list(trust_factory)))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def run() -> None:
-    """Entry point that turns saseg errors into one line and exit code 1."""
+def run(args: Optional[Sequence[str]] = None) -> None:
+    """Console entry point: run the app on `args` (default ``sys.argv[1:]``) and exit.
+
+    Usage errors exit 2 with Click's usage message; the errors `error_message` knows exit 1
+    with one line ``error: ...`` on stderr; Ctrl-C exits 130. With ``--debug`` the error is
+    re-raised, so Python prints its traceback.
+    """
+    session.debug = False
     try:
-        app(standalone_mode=False)
-    except SasegError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        code = app(args=None if args is None else list(args), prog_name="saseg", standalone_mode=False)
+    except ClickException as exc:  # usage errors: Click's own "Usage: ... Error: ..." block
+        exc.show()
+        raise SystemExit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):  # typer raises Abort for Ctrl-D at a prompt
+        code = INTERRUPTED_EXIT_CODE
+    except Exception as exc:
+        if session.debug:
+            raise
+        typer.echo(f"error: {error_message(exc)}", err=True)
         raise SystemExit(1)
+    # Without standalone mode typer returns exit codes instead of exiting, and turns Ctrl-C
+    # into exit code 130.
+    if code == INTERRUPTED_EXIT_CODE:
+        typer.echo("error: interrupted", err=True)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
+def error_message(exc: BaseException) -> str:
+    """The one line (without ``error: ``) that `run` prints for an exception.
+
+    saseg's errors print their message; OS errors their reason and file (``No space left on
+    device: /path``); Parquet/Arrow, safetensors and JSON errors their type and message;
+    anything else is reported as an internal error.
+    """
+    if isinstance(exc, SasegError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+        text = exc.strerror + (f": {' -> '.join(paths)}" if paths else "")
+    elif isinstance(exc, OSError):
+        text = str(exc) or type(exc).__name__
+    elif isinstance(exc, json.JSONDecodeError):
+        text = f"invalid JSON: {exc}"
+    elif isinstance(exc, _file_format_errors()):
+        text = f"{type(exc).__name__}: {exc}"
+    else:
+        text = f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+    return " ".join(text.split())  # one line, whatever the message holds
+
+
+def _file_format_errors() -> tuple[type[BaseException], ...]:
+    """pyarrow's and safetensors' error types, if loaded (an error of theirs needs them loaded)."""
+    types = []
+    pyarrow_lib = sys.modules.get("pyarrow.lib")
+    if pyarrow_lib is not None:
+        types.append(pyarrow_lib.ArrowException)
+    safetensors = sys.modules.get("safetensors")
+    if safetensors is not None and hasattr(safetensors, "SafetensorError"):
+        types.append(safetensors.SafetensorError)
+    return tuple(types)
+
+
+# Values that need more than a type: parsed once, rejected as usage errors naming the option.
+def parse_device(text: str) -> str:
+    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``); checked, not opened."""
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise typer.BadParameter(f"expected a torch device such as cpu, cuda, cuda:1 or mps, got {text!r}.") from None
+    return text
+
+
+def parse_scale_range(text: str) -> tuple[float, float]:
+    """``MIN,MAX`` (``0.75,1.25``) as floats with ``0 < MIN <= MAX``."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected MIN,MAX like 0.75,1.25, got {text!r}") from None
+    if not (math.isfinite(high) and 0 < low <= high):
+        raise typer.BadParameter(f"expected 0 < MIN <= MAX, got {text!r}")
+    return low, high
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``WxH`` (``256x192``) as ``(H, W)``, both positive."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected WxH like 256x192, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise typer.BadParameter(f"expected a positive width and height, got {text!r}")
+    return height, width
+
+
+def parse_count_or_fraction(text: str) -> float:
+    """An integer count >= 1 (``40``), or else a fraction in (0, 1) (``0.1``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"expected an integer or a fraction like 0.1, got {text!r}") from None
+        if not 0 < value < 1:
+            raise typer.BadParameter(f"expected a fraction in (0, 1), got {text!r}")
+        return value
+    if value < 1:
+        raise typer.BadParameter(f"expected a count of at least 1, got {text!r}")
+    return value
 
 
 # Shared option types, defined once.
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Checkpoint dir (model.pt + model.json).")]
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset spec, e.g. camvid:PATH, folder:IMAGES[:LABELS], video:FILE, synthetic:n=200.")]
 SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split for layouts that have them (train/val/test).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, mps.")]
+DeviceOpt = Annotated[str, typer.Option("--device", callback=lambda v: parse_device(v), help="Torch device: cpu, cuda, cuda:1, mps.")]
+AllowMismatchOpt = Annotated[bool, typer.Option("--allow-mismatch", help="Use an SA model fitted on another model, layer or class list (a logged warning instead of an error).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice (recorded in the outputs).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Frames per forward pass.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Frames per forward pass.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-OnErrorOpt = Annotated[str, typer.Option("--on-error", help="Bad frames: 'raise' stops, 'skip' records and continues.")]
+OnErrorOpt = Annotated[Literal["raise", "skip"], typer.Option("--on-error", help="Bad frames: 'raise' stops, 'skip' records and continues.")]
 
 
 @app.command()
@@ -64,31 +220,29 @@ def train(
     out: Annotated[str, typer.Option("--out", "-o", help="Checkpoint dir to write (resumed if it holds an unfinished run).")],
     arch: Annotated[str, typer.Option(help="small | efficientnet_lite0")] = "small",
     val: Annotated[Optional[str], typer.Option("--val", help="Validation spec (default: the val split of --data when it has one).")] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 10,
     batch_size: BatchOpt = 8,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    crop: Annotated[Optional[str], typer.Option(help="Random crop WxH, e.g. 256x192 (default: full frame).")] = None,
-    scale: Annotated[str, typer.Option(help="Random scale range for augmentation, MIN,MAX.")] = "0.75,1.25",
-    jitter: Annotated[float, typer.Option("--jitter", help="Colour jitter: random brightness, contrast, saturation factors in [1-J, 1+J]; 0 is off.")] = 0.0,
-    image_size: Annotated[Optional[str], typer.Option("--image-size", help="Resize frames once to WxH before training, e.g. 320x240.")] = None,
-    class_weights: Annotated[Optional[str], typer.Option("--class-weights", help="median_freq (median-frequency class balancing) or sqrt_median_freq (its square root: milder).")] = None,
-    val_every: Annotated[int, typer.Option("--val-every", help="Validate every N epochs (and after the last).")] = 1,
+    # A bare `tuple`: typer reads `tuple[int, int]` as an option taking two arguments.
+    crop: Annotated[Optional[tuple], typer.Option(parser=parse_image_size, metavar="WxH", help="Random crop WxH, e.g. 256x192 (default: full frame).")] = None,
+    scale: Annotated[tuple, typer.Option(parser=parse_scale_range, metavar="MIN,MAX", help="Random scale range for augmentation, MIN,MAX.")] = "0.75,1.25",
+    jitter: Annotated[float, typer.Option("--jitter", min=0.0, help="Colour jitter: random brightness, contrast, saturation factors in [1-J, 1+J]; 0 is off.")] = 0.0,
+    image_size: Annotated[Optional[tuple], typer.Option("--image-size", parser=parse_image_size, metavar="WxH", help="Resize frames once to WxH before training, e.g. 320x240.")] = None,
+    class_weights: Annotated[Optional[Literal["median_freq", "sqrt_median_freq"]], typer.Option("--class-weights", help="median_freq (median-frequency class balancing) or sqrt_median_freq (its square root: milder).")] = None,
+    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N epochs (and after the last).")] = 1,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an unfinished run in --out.")] = True,
     quiet: QuietOpt = False,
 ):
     """Train a segmentation model with the paper's head (feature layer `head.features`)."""
-    from .data import open_dataset
-    from .data.specs import has_splits as _has_splits
-    from .models.train import train as train_model
-
-    train_data = open_dataset(data, split="train" if _has_splits(data) else None)
-    val_data = open_dataset(val) if val else (open_dataset(data, split="val") if _has_splits(data) else None)
+    splits = has_splits(data)
+    train_data = open_dataset(data, split="train" if splits else None)
+    val_data = open_dataset(val) if val else (open_dataset(data, split="val") if splits else None)
     summary = train_model(train_data, out, arch=arch, val_data=val_data, epochs=epochs,
-                          batch_size=batch_size, lr=lr, crop_size=_size(crop), seed=seed,
-                          scale_range=tuple(float(v) for v in scale.split(",")), color_jitter=jitter,
-                          image_size=_size(image_size), class_weights=class_weights,
+                          batch_size=batch_size, lr=lr, crop_size=crop, seed=seed,
+                          scale_range=scale, color_jitter=jitter, image_size=image_size,
+                          class_weights=class_weights,
                           val_every=val_every, device=device, resume=resume, progress=not quiet)
     typer.echo(f"checkpoint: {out}  ({summary})")
 
@@ -100,9 +254,9 @@ def fit(
     out: Annotated[str, typer.Option("--out", "-o", help="SA model dir to write.")],
     split: SplitOpt = "train",
     estimator: Annotated[list[str], typer.Option("--estimator", "-e", help="mdsa (default), lsa, dsa; repeat for several.")] = ["mdsa"],
-    pixels_per_class: Annotated[int, typer.Option(help="Pixels sampled per class per image; 0 = every pixel.")] = 100,
-    max_images: Annotated[int, typer.Option(help="Images sampled from the training data; 0 = all.")] = 10_000,
-    max_ats: Annotated[int, typer.Option("--max-ats-per-class", help="ATs kept per class; 0 = stream every sampled AT into MDSA.")] = 10_000,
+    pixels_per_class: Annotated[int, typer.Option(min=0, help="Pixels sampled per class per image; 0 = every pixel.")] = 100,
+    max_images: Annotated[int, typer.Option(min=0, help="Images sampled from the training data; 0 = all.")] = 10_000,
+    max_ats: Annotated[int, typer.Option("--max-ats-per-class", min=0, help="ATs kept per class; 0 = stream every sampled AT into MDSA.")] = 10_000,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 8,
     device: DeviceOpt = "cpu",
@@ -110,9 +264,7 @@ def fit(
     quiet: QuietOpt = False,
 ):
     """Fit per-class SA models (MDSA, LSA, DSA) on training pixels (paper 5.1)."""
-    from .pipeline import fit as fit_sa
-
-    meta = fit_sa(model, data, out, split=split, estimators=estimator,
+    meta = pipeline.fit(model, data, out, split=split, estimators=estimator,
                   pixels_per_class=pixels_per_class or None, max_images=max_images or None,
                   max_ats_per_class=max_ats or None, seed=seed, batch_size=batch_size,
                   device=device, progress=not quiet, on_error=on_error)
@@ -127,7 +279,7 @@ def score(
     data: DataOpt,
     out: Annotated[str, typer.Option("--out", "-o", help="scores.parquet to write; run files go beside it.")],
     split: SplitOpt = "test",
-    pixels_per_class: Annotated[int, typer.Option(help="Pixels sampled per predicted class per frame; 0 = every pixel.")] = 1000,
+    pixels_per_class: Annotated[int, typer.Option(min=0, help="Pixels sampled per predicted class per frame; 0 = every pixel.")] = 1000,
     reference: Annotated[Optional[str], typer.Option(help="zscore.json of an earlier run, so group SAs stay comparable across runs.")] = None,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 8,
@@ -135,15 +287,14 @@ def score(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run.")] = True,
     predictions: Annotated[bool, typer.Option("--predictions/--no-predictions", help="Save predicted masks (needed by evaluate, export, video).")] = True,
     on_error: OnErrorOpt = "raise",
+    allow_mismatch: AllowMismatchOpt = False,
     quiet: QuietOpt = False,
 ):
     """Score frames: class SA per predicted class, z-scored group SA and frame SA."""
-    from .pipeline import score as score_frames
-
-    df = score_frames(model, sa, data, out, split=split, pixels_per_class=pixels_per_class or None,
+    df = pipeline.score(model, sa, data, out, split=split, pixels_per_class=pixels_per_class or None,
                       reference=reference, seed=seed, batch_size=batch_size, device=device,
                       resume=resume, save_predictions=predictions, progress=not quiet,
-                      on_error=on_error)
+                      on_error=on_error, allow_mismatch=allow_mismatch)
     typer.echo(f"scores: {out}  ({df['frame_id'].nunique()} frames, {len(df)} frame-class rows)")
 
 
@@ -153,13 +304,11 @@ def evaluate(
     out: Annotated[str, typer.Option("--out", "-o", help="Eval dir to write.")],
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Labelled dataset spec (default: the one scored).")] = None,
     split: SplitOpt = "test",
-    risk: Annotated[float, typer.Option(help="Acceptable share of skipped frames below IoU 0.5, for the max-skip table.")] = 0.05,
+    risk: Annotated[float, typer.Option(min=0.0, max=1.0, help="Acceptable share of skipped frames below IoU 0.5, for the max-skip table.")] = 0.05,
     quiet: QuietOpt = False,
 ):
     """RQ1 (Spearman SA vs IoU, Table 3) and RQ2 (skip trade-off, Figure 9) against labels."""
-    from .evaluation import evaluate as run_eval
-
-    summary = run_eval(scores, data, out, split=split, risk=risk, progress=not quiet)
+    summary = evaluation.evaluate(scores, data, out, split=split, risk=risk, progress=not quiet)
     typer.echo(summary["table"])
     typer.echo(f"eval: {out}  ({summary['n_frames']} frames)")
 
@@ -169,16 +318,14 @@ def plan(
     scores: Annotated[str, typer.Option("--scores", "-s", help="scores.parquet from `saseg score`.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Dir for plan.csv and plan.json.")],
     score_column: Annotated[str, typer.Option("--score", help="Frame-level column to rank by (frames.parquet), e.g. frame_mdsa, frame_entropy, group_lanes_mdsa.")] = "frame_mdsa",
-    skip_ratio: Annotated[Optional[float], typer.Option(help="Skip this share (0-1) of the least surprising frames.")] = None,
-    budget: Annotated[Optional[int], typer.Option(help="Label this many frames, most surprising first.")] = None,
-    max_risk: Annotated[Optional[float], typer.Option(help="Skip as much as keeps the pilot's share of skipped frames below IoU 0.5 under this (needs --eval).")] = None,
+    skip_ratio: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Skip this share (0-1) of the least surprising frames.")] = None,
+    budget: Annotated[Optional[int], typer.Option(min=0, help="Label this many frames, most surprising first.")] = None,
+    max_risk: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Skip as much as keeps the pilot's share of skipped frames below IoU 0.5 under this (needs --eval).")] = None,
     eval_dir: Annotated[Optional[str], typer.Option("--eval", help="Eval dir of a labelled pilot run (for --max-risk and expected inaccuracy).")] = None,
-    annotators: Annotated[int, typer.Option(help="Annotators per frame (price model).")] = 3,
+    annotators: Annotated[int, typer.Option(min=1, help="Annotators per frame (price model).")] = 3,
 ):
     """The labelling queue: most surprising first, what to skip, and the money saved."""
-    from .analysis.plan import plan_from_run
-
-    result = plan_from_run(scores, out, score=score_column, skip_ratio=skip_ratio, budget=budget,
+    result = analysis_plan.plan_from_run(scores, out, score=score_column, skip_ratio=skip_ratio, budget=budget,
                            max_risk=max_risk, eval_dir=eval_dir, annotators=annotators)
     typer.echo(result.describe())
     typer.echo(f"plan: {out}/plan.csv")
@@ -187,7 +334,7 @@ def plan(
 @app.command()
 def export(
     plan_path: Annotated[str, typer.Option("--plan", "-p", help="plan.csv from `saseg plan` (inside or beside the scored run).")],
-    to: Annotated[str, typer.Option("--to", help="labelstudio | cvat | fiftyone")],
+    to: Annotated[Literal["labelstudio", "cvat", "fiftyone"], typer.Option("--to", help="Labelling tool.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Export dir to write.")],
     run: Annotated[Optional[str], typer.Option("--run", help="Scored run dir (default: found beside/above the plan).")] = None,
     copy: Annotated[bool, typer.Option("--copy", help="Copy frames into the export instead of referencing them.")] = False,
@@ -197,10 +344,8 @@ def export(
     device: DeviceOpt = "cpu",
 ):
     """Hand the labelling queue to Label Studio, CVAT or FiftyOne, with predictions as pre-annotations."""
-    from .export.run import export_plan
-
     options = {"image_root": image_root} if image_root and to == "labelstudio" else {}
-    path = export_plan(plan_path, to=to, out_dir=out, run_dir=run, heatmaps=heatmaps, device=device,
+    path = export_run.export_plan(plan_path, to=to, out_dir=out, run_dir=run, heatmaps=heatmaps, device=device,
                        copy=copy, include_skipped=include_skipped, **options)
     typer.echo(f"{to} export: {path}  (import steps in {path}/IMPORT.md or import_fiftyone.py)")
 
@@ -213,18 +358,17 @@ def video(
     out: Annotated[str, typer.Option("--out", "-o", help="MP4 file to write.")] = "review.mp4",
     split: SplitOpt = "test",
     fps: Annotated[float, typer.Option(help="Frames per second of the video.")] = 10,
-    start: Annotated[int, typer.Option(help="First frame index.")] = 0,
-    max_frames: Annotated[Optional[int], typer.Option(help="At most this many frames.")] = None,
+    start: Annotated[int, typer.Option(min=0, help="First frame index.")] = 0,
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="At most this many frames.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="SA above which pixels are highlighted (default: top of the colour scale).")] = None,
     device: DeviceOpt = "cpu",
+    allow_mismatch: AllowMismatchOpt = False,
     quiet: QuietOpt = False,
 ):
     """Render consecutive frames as review frames (input, label, prediction, SA heatmap) into an MP4."""
-    from .review import write_review_video
-
-    path = write_review_video(model, sa, data, out, split=split, fps=fps, start=start,
+    path = review.write_review_video(model, sa, data, out, split=split, fps=fps, start=start,
                               max_frames=max_frames, threshold=threshold, device=device,
-                              progress=not quiet)
+                              progress=not quiet, allow_mismatch=allow_mismatch)
     typer.echo(f"video: {path}")
 
 
@@ -232,17 +376,14 @@ def video(
 def report(
     run_dir: Annotated[str, typer.Argument(help="Run dir holding scores.parquet (and eval/, plan/).")],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Report dir (default RUN/report).")] = None,
-    gallery: Annotated[int, typer.Option(help="Most/least surprising frames to render for the gallery (0 = keep existing).")] = 6,
+    gallery: Annotated[int, typer.Option(min=0, help="Most/least surprising frames to render for the gallery (0 = keep existing).")] = 6,
     experiment: Annotated[Optional[str], typer.Option(help="Output dir of `saseg experiment retrain`, for the RQ3 section.")] = None,
     device: DeviceOpt = "cpu",
 ):
     """Write a self-contained static HTML report of a run (opens from disk, no network)."""
-    from .report import write_report
-    from .review import write_gallery
-
     if gallery:
-        write_gallery(run_dir, n=gallery, device=device)
-    path = write_report(run_dir, out, experiment=experiment)
+        review.write_gallery(run_dir, n=gallery, device=device)
+    path = report_module.write_report(run_dir, out, experiment=experiment)
     typer.echo(f"report: {path}/index.html" if not str(path).endswith(".html") else f"report: {path}")
 
 
@@ -251,20 +392,18 @@ def select(
     scores: Annotated[str, typer.Option("--scores", "-s", help="scores.parquet of the unlabelled pool.")],
     target_class: Annotated[str, typer.Option("--target-class", "-t", help="Class name or id to improve, e.g. Car.")],
     out: Annotated[str, typer.Option("--out", "-o", help="CSV of the chosen frames.")] = "subset.csv",
-    level: Annotated[str, typer.Option(help="high | low | random | diverse (surprising and spread out).")] = "high",
-    size: Annotated[str, typer.Option(help="Frames to pick: an integer, or a fraction (0-1) of --base-size.")] = "0.1",
-    base_size: Annotated[Optional[int], typer.Option(help="Size of the base training set, for fractional --size.")] = None,
-    min_pixels: Annotated[int, typer.Option(help="Only frames with more than this many target-class pixels.")] = 1000,
+    level: Annotated[Literal["high", "low", "random", "diverse"], typer.Option(help="high, low or random SA; diverse = surprising and spread out.")] = "high",
+    size: Annotated[float, typer.Option(parser=parse_count_or_fraction, help="Frames to pick: an integer, or a fraction (0-1) of --base-size.")] = "0.1",
+    base_size: Annotated[Optional[int], typer.Option(min=1, help="Size of the base training set, for fractional --size.")] = None,
+    min_pixels: Annotated[int, typer.Option(min=0, help="Only frames with more than this many target-class pixels.")] = 1000,
     score_column: Annotated[str, typer.Option("--score", help="Score column to rank by.")] = "mdsa",
-    top_fraction: Annotated[float, typer.Option(help="Share of eligible frames counted as high (or low) SA.")] = 0.3,
+    top_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of eligible frames counted as high (or low) SA.")] = 0.3,
     seed: SeedOpt = 0,
 ):
     """Frames to add to the training data (paper RQ3): high/low/random SA, or diverse."""
-    from .analysis.selection import select_from_scores
-
-    chosen, spread = select_from_scores(
+    chosen, spread = selection.select_from_scores(
         scores, out, target_class=target_class, level=level,
-        size=float(size) if "." in size else int(size), base_size=base_size, min_pixels=min_pixels,
+        size=size, base_size=base_size, min_pixels=min_pixels,
         seed=seed, score=score_column, top_fraction=top_fraction)
     typer.echo(f"{len(chosen)} frames -> {out}  (spread of their ATs: mean pairwise "
                f"{spread['mean_pairwise']:.3g}, min {spread['min_pairwise']:.3g})")
@@ -281,9 +420,7 @@ def experiment_retrain(
     quiet: QuietOpt = False,
 ):
     """RQ3: retrain with high/low/random/diverse frames added, over seeds; resumable."""
-    from .experiment import run_retrain_experiment, summarise
-
-    typer.echo(summarise(run_retrain_experiment(config, quick=quick, progress=not quiet)).to_string(index=False))
+    typer.echo(experiment.summarise(experiment.run_retrain_experiment(config, quick=quick, progress=not quiet)).to_string(index=False))
 
 
 @app.command()
@@ -293,17 +430,4 @@ def demo(
     quiet: QuietOpt = False,
 ):
     """The embedded default end to end: generate drives, train, fit, score, evaluate, plan."""
-    from .demo import run_demo
-
-    typer.echo(run_demo(out, quick=quick, progress=not quiet))
-
-
-def _size(text: Optional[str]):
-    if not text:
-        return None
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SasegError(f"Expected a size like 256x192 (WxH), but got {text!r}.") from None
-    return (h, w)
-
+    typer.echo(demo_module.run_demo(out, quick=quick, progress=not quiet))

@@ -11,6 +11,19 @@ import logging
 import time
 from pathlib import Path
 
+import pandas as pd
+
+from .analysis.plan import PLAN_CSV, plan_from_run
+from .data import open_dataset
+from .evaluation import evaluate
+from .export import TOOLS
+from .export.run import export_plan
+from .models.train import train
+from .pipeline import fit, score
+from .report import write_report
+from .review import write_gallery, write_review_video
+from .run_dir import RunDir
+
 log = logging.getLogger(__name__)
 
 FULL = dict(size="160x120", n_train=400, n_val=40, n_test=200, epochs=20, max_ats=1500, ppc=250,
@@ -22,20 +35,9 @@ QUICK = dict(size="96x72", n_train=48, n_val=8, n_test=32, epochs=1, max_ats=300
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bool = True,
              seed: int = 0) -> str:
     """Run every step into `out` and return a printable summary of results and outputs."""
-    import pandas as pd
-
-    from .data import open_dataset
-    from .evaluation import evaluate
-    from .models.train import train
-    from .analysis.plan import plan_from_run
-    from .export import TOOLS
-    from .export.run import export_plan
-    from .report import write_report
-    from .review import write_gallery, write_review_video
-    from .pipeline import fit, score
-
     cfg = QUICK if quick else FULL
     out = Path(out)
+    run = RunDir(out)
     started = time.perf_counter()
     steps: list[tuple[str, float]] = []
 
@@ -54,26 +56,25 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     fit(model_dir, train_spec, out / "sa", estimators=("mdsa", "lsa"),
         max_ats_per_class=cfg["max_ats"], seed=seed, progress=progress)
     lap("fit")
-    score(model_dir, out / "sa", test_spec, out / "scores.parquet",
+    score(model_dir, out / "sa", test_spec, run.scores_path,
           pixels_per_class=cfg["ppc"], seed=seed, progress=progress)
     lap("score")
-    result = evaluate(out / "scores.parquet", test_spec, out / "eval", progress=progress)
+    result = evaluate(run.scores_path, test_spec, run.eval_dir, progress=progress)
     lap("evaluate")
-    the_plan = plan_from_run(out / "scores.parquet", out / "plan", skip_ratio=0.5,
-                             eval_dir=out / "eval")
+    the_plan = plan_from_run(run.scores_path, run.plan_dir, skip_ratio=0.5, eval_dir=run.eval_dir)
     lap("plan")
     for tool in TOOLS:
-        export_plan(out / "plan" / "plan.csv", to=tool, out_dir=out / "export" / tool)
+        export_plan(run.plan_dir / PLAN_CSV, to=tool, out_dir=out / "export" / tool)
     lap("export")
     write_review_video(model_dir, out / "sa", test_spec, out / "review.mp4",
                        max_frames=cfg["video_frames"], progress=progress)
-    write_gallery(out, n=cfg["gallery"])
+    write_gallery(run, n=cfg["gallery"])
     report = write_report(out)
     lap("video+report")
 
-    frames = pd.read_parquet(out / "frames.parquet")
+    frames = run.frames()
     by_condition = _by_condition(open_dataset(test_spec), frames,
-                                 pd.read_parquet(out / "eval" / "iou.parquet"))
+                                 pd.read_parquet(run.eval_dir / "iou.parquet"))
     lines = [
         "saseg demo: generated plain-daytime training drives, shifted test drives",
         f"  model: small CNN, validation mIoU {_last(summary, 'val_miou')}",
@@ -91,9 +92,9 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         "outputs:",
         f"  model checkpoint   {model_dir}",
         f"  SA models          {out / 'sa'}",
-        f"  scores             {out / 'scores.parquet'} and {out / 'frames.parquet'}",
-        f"  evaluation         {out / 'eval'} (correlation.csv, tradeoff.csv, *.png)",
-        f"  labelling plan     {out / 'plan' / 'plan.csv'}",
+        f"  scores             {run.scores_path} and {run.frames_path}",
+        f"  evaluation         {run.eval_dir} (correlation.csv, tradeoff.csv, *.png)",
+        f"  labelling plan     {run.plan_dir / PLAN_CSV}",
         f"  labelling exports  {out / 'export'} (labelstudio, cvat, fiftyone; see IMPORT.md)",
         f"  review video       {out / 'review.mp4'}",
         f"  HTML report        {report}",

@@ -11,13 +11,17 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from .data import Dataset, open_dataset
-from .data.classes import ClassInfo
+from .analysis.correlation import correlation_table, format_table, paired_table, score_agreement
+from .analysis.tradeoff import max_skip_table, tradeoff_table
+from .data import Dataset, as_dataset
 from .errors import DataError
-from .io import read_json, write_csv, write_json, write_parquet
+from .io import write_csv, write_json, write_parquet
+from .metrics import ConfusionMatrix, frame_iou
+from .run_dir import RunDir
+from .viz.plots import plot_iou_vs_sa, plot_tradeoff
 
 log = logging.getLogger(__name__)
 
@@ -28,40 +32,25 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
              split: str | None = "test", thresholds: Sequence[float] = THRESHOLDS,
              risk: float = 0.05, plots: bool = True, progress: bool = True) -> dict:
     """Compare the run's scores with labelled IoU; returns the summary written to eval.json."""
-    from tqdm.auto import tqdm
-
-    from .analysis.correlation import (correlation_table, format_table, paired_table,
-                                       score_agreement)
-    from .analysis.tradeoff import max_skip_table, tradeoff_table
-    import torch
-
-    from .metrics import confusion_matrix, frame_iou, iou_from_confusion
-    from .pipeline import as_dataset, load_prediction
-
-    scores = Path(scores)
-    run_dir = scores.parent
-    meta = read_json(run_dir / "score.json")
-    scores_df = pd.read_parquet(scores)
-    frames_df = pd.read_parquet(run_dir / "frames.parquet")
-    classes = ClassInfo.from_dict(meta["classes"])
-    columns = meta["score_columns"]
-    if data is None:
-        data = meta["data"]
-    dataset = as_dataset(data, split)
+    run = RunDir.from_scores(scores)
+    scores_df = run.scores()
+    frames_df = run.frames()
+    classes = run.classes()
+    columns = run.score_columns()
+    dataset = run.dataset() if data is None else as_dataset(data, split)
     if not dataset.has_labels:
         raise DataError(f"Expected labels to evaluate against, but {dataset.spec} has none.")
 
     wanted = set(scores_df["frame_id"])
     tables = []
-    cm = torch.zeros(classes.num_classes, classes.num_classes, dtype=torch.int64)
+    cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
     bar = tqdm(total=len(wanted), desc="evaluate: IoU", unit="frame", disable=not progress, leave=False)
     for frame in dataset:
         if frame.frame_id not in wanted:
             continue
-        pred = load_prediction(run_dir, frame.frame_id)
+        pred = run.prediction(frame.frame_id)
         table = frame_iou(pred, frame.label, classes)
-        cm += confusion_matrix(torch.as_tensor(pred), torch.as_tensor(frame.label),
-                               classes.num_classes, classes.ignore_index)
+        cm.update(pred, frame.label)
         table.insert(0, "frame_id", frame.frame_id)
         table.insert(1, "frame_index", frame.index)
         tables.append(table)
@@ -88,20 +77,18 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
     write_csv(out_dir / "max_skip.csv", skips)
     pngs = []
     if plots:
-        from .viz.plots import plot_iou_vs_sa, plot_tradeoff
-
         pairs = paired_table(scores_df, frames_df, iou_df, columns, classes)
         for column in columns:
             pngs.append(plot_iou_vs_sa(pairs, out_dir / f"iou_vs_{column}.png", score=column,
                                        correlations=corr))
         pngs.append(plot_tradeoff(curves, out_dir / f"tradeoff_{columns[0]}.png", score=columns[0]))
     summary = {
-        "scores": str(scores), "data": dataset.spec, "n_frames": int(iou_df["frame_id"].nunique()),
+        "scores": str(run.scores_path), "data": dataset.spec, "n_frames": int(iou_df["frame_id"].nunique()),
         "score_columns": columns, "thresholds": list(thresholds), "risk": risk,
         "table": format_table(corr), "plots": [str(p) for p in pngs],
         "mean_iou": _mean_class_iou(iou_df),
-        "dataset_iou": dict(zip(classes.names, iou_from_confusion(cm).tolist())),
-        "dataset_miou": float(np.nanmean(iou_from_confusion(cm).numpy())),
+        "dataset_iou": dict(zip(classes.names, cm.compute().tolist())),
+        "dataset_miou": cm.miou(),
     }
     write_json(out_dir / "eval.json", summary)
     return summary

@@ -20,11 +20,9 @@ Config (a dict or a JSON file; paths are relative to the current directory)::
 
     SET := "SPEC" | {"spec": "SPEC", "subset": {"fraction": 0.5, "seed": 0, "part": 0}}
 
-A subset takes a seeded permutation of the dataset's frame positions
-(``numpy.random.default_rng(seed).permutation(n)``): part 0 is its first
-``round(fraction * n)`` positions, part 1 the rest, so part 0 as base and part 1 as pool
-split one set in two disjoint halves. Pool parts whose frame ids collide get ``p<k>/``
-prefixes.
+SETs are opened by `saseg.data.compose.open_set`: a subset is part 0 (the first
+``round(fraction * n)`` positions of a seeded permutation) or part 1 (the rest), so part 0
+as base and part 1 as pool split one set in two disjoint halves.
 
 Output dir: ``runs/<name>/`` (checkpoint + ``result.json``; a run with both is not redone,
 and `train` resumes a run killed mid-way), ``sa/<seed>/``, ``scores/<seed>/``,
@@ -34,24 +32,26 @@ and `train` resumes a run killed mid-way), ``sa/<seed>/``, ``scores/<seed>/``,
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
-import json
 import logging
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import pipeline
 from .analysis.selection import LEVELS, select_frames, selection_spread
-from .data import Dataset, open_dataset
-from .errors import DataError, FormatError
-from .io import atomic_path, read_json, write_csv, write_json, write_parquet
-from .metrics import confusion_matrix, iou_from_confusion
-from .models import load_model, train
+from .data import Dataset
+from .data.compose import ConcatDataset, ResizedDataset, SubsetDataset, open_set
+from .errors import DataError
+from .estimators.sa_model import load_sa_model
+from .io import check_settings, compare_settings, read_json, write_csv, write_json, write_parquet
+from .models import train
+from .models.train import dataset_confusion
+from .run_dir import RunDir
+from .viz.retrain import plot_retrain
 
 log = logging.getLogger(__name__)
 
@@ -62,122 +62,6 @@ _KEYS = {"base", "pool", "test", "target_classes", "levels", "sizes", "seeds", "
          "selection", "train", "fit", "score", "device", "out", "quick"}
 _DEFAULTS = {"levels": ["high", "low", "random"], "sizes": [0.1, 0.2, 0.3], "seeds": [0, 1, 2],
              "image_size": None, "selection": {}, "train": {}, "fit": {}, "score": {}, "device": "cpu"}
-
-
-class SubsetDataset(Dataset):
-    """Frames ``indices`` of `dataset`, in that order (frame ids and labels unchanged)."""
-
-    def __init__(self, dataset: Dataset, indices):
-        super().__init__(classes=dataset.classes, spec=f"subset({dataset.spec}, n={len(indices)})")
-        self.dataset, self.indices = dataset, [int(i) for i in indices]
-        bad = [i for i in self.indices if not 0 <= i < len(dataset)]
-        if bad:
-            raise DataError(f"SubsetDataset: expected indices in 0..{len(dataset) - 1}, but got {bad[:5]}.")
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def _load(self, i: int):
-        return self.dataset[self.indices[i]]
-
-    def frame_id(self, i: int) -> str:
-        return self.dataset.frame_id(self.indices[i])
-
-    @property
-    def has_labels(self) -> bool:
-        return self.dataset.has_labels
-
-
-class ConcatDataset(Dataset):
-    """Parts one after another; ``Frame.index`` is the position here. Colliding ids get ``p<k>/``."""
-
-    def __init__(self, parts: list[Dataset]):
-        names = {p.classes.names for p in parts}
-        if len(names) != 1:
-            raise DataError(f"ConcatDataset: expected the same classes in every part, but got {sorted(names)}.")
-        super().__init__(classes=parts[0].classes, spec=" + ".join(p.spec for p in parts))
-        self.parts = parts
-        self.offsets = np.cumsum([0] + [len(p) for p in parts])
-        ids = [p.frame_id(i) for p in parts for i in range(len(p))]
-        self.prefix = len(set(ids)) < len(ids)
-        if self.prefix:
-            log.info("ConcatDataset: frame ids collide between parts; prefixing them with p<k>/.")
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def _locate(self, i: int) -> tuple[int, int]:
-        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        return k, i - int(self.offsets[k])
-
-    def _load(self, i: int):
-        k, j = self._locate(i)
-        frame = self.parts[k][j]
-        return dataclasses.replace(frame, frame_id=self.frame_id(i), index=i)
-
-    def frame_id(self, i: int) -> str:
-        k, j = self._locate(i)
-        fid = self.parts[k].frame_id(j)
-        return f"p{k}/{fid}" if self.prefix else fid
-
-    @property
-    def has_labels(self) -> bool:
-        return all(p.has_labels for p in self.parts)
-
-
-class ResizedDataset(Dataset):
-    """Frames resized to (H, W): images bilinear (antialiased), labels nearest."""
-
-    def __init__(self, dataset: Dataset, size):
-        super().__init__(classes=dataset.classes, spec=f"{dataset.spec}@{size[0]}x{size[1]}")
-        self.dataset, self.size = dataset, (int(size[0]), int(size[1]))
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def _load(self, i: int):
-        from PIL import Image
-
-        frame = self.dataset[i]
-        h, w = self.size
-        if frame.image.shape[:2] == (h, w):
-            return frame
-        image = np.asarray(Image.fromarray(frame.image).resize((w, h), Image.BILINEAR))
-        label = None
-        if frame.label is not None:
-            rows = (np.arange(h) + 0.5) * frame.label.shape[0] / h
-            cols = (np.arange(w) + 0.5) * frame.label.shape[1] / w
-            label = frame.label[rows.astype(int)[:, None], cols.astype(int)[None, :]]
-        return dataclasses.replace(frame, image=image, label=label)
-
-    def frame_id(self, i: int) -> str:
-        return self.dataset.frame_id(i)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.dataset.has_labels
-
-
-def open_set(entry, image_size=None) -> Dataset:
-    """A dataset from a config SET (module doc), or a list of them concatenated."""
-    if isinstance(entry, list):
-        if not entry:
-            raise DataError("open_set: expected at least one dataset in the list, but got none.")
-        return ConcatDataset([open_set(e, image_size) for e in entry])
-    if isinstance(entry, str):
-        entry = {"spec": entry}
-    if not isinstance(entry, dict) or "spec" not in entry or set(entry) - {"spec", "subset"}:
-        raise DataError(f"open_set: expected a spec string or {{'spec': ..., 'subset': ...}}, but got {entry!r}.")
-    data = open_dataset(entry["spec"])
-    if "subset" in entry:
-        sub = entry["subset"]
-        fraction, part = float(sub.get("fraction", 0.5)), sub.get("part", 0)
-        if not 0 < fraction < 1 or part not in (0, 1) or set(sub) - {"fraction", "seed", "part"}:
-            raise DataError(f"open_set: expected subset {{fraction in (0, 1), seed, part 0|1}}, but got {sub!r}.")
-        order = np.random.default_rng(int(sub.get("seed", 0))).permutation(len(data))
-        cut = int(round(fraction * len(data)))
-        data = SubsetDataset(data, np.sort(order[:cut] if part == 0 else order[cut:]))
-    return ResizedDataset(data, image_size) if image_size else data
 
 
 def load_config(config: dict | str | Path, quick: bool = False) -> dict:
@@ -204,6 +88,15 @@ def load_config(config: dict | str | Path, quick: bool = False) -> dict:
         if cfg["train"].get(key) is not None:
             cfg["train"][key] = tuple(cfg["train"][key])
     return cfg
+
+
+def _per_target(value, name: str):
+    """A setting given once, or per target class as {name: value}."""
+    if not isinstance(value, dict):
+        return value
+    if name not in value:
+        raise DataError(f"retrain experiment: expected a selection setting for {name!r} in {value}, but it has none.")
+    return value[name]
 
 
 def run_retrain_experiment(config: dict | str | Path, *, quick: bool = False,
@@ -262,45 +155,12 @@ def run_retrain_experiment(config: dict | str | Path, *, quick: bool = False,
     write_csv(out / "table.csv", table)
     summary = summarise(table)
     write_csv(out / "summary.csv", summary)
-    _plot(summary, out / "retrain.png")
+    plot_retrain(summary, out / "retrain.png")
     write_json(out / "experiment.json", {
         "config": cfg, "n_base": len(base), "n_pool": len(pool), "n_test": len(test),
         "base": base.spec, "pool": pool.spec, "test": test.spec, "targets": targets,
         "selection": sel, "seconds_this_session": round(time.perf_counter() - started, 1)})
     return table
-
-
-def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Tables 4-5 style: mean and sample std (ddof=1) over seeds per target x level x size."""
-    grouped = table.groupby(["target", "level", "size"], sort=False)
-    summary = grouped.agg(target_iou_mean=("target_iou", "mean"), target_iou_std=("target_iou", "std"),
-                          miou_mean=("miou", "mean"), miou_std=("miou", "std"),
-                          n_added=("n_added", "mean"), n_seeds=("seed", "nunique"),
-                          **({"added_spread": ("added_spread", "mean")} if "added_spread" in table else {}))
-    return summary.reset_index()
-
-
-def evaluate_iou(model_dir: str | Path, data: Dataset, device: str = "cpu", batch_size: int = 8) -> np.ndarray:
-    """(C,) dataset-level IoU per class over all frames of `data` (NaN: class absent)."""
-    model = load_model(model_dir, device=device)
-    c = model.classes.num_classes
-    cm = torch.zeros(c, c, dtype=torch.int64)
-    frames = list(range(len(data)))
-    with torch.no_grad():
-        for start in range(0, len(frames), batch_size):
-            batch = [data[i] for i in frames[start:start + batch_size]]
-            groups = {}
-            for f in batch:  # one forward per image size
-                groups.setdefault(f.image.shape, []).append(f)
-            for same in groups.values():
-                logits = model.net(model.preprocess([f.image for f in same]))
-                if logits.shape[-2:] != same[0].label.shape:
-                    logits = torch.nn.functional.interpolate(logits, size=same[0].label.shape,
-                                                             mode="bilinear", align_corners=False)
-                labels = torch.from_numpy(np.stack([np.asarray(f.label, dtype=np.int64) for f in same]))
-                cm += confusion_matrix(logits.argmax(1).cpu(), labels, c,
-                                       ignore_index=model.classes.ignore_index)
-    return iou_from_confusion(cm).numpy()
 
 
 def _run(train_set: Dataset, test: Dataset, run_dir: Path, cfg: dict, seed: int, info: dict,
@@ -309,25 +169,28 @@ def _run(train_set: Dataset, test: Dataset, run_dir: Path, cfg: dict, seed: int,
     settings = {"train": cfg["train"], "seed": seed, "n_train": len(train_set),
                 "frames": _digest([train_set.frame_id(i) for i in range(len(train_set))]),
                 "test": test.spec}
-    settings = json.loads(json.dumps(settings, default=list))
     result_path = run_dir / "result.json"
     if result_path.is_file() and (run_dir / "model.pt").is_file():
         result = read_json(result_path)
-        if result.get("settings") != settings:
-            raise FormatError(f"{result_path}: expected a finished run with the same settings, but "
-                              "they differ; use another out dir or delete this run.")
+        compare_settings(result.get("settings"), settings, result_path,
+                         fresh=f"use another out dir or delete {run_dir}")
         log.info("retrain: %s already done, skipped.", run_dir.name)
         return result
     log.info("retrain: training %s on %d frames.", run_dir.name, len(train_set))
     trained = train(train_set, run_dir, seed=seed, device=cfg["device"], progress=progress,
                     **cfg["train"])
-    iou = evaluate_iou(run_dir, test, cfg["device"])
-    names = train_set.classes.names
+    cm = dataset_confusion(run_dir, test, device=cfg["device"])
+    iou, miou = zip(train_set.classes.names, cm.compute().tolist()), cm.miou()
     result = {**info, "seed": seed, "settings": settings, "seconds": trained.seconds,
-              "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},
-              "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None}
+              "iou": {n: (None if math.isnan(v) else v) for n, v in iou},
+              "miou": None if math.isnan(miou) else miou}
     write_json(result_path, result)
     return result
+
+
+def evaluate_iou(model_dir: str | Path, data: Dataset, device: str = "cpu", batch_size: int = 8) -> np.ndarray:
+    """(C,) dataset-level IoU per class over all frames of `data` (NaN: class absent)."""
+    return dataset_confusion(model_dir, data, device=device, batch_size=batch_size).compute().numpy()
 
 
 def _row(target: str, level: str, size, seed: int, result: dict, class_name: str) -> dict:
@@ -354,16 +217,18 @@ def _pool_pixels(pool: Dataset, class_ids: list[int], path: Path) -> pd.DataFram
 
 def _class_means(sa_dir: Path) -> dict[int, np.ndarray]:
     """Training AT mean per class from the MDSA model: the reference for ``diverse``."""
-    mdsa = pipeline.load_sa_model(sa_dir, ["mdsa"])[0]["mdsa"]
+    mdsa = load_sa_model(sa_dir, ["mdsa"])[0]["mdsa"]
     return {int(c): mdsa.means_[k].double().numpy() for k, c in enumerate(mdsa.classes_.tolist())}
 
 
 def _score_pool(base_dir: Path, base: Dataset, pool: Dataset, out: Path, seed: int, cfg: dict,
                 progress: bool) -> pd.DataFrame:
     """Fit MDSA on the base set and score the pool, or read them back (same fit/score settings)."""
-    sa_dir, scores_path = out / "sa" / str(seed), out / "scores" / str(seed) / "scores.parquet"
-    stage = {"fit": cfg["fit"], "score": cfg["score"]}
-    _check_stage(scores_path.with_name("stage.json"), stage, done=scores_path.is_file())
+    sa_dir, scores_path = out / "sa" / str(seed), RunDir(out / "scores" / str(seed)).scores_path
+    stage, stage_path = {"fit": cfg["fit"], "score": cfg["score"]}, scores_path.with_name("stage.json")
+    if scores_path.is_file() and stage_path.is_file():  # only finished scores are checked
+        check_settings(stage_path, stage, what="fit/score settings",
+                       fresh=f"use another out dir or delete {sa_dir} and {scores_path.parent}")
     if not (sa_dir / "sa.json").is_file():
         pipeline.fit(base_dir, base, sa_dir, seed=seed, device=cfg["device"], progress=progress,
                      **{"estimators": ("mdsa",), **cfg["fit"]})
@@ -371,16 +236,8 @@ def _score_pool(base_dir: Path, base: Dataset, pool: Dataset, out: Path, seed: i
         pipeline.score(base_dir, sa_dir, pool, scores_path, seed=seed, device=cfg["device"],
                        progress=progress, **{"estimators": ["mdsa"], "softmax": False,
                                              "save_predictions": False, **cfg["score"]})
-        write_json(scores_path.with_name("stage.json"), stage)
+        write_json(stage_path, stage)
     return pd.read_parquet(scores_path)
-
-
-def _check_stage(path: Path, settings: dict, done: bool) -> None:
-    """Refuse to reuse fitted SA models and scores made with other fit/score settings."""
-    settings = json.loads(json.dumps(settings, default=list))
-    if done and path.is_file() and read_json(path) != settings:
-        raise FormatError(f"{path}: expected the SA models and scores of this seed to use the same "
-                          "fit/score settings, but they differ; use another out dir or delete them.")
 
 
 def _spread(scores: pd.DataFrame, class_id: int, frame_ids) -> float | None:
@@ -392,15 +249,6 @@ def _spread(scores: pd.DataFrame, class_id: int, frame_ids) -> float | None:
     return None if np.isnan(spread["mean_pairwise"]) else spread["mean_pairwise"]
 
 
-def _per_target(value, name: str):
-    """A setting given once, or per target class as {name: value}."""
-    if not isinstance(value, dict):
-        return value
-    if name not in value:
-        raise DataError(f"retrain experiment: expected a selection setting for {name!r} in {value}, but it has none.")
-    return value[name]
-
-
 def _digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
@@ -409,31 +257,11 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in str(name).lower())
 
 
-def _plot(summary: pd.DataFrame, path: Path) -> None:
-    """Target IoU against frames added, one line per level, error bars = std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    targets = list(dict.fromkeys(summary["target"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        part = summary[summary["target"] == target]
-        base = part[part["level"] == "base"]
-        if len(base):
-            m, s = float(base["target_iou_mean"].iloc[0]), float(np.nan_to_num(base["target_iou_std"].iloc[0]))
-            ax.axhline(m, color="grey", ls="--", label="base")
-            ax.axhspan(m - s, m + s, color="grey", alpha=0.15)
-        levels = [lv for lv in dict.fromkeys(part["level"]) if lv != "base"]
-        for j, level in enumerate(levels):
-            rows = part[part["level"] == level].sort_values("n_added")
-            dodge = 1 + 0.02 * (j - (len(levels) - 1) / 2)  # keep error bars of equal sizes apart
-            ax.errorbar(rows["n_added"] * dodge, rows["target_iou_mean"],
-                        yerr=rows["target_iou_std"].fillna(0), marker="o", capsize=3, label=level)
-        ax.set(title=f"{target}: IoU after retraining", xlabel="frames added", ylabel="test IoU")
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Tables 4-5 style: mean and sample std (ddof=1) over seeds per target x level x size."""
+    grouped = table.groupby(["target", "level", "size"], sort=False)
+    summary = grouped.agg(target_iou_mean=("target_iou", "mean"), target_iou_std=("target_iou", "std"),
+                          miou_mean=("miou", "mean"), miou_std=("miou", "std"),
+                          n_added=("n_added", "mean"), n_seeds=("seed", "nunique"),
+                          **({"added_spread": ("added_spread", "mean")} if "added_spread" in table else {}))
+    return summary.reset_index()

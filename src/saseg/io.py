@@ -1,13 +1,26 @@
-"""Atomic file writes and small JSON helpers: an output file is complete or absent."""
+"""Atomic file writes and small JSON helpers: an output file is complete or absent.
+
+Resumable steps record the settings they ran with and refuse to continue with others
+(`check_settings`, `compare_settings`), so a resumed run never mixes results of two configs.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from .errors import FormatError
+
+__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "read_json", "write_parquet",
+           "write_csv", "check_settings", "compare_settings", "PartStore"]
 
 
 @contextmanager
@@ -53,8 +66,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    from .errors import FormatError
-
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -74,9 +85,84 @@ def write_csv(path: str | os.PathLike, frame) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def _json_default(obj: Any) -> Any:
-    import numpy as np
+def check_settings(path: str | os.PathLike, settings: dict, *, what: str = "settings",
+                   fresh: str = "delete it to start afresh") -> None:
+    """Refuse to resume with other settings than those saved in `path`; save them if new.
 
+    If `path` exists, its JSON must equal `settings` (see `compare_settings`); otherwise
+    `settings` is written there atomically.
+
+    Parameters
+    ----------
+    path : JSON file of the settings a resumable step started with
+    settings : dict
+        JSON-serialisable (tuples, numpy scalars and arrays, paths allowed).
+    what : str
+        What the settings are, for the message ("fit/score settings").
+    fresh : str
+        How to start afresh instead, for the message.
+
+    Raises
+    ------
+    FormatError
+        If the saved settings differ; the message names `path` and the keys that differ.
+    """
+    if Path(path).exists():
+        compare_settings(read_json(path), settings, path, what=what, fresh=fresh)
+    else:
+        write_json(path, settings)
+
+
+def compare_settings(saved: Any, settings: dict, where: str | os.PathLike, *, what: str = "settings",
+                     fresh: str = "delete it to start afresh") -> None:
+    """Raise unless `saved` equals `settings` after a JSON round trip (so tuples == lists).
+
+    The compare-only twin of `check_settings`, for settings stored inside another file (a
+    result or training state); `where` names that file in the message.
+
+    Raises
+    ------
+    FormatError
+        Naming `where`, the keys that differ (``key: saved -> now``, nested keys dotted) and
+        `fresh`.
+    """
+    now = _plain(settings)
+    saved = _plain(saved)
+    if saved == now:
+        return
+    changes = _differences(saved, now, "")
+    shown = ", ".join(changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5 else "")
+    raise FormatError(f"{where}: expected the same {what} as saved there, but got changes "
+                      f"(saved -> now) {shown}; {fresh}.")
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _differences(saved: Any, now: Any, prefix: str) -> list[str]:
+    """``key: saved -> now`` for every differing leaf; dict keys are followed and dotted."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(saved) | set(now), key=str):
+            a, b = saved.get(key, _ABSENT), now.get(key, _ABSENT)
+            if a != b:
+                out += _differences(a, b, f"{prefix}{key}.")
+        return out
+    return [f"{prefix.rstrip('.') or 'settings'}: {_brief(saved)} -> {_brief(now)}"]
+
+
+_ABSENT = object()
+
+
+def _brief(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -94,28 +180,17 @@ class PartStore:
     A run killed at any point (even ``kill -9``) leaves only complete parts; a restarted run
     asks `done_chunks()` what to skip and `finish()` concatenates the parts into the final
     file. `settings` must match between runs, so a resumed run never mixes results computed
-    with different options.
+    with different options. A part may carry JSON notes (e.g. the frames it skipped), which
+    `notes()` gathers over every part, whichever run wrote it.
     """
 
     def __init__(self, final_path: str | os.PathLike, settings: dict, *, resume: bool = True):
-        import shutil
-
-        from .errors import FormatError
-
         self.final_path = Path(final_path)
         self.dir = self.final_path.with_name(self.final_path.name + ".parts")
-        settings_path = self.dir / "settings.json"
         if self.dir.exists() and not resume:
             shutil.rmtree(self.dir)
-        if self.dir.exists() and settings_path.exists():
-            previous = read_json(settings_path)
-            if previous != json.loads(json.dumps(settings, default=_json_default)):
-                raise FormatError(
-                    f"Expected the unfinished run in {self.dir} to use the same settings, but they "
-                    "differ; delete that folder or pass --no-resume to start again."
-                )
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_json(settings_path, settings)
+        check_settings(self.dir / "settings.json", settings, what="settings for this unfinished run",
+                       fresh=f"delete {self.dir} or pass --no-resume to start again")
 
     def _part(self, chunk: int) -> Path:
         return self.dir / f"part-{chunk:06d}.parquet"
@@ -123,15 +198,23 @@ class PartStore:
     def done_chunks(self) -> set[int]:
         return {int(p.stem.split("-")[1]) for p in self.dir.glob("part-*.parquet")}
 
-    def write(self, chunk: int, frame) -> None:
+    def write(self, chunk: int, frame, notes: list | None = None) -> None:
+        """Write one part; its `notes` first, so a part on disk always has its notes."""
+        if notes is not None:
+            write_json(self._part(chunk).with_suffix(".notes.json"), notes)
         write_parquet(self._part(chunk), frame)
+
+    def notes(self) -> list:
+        """The notes of every finished part, in chunk order, concatenated."""
+        out: list = []
+        for chunk in sorted(self.done_chunks()):
+            path = self._part(chunk).with_suffix(".notes.json")
+            if path.exists():
+                out.extend(read_json(path))
+        return out
 
     def finish(self, sort_by: list[str] | None = None):
         """Concatenate all parts (in chunk order) into a DataFrame and remove the parts."""
-        import shutil
-
-        import pandas as pd
-
         parts = [pd.read_parquet(self._part(c)) for c in sorted(self.done_chunks())]
         parts = [p for p in parts if len(p)]
         frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -140,6 +223,4 @@ class PartStore:
         return frame
 
     def cleanup(self) -> None:
-        import shutil
-
         shutil.rmtree(self.dir, ignore_errors=True)

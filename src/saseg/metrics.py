@@ -1,5 +1,9 @@
 """Intersection over union: a confusion matrix over pixels, per-frame class and group IoU.
 
+`ConfusionMatrix` is the one definition of dataset-level IoU (one matrix summed over every
+frame, then ``tp / (tp + fp + fn)`` per class): it streams `confusion_matrix` over batches
+and reduces with `iou_from_confusion`, its functional twins.
+
 The paper (Kim et al. 2020, section 4.3) measures a frame's quality per class as the IoU of
 all the class's pixels in that frame taken together, and per class group as the IoU of the
 union of the group's classes treated as one segment. Pixels labelled with the ignore index
@@ -15,7 +19,7 @@ import torch
 from .data.classes import ClassInfo
 from .errors import DataError, UnknownClassError
 
-__all__ = ["confusion_matrix", "iou_from_confusion", "frame_iou", "IOU_COLUMNS"]
+__all__ = ["ConfusionMatrix", "confusion_matrix", "iou_from_confusion", "frame_iou", "IOU_COLUMNS"]
 
 IOU_COLUMNS = ["target", "kind", "class_id", "iou", "n_label", "n_pred"]
 
@@ -80,6 +84,81 @@ def iou_from_confusion(cm) -> torch.Tensor:
     tp = cm.diagonal()
     union = cm.sum(0) + cm.sum(1) - tp
     return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+
+
+class ConfusionMatrix:
+    """Pixel confusion matrix accumulated over batches, reduced to per-class IoU.
+
+    ``update(pred, target)`` adds ``confusion_matrix(pred, target, num_classes,
+    ignore_index)``; ``compute()`` returns ``iou_from_confusion`` of the sum, so the IoU of
+    a dataset is that of all its pixels taken together (not a mean of per-frame IoUs).
+
+    Parameters
+    ----------
+    num_classes : int
+        C, the number of classes; ids are ``0..C-1``.
+    ignore_index : int or None
+        Label value whose pixels count for neither the label nor the prediction.
+
+    Attributes
+    ----------
+    matrix : int64 tensor of shape (C, C)
+        ``matrix[i, j]`` = pixels labelled ``i`` and predicted ``j`` so far; all zeros (on
+        the CPU) before the first update. The state lives on the device of the first
+        update's inputs; later updates are moved there.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise DataError(f"ConfusionMatrix: expected `num_classes` to be a positive int, but got {num_classes!r}.")
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self._matrix: torch.Tensor | None = None
+
+    def update(self, pred, target) -> "ConfusionMatrix":
+        """Add the pixels of one batch; returns self.
+
+        Parameters
+        ----------
+        pred : tensor or ndarray of shape (...), integer
+            Predicted class ids, e.g. ``logits.argmax(1)`` of shape (B, H, W).
+        target : tensor or ndarray of the same shape, integer
+            Label class ids; ``ignore_index`` pixels are left out.
+
+        Raises
+        ------
+        DataError, UnknownClassError
+            As `confusion_matrix`.
+        """
+        cm = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        if self._matrix is None:
+            self._matrix = cm
+        else:
+            self._matrix += cm.to(self._matrix.device)
+        return self
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        if self._matrix is None:
+            return torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        return self._matrix
+
+    def compute(self) -> torch.Tensor:
+        """IoU per class, float64 tensor of shape (C,); NaN for classes neither labelled nor predicted."""
+        return iou_from_confusion(self.matrix)
+
+    def miou(self) -> float:
+        """Mean IoU over the classes present (NaN-mean of `compute`); NaN when none is."""
+        iou = self.compute().cpu().numpy()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+    def reset(self) -> None:
+        """Forget every update (the next one allocates the state again)."""
+        self._matrix = None
+
+    def __repr__(self) -> str:
+        return (f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
+                f"pixels={int(self.matrix.sum())})")
 
 
 def frame_iou(pred, label, classes: ClassInfo) -> pd.DataFrame:

@@ -1,12 +1,8 @@
-"""fit, score and evaluate as plain functions over the pieces (paper section 5.1, Figure 5).
+"""fit and score as plain functions: trace the frames, then hand off (paper 5.1, Figure 5).
 
-Run layout written by `score` (everything later commands need sits beside scores.parquet)::
-
-    RUN/scores.parquet      one row per (frame, predicted class)
-    RUN/frames.parquet      one row per frame: group SAs and the frame SA
-    RUN/zscore.json         per-class mean/std used for z-scoring (reusable as a reference)
-    RUN/score.json          provenance: model, SA model, data spec, settings
-    RUN/predictions/<frame_id>.png   predicted class ids (uint8), for evaluate/export/video
+``fit`` samples labelled pixels, reads their ATs and fits the estimators (an SA model dir,
+`saseg.estimators.sa_model`); ``score`` samples predicted pixels, scores them and aggregates
+class, group and frame SA into a run dir (`saseg.run_dir.RunDir`).
 """
 
 from __future__ import annotations
@@ -15,35 +11,29 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__
-from .data import Dataset, Frame, open_dataset
-from .errors import DataError, DegenerateDataError, FormatError
-from .io import PartStore, read_json, write_json, write_parquet
+from .aggregate import ZScoreReference, class_scores, frame_scores
+from .data import Dataset, Frame, as_dataset, iter_batches
+from .errors import DataError, DegenerateDataError
+from .estimators import ESTIMATOR_NAMES, fit_per_class, make_estimator, softmax_scores
+from .estimators.sa_model import check_fitted_on, load_sa_model, sa_model_sha256, save_sa_model
+from .estimators.softmax import SOFTMAX_NAMES
+from .io import PartStore
+from .models import LoadedModel, as_model
+from .models.checkpoint import nonfinite_frames
+from .run_dir import RunDir
+from .sampling import ClassReservoir, sample_pixels
+from .tracing import sample_ats
 
 log = logging.getLogger(__name__)
 
-ESTIMATOR_NAMES = ("mdsa", "lsa", "dsa")
-SOFTMAX_NAMES = ("max_softmax", "entropy", "margin")
-
-
-def as_dataset(data: Dataset | str, split: str | None, **options) -> Dataset:
-    """Open a spec; `split` is a command's default, so it only applies to split layouts."""
-    from .data.specs import has_splits
-
-    if not isinstance(data, str):
-        return data
-    return open_dataset(data, split=split if has_splits(data) else None, **options)
-
-
-def as_model(model, device: str):
-    from .models import LoadedModel, load_model
-
-    return model if isinstance(model, LoadedModel) else load_model(model, device=device)
 
 
 def frame_seed(seed: int, frame_id: str) -> int:
@@ -52,40 +42,35 @@ def frame_seed(seed: int, frame_id: str) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def _batches(dataset: Dataset, indices: Sequence[int], batch_size: int) -> Iterable[list[Frame]]:
-    """Frames in order, batched; a batch never mixes image sizes (the model needs one size)."""
-    batch: list[Frame] = []
-    for i in indices:
-        try:
-            frame = dataset[i]
-        except DataError as exc:
-            dataset.skip(i, exc)
-            continue
-        if batch and (len(batch) == batch_size or frame.image.shape != batch[0].image.shape):
-            yield batch
-            batch = []
-        batch.append(frame)
-    if batch:
-        yield batch
+def trace_finite(model: LoadedModel, dataset: Dataset, frames: list[Frame]):
+    """`model.trace`, leaving out (``on_error="skip"``) or refusing frames with NaN/Inf outputs.
+
+    Returns the frames kept and their logits and features; a batch whose frames are all bad
+    comes back empty.
+    """
+    logits, features = model.trace(frames, check_finite=False)
+    bad = set(nonfinite_frames(frames, logits, features))
+    if not bad:
+        return frames, logits, features
+    for frame in frames:
+        if frame.frame_id in bad:
+            exc = DegenerateDataError(f"Expected finite logits and activations for frame "
+                                      f"{frame.frame_id!r} ({frame.source}), but got NaN/Inf.")
+            exc.where = frame.frame_id
+            dataset.skip(frame.index, exc)
+    keep = torch.tensor([f.frame_id not in bad for f in frames], device=logits.device)
+    return [f for f in frames if f.frame_id not in bad], logits[keep], features[keep]
 
 
-def _forward(model, tracer, frames: list[Frame]):
-    x = model.preprocess([f.image for f in frames])
-    logits, features = tracer(x)
-    if not torch.isfinite(features).all():
-        bad = [f.frame_id for f, ok in zip(frames, torch.isfinite(features).flatten(1).all(1)) if not ok]
-        raise DegenerateDataError(f"Expected finite activations, but got NaN/Inf for frames {bad[:5]}.")
-    size = frames[0].image.shape[:2]
-    if logits.shape[-2:] != size:
-        logits = torch.nn.functional.interpolate(logits, size=size, mode="bilinear",
-                                                 align_corners=model.align_corners)
-    return logits, features
+def check_pixels_per_class(pixels_per_class: int | None) -> None:
+    """None means every pixel; anything else must be a positive count."""
+    if pixels_per_class is not None and int(pixels_per_class) < 1:
+        raise DataError(f"Expected pixels_per_class >= 1 (or None for every pixel), but got "
+                        f"{pixels_per_class}.")
 
 
-def _progress(iterable, total, desc, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="frame", disable=not enabled, leave=False)
+def _progress(total, desc, enabled):
+    return tqdm(None, total=total, desc=desc, unit="frame", disable=not enabled, leave=False)
 
 
 # --------------------------------------------------------------------------------------- fit
@@ -103,10 +88,7 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     ``dropped_classes``): their pixels get no SA (NaN) when scoring rather than a noisy one.
     Returns the provenance written to ``sa.json``.
     """
-    from .estimators import DSA, LSA, MDSA
-    from .sampling import ClassReservoir, sample_pixels
-    from .tracing import ActivationTracer, sample_ats
-
+    check_pixels_per_class(pixels_per_class)
     estimators = tuple(e.lower() for e in estimators)
     unknown = sorted(set(estimators) - set(ESTIMATOR_NAMES))
     if unknown or not estimators:
@@ -127,14 +109,14 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
         indices = np.sort(rng.choice(indices, size=max_images, replace=False))
 
     reservoir = ClassReservoir(capacity=max_ats_per_class or 1, seed=seed)
-    mdsa_stream = MDSA(**estimator_options.get("mdsa", {})) if streaming else None
+    mdsa_stream = make_estimator("mdsa", **estimator_options.get("mdsa", {})) if streaming else None
     counts: dict[int, int] = {}
-    tracer = ActivationTracer(model.net, model.layer, capture=model.capture,
-                              align_corners=model.align_corners)
+    n_used = 0  # frames traced: the sampled ones less any skipped as unreadable
     started = time.perf_counter()
-    bar = _progress(None, len(indices), "fit: tracing", progress)
-    for frames in _batches(dataset, indices, batch_size):
-        _, features = _forward(model, tracer, frames)
+    bar = _progress(len(indices), "fit: tracing", progress)
+    for frames in iter_batches(dataset, indices, batch_size):
+        frames, _, features = trace_finite(model, dataset, frames)
+        n_used += len(frames)
         for b, frame in enumerate(frames):
             label = torch.as_tensor(frame.label, device=features.device)
             gen = torch.Generator().manual_seed(frame_seed(seed, frame.frame_id))
@@ -152,37 +134,25 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     if not counts:
         raise DataError(f"Expected labelled pixels in {dataset.spec}, but every sampled pixel was ignored.")
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = [classes.names[c] for c in range(classes.num_classes)]
     fitted = {}
     if streaming:
-        fitted["mdsa"] = mdsa_stream
+        fitted["mdsa"] = mdsa_stream.finalize()
     else:
         ats, cls = reservoir.to_arrays()
-        ids, n_per = torch.unique(cls, return_counts=True)
-        dropped = {classes.names[int(c)]: int(n) for c, n in zip(ids, n_per) if n < min_ats_per_class}
-        if dropped:
-            log.warning("too few ATs to model classes %s (need %d); frames predicted as them get "
-                        "no SA for those pixels", dropped, min_ats_per_class)
-            keep = ~torch.isin(cls, ids[n_per < min_ats_per_class])
-            ats, cls = ats[keep], cls[keep]
-            if not len(cls):
-                raise DegenerateDataError(f"Expected at least {min_ats_per_class} ATs for some class, "
-                                          f"but got {dropped}.")
         for name in estimators:
-            make = lambda: {"mdsa": MDSA, "lsa": LSA, "dsa": DSA}[name](**estimator_options.get(name, {}))
             log.info("fitting %s on %d ATs", name, len(cls))
-            fitted[name], bad = _fit_per_class_models(make, ats, cls, names, independent=name != "dsa")
-            dropped.update({f"{classes.names[c]} ({name})": reason for c, reason in bad.items()})
-    for name, est in fitted.items():
-        est.save(out_dir)
+            fitted[name], too_few, failed = fit_per_class(
+                make_estimator(name, **estimator_options.get(name, {})), ats, cls,
+                class_names=names, min_ats_per_class=min_ats_per_class)
+            dropped.update({classes.names[c]: n for c, n in too_few.items()})
+            dropped.update({f"{classes.names[c]} ({name})": why for c, why in failed.items()})
     provenance = {
         "saseg_version": __version__,
         "estimators": list(fitted),
         "model": {"path": model.path, "sha256": model.sha256,
                   "layer": model.layer, "capture": model.capture, "align_corners": model.align_corners},
-        "data": {"spec": dataset.spec, "n_frames": len(dataset), "n_used": int(len(indices)),
+        "data": {"spec": dataset.spec, "n_frames": len(dataset), "n_used": n_used,
                  "skipped": dataset.skipped},
         "sampler": {"pixels_per_class": pixels_per_class, "max_images": max_images,
                     "max_ats_per_class": max_ats_per_class, "seed": seed},
@@ -194,44 +164,8 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
                              if not streaming else {classes.names[c]: n for c, n in sorted(counts.items())}),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(out_dir / "sa.json", provenance)
+    save_sa_model(out_dir, fitted, provenance)
     return provenance
-
-
-def _fit_per_class_models(make, ats, cls, names, *, independent: bool):
-    """Fit; if some classes are degenerate (e.g. constant ATs), leave just those out.
-
-    Only for estimators whose per-class models are independent (MDSA, LSA): one dead class
-    must not cost every other class its SA model. Returns (estimator, {class: reason}).
-    """
-    try:
-        return make().fit(ats, cls, class_names=names), {}
-    except DegenerateDataError:
-        if not independent:
-            raise
-    bad = {}
-    for c in torch.unique(cls).tolist():
-        try:
-            make().fit(ats[cls == c], cls[cls == c])
-        except DegenerateDataError as exc:
-            bad[c] = str(exc)
-    keep = ~torch.isin(cls, torch.tensor(list(bad), dtype=cls.dtype))
-    if not keep.any():
-        raise DegenerateDataError(f"Expected some class with usable ATs, but every class failed: {bad}")
-    log.warning("left out degenerate classes: %s", bad)
-    return make().fit(ats[keep], cls[keep], class_names=names), bad
-
-
-def load_sa_model(sa_dir: str | Path, names: Sequence[str] | None = None) -> tuple[dict, dict]:
-    """Load the estimators of an SA model dir: ({name: estimator}, provenance)."""
-    from .estimators import load_estimator
-
-    meta = read_json(Path(sa_dir) / "sa.json")
-    wanted = list(names) if names else meta["estimators"]
-    missing = sorted(set(wanted) - set(meta["estimators"]))
-    if missing:
-        raise FormatError(f"Expected estimators {missing} in {sa_dir}, but it holds {meta['estimators']}.")
-    return {n: load_estimator(sa_dir, n) for n in wanted}, meta
 
 
 # ------------------------------------------------------------------------------------- score
@@ -240,51 +174,49 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
           estimators: Sequence[str] | None = None, softmax: bool = True, seed: int = 0,
           batch_size: int = 8, device: str = "cpu", reference: str | Path | None = None,
           resume: bool = True, save_predictions: bool = True, chunk_frames: int | None = None,
-          progress: bool = True, on_error: str = "raise"):
+          progress: bool = True, on_error: str = "raise", allow_mismatch: bool = False):
     """Score every frame: per predicted class, the mean SA of up to `pixels_per_class` pixels.
 
     Writes ``scores.parquet`` (one row per frame and predicted class), ``frames.parquet``
     (z-scored class-group SAs and the frame SA) and the run files listed in the module doc.
     Work is saved in chunks, so a killed run restarted with the same arguments resumes and
     ends with exactly the rows an uninterrupted run writes. Returns the scores DataFrame.
+    An SA model fitted on another network, layer or class list is refused unless
+    `allow_mismatch` (then logged).
     """
-    import pandas as pd
-
-    from .aggregate import ZScoreReference, class_scores, frame_scores
-    from .estimators import softmax_scores
-    from .sampling import sample_pixels
-    from .tracing import ActivationTracer, sample_ats
-
-    out = Path(out)
-    run_dir = out.parent
+    check_pixels_per_class(pixels_per_class)
+    run = RunDir.from_scores(out)
     model = as_model(model, device)
     fitted, sa_meta = load_sa_model(sa_dir, estimators)
+    check_fitted_on(sa_meta, sha256=model.sha256, layer=model.layer, classes=model.classes.to_dict(),
+                    sa_dir=sa_dir, allow_mismatch=allow_mismatch)
     dataset = as_dataset(data, split, on_error=on_error)
     classes = model.classes
     chunk_frames = chunk_frames or batch_size * 8
+    # Everything that changes rows or files, by content: a resumed run must not mix results.
     settings = {"model_sha256": model.sha256, "sa_dir": str(Path(sa_dir).resolve()),
-                "estimators": list(fitted), "data": dataset.spec, "n_frames": len(dataset),
+                "sa_sha256": sa_model_sha256(sa_dir), "estimators": list(fitted),
+                "data": dataset.spec, "n_frames": len(dataset),
+                "frame_ids_sha256": dataset.fingerprint()["ids_sha256"],
                 "pixels_per_class": pixels_per_class, "softmax": softmax, "seed": seed,
-                "batch_size": batch_size, "chunk_frames": chunk_frames}
-    store = PartStore(out, settings, resume=resume)
+                "batch_size": batch_size, "chunk_frames": chunk_frames,
+                "save_predictions": bool(save_predictions)}
+    store = PartStore(run.scores_path, settings, resume=resume)
     done = store.done_chunks()
-    tracer = ActivationTracer(model.net, model.layer, capture=model.capture,
-                              align_corners=model.align_corners)
-    known = {n: torch.as_tensor(est.classes_).long() for n, est in fitted.items()}
-    pred_dir = run_dir / "predictions"
     timing: dict[str, float] = {"frames": 0}
     n = len(dataset)
     n_chunks = (n + chunk_frames - 1) // chunk_frames
-    bar = _progress(None, n, "score", progress)
+    bar = _progress(n, "score", progress)
     bar.update(min(n, len(done) * chunk_frames))
     for chunk in range(n_chunks):
         if chunk in done:
             continue
         rows = []
+        skipped_before = len(dataset.skipped)
         indices = range(chunk * chunk_frames, min(n, (chunk + 1) * chunk_frames))
-        for frames in _batches(dataset, indices, batch_size):
+        for frames in iter_batches(dataset, indices, batch_size):
             clock = time.perf_counter()
-            logits, features = _forward(model, tracer, frames)
+            frames, logits, features = trace_finite(model, dataset, frames)
             preds = logits.argmax(1)
             clock = _tick(timing, "forward_s", clock)
             for b, frame in enumerate(frames):
@@ -295,11 +227,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 clock = _tick(timing, "sampling_s", clock)
                 per_pixel = {}
                 for name, est in fitted.items():
-                    values = torch.full((len(cls),), float("nan"), device=ats.device)
-                    ok = torch.isin(cls, known[name].to(cls.device))
-                    if ok.any():
-                        values[ok] = est.score(ats[ok], cls[ok]).to(values.dtype)
-                    per_pixel[name] = values
+                    per_pixel[name] = est.score(ats, cls, unknown="nan").to(torch.float32)
                     clock = _tick(timing, f"{name}_s", clock)
                 if softmax:
                     per_pixel.update(softmax_scores(logits[b][:, ys, xs].T))
@@ -313,11 +241,12 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 rows.append(table)
                 clock = _tick(timing, "aggregate_s", clock)
                 if save_predictions:
-                    _save_prediction(pred_dir, frame.frame_id, pred)
+                    run.write_prediction(frame.frame_id, pred)
                 clock = _tick(timing, "predictions_s", clock)
             timing["frames"] += len(frames)
             bar.update(len(frames))
-        store.write(chunk, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame())
+        store.write(chunk, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
+                    notes=[list(entry) for entry in dataset.skipped[skipped_before:]])
     bar.close()
 
     scores_df = store.finish(sort_by=["frame_index", "class_id"])
@@ -327,15 +256,15 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     ref = (ZScoreReference.load(reference) if reference
            else ZScoreReference.fit(scores_df, columns))
     frames_df = frame_scores(scores_df, classes, columns, reference=ref)
-    ref.save(run_dir / "zscore.json")
-    write_parquet(run_dir / "frames.parquet", frames_df)
-    write_json(run_dir / "score.json", {
+    run.write_zscore(ref)
+    run.write_frames(frames_df)
+    run.write_meta({
         "saseg_version": __version__, **settings, "model_path": model.path,
         "classes": classes.to_dict(), "score_columns": columns, "sa_provenance": sa_meta,
-        "reference": str(reference) if reference else "self", "skipped": dataset.skipped,
-        "timing_this_session": timing, "predictions": "predictions" if save_predictions else None,
+        "reference": str(reference) if reference else "self", "skipped": store.notes(),
+        "timing_this_session": timing, "predictions": run.predictions_dir.name if save_predictions else None,
     })
-    write_parquet(out, scores_df)
+    run.write_scores(scores_df)
     store.cleanup()
     return scores_df
 
@@ -353,26 +282,3 @@ def _class_means(ats: torch.Tensor, cls: torch.Tensor, class_ids: np.ndarray) ->
     sums.index_add_(0, cls, ats.double())
     counts = torch.bincount(cls, minlength=sums.shape[0]).clamp(min=1).unsqueeze(1)
     return (sums / counts)[torch.as_tensor(class_ids, device=ats.device)].float().cpu().numpy()
-
-
-def _save_prediction(pred_dir: Path, frame_id: str, pred: torch.Tensor) -> None:
-    from PIL import Image
-
-    from .io import atomic_path
-
-    path = pred_dir / f"{frame_id}.png"
-    with atomic_path(path) as tmp:
-        Image.fromarray(pred.to(torch.uint8).cpu().numpy()).save(tmp, format="PNG")
-
-
-def load_prediction(run_dir: str | Path, frame_id: str) -> np.ndarray:
-    """The predicted class-id mask that `score` saved for a frame."""
-    from PIL import Image
-
-    path = Path(run_dir) / "predictions" / f"{frame_id}.png"
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img, dtype=np.int64)
-    except FileNotFoundError:
-        raise FormatError(f"Expected a saved prediction at {path}; rerun `saseg score` "
-                          "without --no-predictions.") from None

@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
-import torch
 
-from .data import Dataset, Frame
+from .data import Dataset, Frame, as_dataset
 from .errors import DataError
-from .io import read_json, write_json
+from .estimators import pixel_sa_map
+from .estimators.sa_model import check_fitted_on, load_sa_model
+from .io import write_json
+from .models import as_model
+from .run_dir import RunDir, frame_stem
+from .viz.heatmap import scale_from_values
+from .viz.review_frame import review_frame, save_png
+from .viz.video import write_video
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +29,24 @@ log = logging.getLogger(__name__)
 class Reviewer:
     """Model + one SA estimator, turning frames into (prediction, per-pixel SA) pairs."""
 
-    def __init__(self, model, sa_dir: str | Path, *, estimator: str = "mdsa", device: str = "cpu"):
-        from .pipeline import as_model, load_sa_model
-        from .tracing import ActivationTracer
-
+    def __init__(self, model, sa_dir: str | Path, *, estimator: str = "mdsa", device: str = "cpu",
+                 allow_mismatch: bool = False):
         self.model = as_model(model, device)
-        fitted, _ = load_sa_model(sa_dir, [estimator])
+        fitted, provenance = load_sa_model(sa_dir, [estimator])
+        check_fitted_on(provenance, sha256=self.model.sha256, layer=self.model.layer,
+                        classes=self.model.classes.to_dict(), sa_dir=sa_dir,
+                        allow_mismatch=allow_mismatch)
         self.estimator = fitted[estimator]
-        self.tracer = ActivationTracer(self.model.net, self.model.layer, capture=self.model.capture,
-                                       align_corners=self.model.align_corners)
+
+    @classmethod
+    def for_run(cls, run: RunDir, *, estimator: str = "mdsa", device: str = "cpu") -> "Reviewer":
+        """The model and SA model a run was scored with."""
+        meta = run.meta()
+        return cls(meta["model_path"], meta["sa_dir"], estimator=estimator, device=device)
 
     def maps(self, frames: Sequence[Frame]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """For each frame: predicted class ids (H, W) int64 and per-pixel SA (H, W) float32."""
-        from .pipeline import _forward
-        from .viz.heatmap import pixel_sa_map
-
-        logits, features = _forward(self.model, self.tracer, list(frames))
+        logits, features = self.model.trace(frames)
         preds = logits.argmax(1)
         for b in range(len(frames)):
             sa = pixel_sa_map(features[b], preds[b], self.estimator,
@@ -48,8 +55,6 @@ class Reviewer:
 
     def colour_scale(self, dataset: Dataset, n: int = 6):
         """One colour scale for a whole run: 1st-99th percentile over `n` evenly spaced frames."""
-        from .viz.heatmap import scale_from_values
-
         idx = np.unique(np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).astype(int))
         values = [sa[np.isfinite(sa)] for f in idx for _, sa in self.maps([dataset[int(f)]])]
         return scale_from_values(np.concatenate(values))
@@ -57,8 +62,6 @@ class Reviewer:
     def render(self, frames: Iterable[Frame], *, scale, threshold: float | None = None,
                frame_sa: dict[str, float] | None = None) -> Iterator[tuple[Frame, np.ndarray]]:
         """Review frames (paper Figure 6) in the order given."""
-        from .viz.review_frame import review_frame
-
         classes = self.model.classes
         for frame in frames:
             for pred, sa in self.maps([frame]):
@@ -71,66 +74,55 @@ class Reviewer:
 def write_review_video(model, sa_dir, data: Dataset | str, out: str | Path, *, split=None,
                        fps: float = 10, start: int = 0, max_frames: int | None = None,
                        threshold: float | None = None, estimator: str = "mdsa",
-                       device: str = "cpu", progress: bool = True) -> Path:
+                       device: str = "cpu", progress: bool = True,
+                       allow_mismatch: bool = False) -> Path:
     """Render consecutive frames (sequence order) into an H.264 MP4 review video."""
-    from .pipeline import as_dataset
-    from .viz.video import write_video
-
     dataset = as_dataset(data, split)
     stop = len(dataset) if max_frames is None else min(len(dataset), start + max_frames)
     if start >= stop:
         raise DataError(f"Expected frames from index {start}, but {dataset.spec} has {len(dataset)}.")
-    reviewer = Reviewer(model, sa_dir, estimator=estimator, device=device)
+    reviewer = Reviewer(model, sa_dir, estimator=estimator, device=device,
+                        allow_mismatch=allow_mismatch)
     scale = reviewer.colour_scale(dataset)
     frames = (dataset[i] for i in range(start, stop))
     images = (img for _, img in reviewer.render(frames, scale=scale, threshold=threshold))
     return write_video(images, out, fps=fps, progress=progress, total=stop - start)
 
 
-def write_gallery(run_dir: str | Path, *, n: int = 6, score: str | None = None,
+def write_gallery(run_dir: str | Path | RunDir, *, n: int = 6, score: str | None = None,
                   device: str = "cpu") -> list[dict]:
     """Review frames of the `n` most and least surprising frames of a scored run.
 
     Writes ``RUN/gallery/{top,bottom}/<k>_<frame id>.png`` and ``RUN/gallery/index.json``
     (what the HTML report shows as paper Figure 8).
     """
-    from .data import open_dataset
-    from .export.run import frame_lookup
-    from .viz.review_frame import save_png
-
-    run_dir = Path(run_dir)
-    meta = read_json(run_dir / "score.json")
-    frames_df = pd.read_parquet(run_dir / "frames.parquet")
-    score = score or f"frame_{meta['score_columns'][0]}"
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    frames_df = run.frames()
+    score = score or f"frame_{run.score_columns()[0]}"
     ranked = frames_df.dropna(subset=[score]).sort_values(score, ascending=False, kind="stable")
     picks = [("top", ranked.head(n)), ("bottom", ranked.tail(n).iloc[::-1])]
-    dataset = open_dataset(meta["data"])
-    frame_for = frame_lookup(run_dir, dict(zip(frames_df["frame_id"], frames_df["frame_index"])))
-    reviewer = Reviewer(meta["model_path"], meta["sa_dir"], device=device)
-    scale = reviewer.colour_scale(dataset)
+    frame_for = run.frame_lookup()
+    reviewer = Reviewer.for_run(run, device=device)
+    scale = reviewer.colour_scale(run.dataset())
     values = dict(zip(frames_df["frame_id"], frames_df[score]))
     entries = []
     for which, rows in picks:
         frames = [frame_for(fid) for fid in rows["frame_id"]]
         for k, (frame, img) in enumerate(reviewer.render(frames, scale=scale, frame_sa=values), 1):
-            path = Path("gallery") / which / f"{k:02d}_{frame.frame_id.replace('/', '_')}.png"
-            save_png(run_dir / path, img)
+            path = Path(run.gallery_dir.name) / which / f"{k:02d}_{frame_stem(frame.frame_id)}.png"
+            save_png(run.root / path, img)
             entries.append({"frame_id": frame.frame_id, "rank": k, "which": which,
                             "frame_sa": float(values[frame.frame_id]), "score": score,
                             "path": str(path)})
-    write_json(run_dir / "gallery" / "index.json", entries)
+    write_json(run.gallery_dir / "index.json", entries)
     return entries
 
 
-def heatmaps_for_run(run_dir: str | Path, *, device: str = "cpu"):
+def heatmaps_for_run(run_dir: str | Path | RunDir, *, device: str = "cpu"):
     """A `frame_id -> (H, W) SA map` callable over a scored run (for the FiftyOne export)."""
-    from .export.run import frame_lookup
-
-    run_dir = Path(run_dir)
-    meta = read_json(run_dir / "score.json")
-    frames_df = pd.read_parquet(run_dir / "frames.parquet", columns=["frame_id", "frame_index"])
-    frame_for = frame_lookup(run_dir, dict(zip(frames_df["frame_id"], frames_df["frame_index"])))
-    reviewer = Reviewer(meta["model_path"], meta["sa_dir"], device=device)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    frame_for = run.frame_lookup()
+    reviewer = Reviewer.for_run(run, device=device)
 
     def heatmap_for(frame_id: str) -> np.ndarray:
         return next(reviewer.maps([frame_for(frame_id)]))[1]

@@ -1,5 +1,3 @@
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -8,6 +6,7 @@ from PIL import Image
 from saseg.data import open_dataset
 from saseg.data.base import InMemoryDataset
 from saseg.data.classes import from_names
+from saseg.data import specs
 from saseg.data.specs import format_spec, parse_spec, split_body
 from saseg.errors import DataError
 
@@ -80,8 +79,7 @@ def test_synthetic_dispatch(monkeypatch):
         calls.append((options, split, on_error))
         return InMemoryDataset([], from_names(["x"]), spec="")
 
-    monkeypatch.setitem(sys.modules, "saseg.data.synthetic",
-                        types.SimpleNamespace(open_synthetic=open_synthetic))
+    monkeypatch.setattr(specs, "open_synthetic", open_synthetic)
     ds = open_dataset("synthetic:n=5,seed=1:test?size=8", on_error="skip", seed=3)
     assert calls[-1] == ({"n": "5", "seed": "1", "size": "8"}, "test", "skip")
     ds = open_dataset("synthetic:seed=1,n=5:test", size=8)

@@ -8,7 +8,7 @@ import pytest
 from saseg.data import synthetic_render as R
 from saseg.data import synthetic_world as W
 from saseg.data.synthetic import (CONDITIONS, PRESETS, SYNTHETIC_CLASSES, SyntheticDataset,
-                                  _cached_drive, open_synthetic, parse_conditions, render_frame)
+                                  cached_drive, open_synthetic, parse_conditions, render_frame)
 from saseg.errors import DataError
 
 SMALL = (72, 96)            # (H, W): every test renders tiny frames
@@ -39,7 +39,7 @@ def test_same_seed_same_frames_and_different_seed_differs():
 def test_random_access_equals_sequential_order():
     ds = SyntheticDataset(8, size=SMALL, seed=2, frames_per_drive=4, split="test")
     sequential = list(ds)
-    _cached_drive.cache_clear()                   # no state may carry over between frames
+    cached_drive.cache_clear()                   # no state may carry over between frames
     for i in (7, 2, 5):
         frame = SyntheticDataset(8, size=SMALL, seed=2, frames_per_drive=4, split="test")[i]
         np.testing.assert_array_equal(frame.image, sequential[i].image)
@@ -137,7 +137,7 @@ def test_consecutive_frames_are_closer_than_frames_of_other_drives():
 
 def test_dashed_lane_scrolls_towards_the_camera():
     """Dash phase advances with the distance driven: dashes move down the image."""
-    drive = _cached_drive((11,), "day")
+    drive = cached_drive((11,), "day")
     rows = []
     for k in (0, 1):
         v = W.make_view(drive, k, 180, 240)
@@ -163,7 +163,7 @@ def test_facade_depth_matches_polynomial_roots():
 
 
 def test_ground_coordinates_project_back_to_their_columns():
-    drive = _cached_drive((5,), "day")
+    drive = cached_drive((5,), "day")
     v = W.make_view(drive, 13, 90, 120)
     assert v.curv != 0
     rows, cols = np.array([0, 10, 30, v.X.shape[0] - 1]), np.array([0, 37, 60, 119])

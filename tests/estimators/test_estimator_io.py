@@ -43,7 +43,7 @@ def test_round_trip_gives_identical_scores_without_pickle(cls, tmp_path):
 def test_loaded_mdsa_continues_partial_fit(tmp_path):
     x, c = data(n=200)
     MDSA().partial_fit(x[:100], c[:100]).save(tmp_path)
-    resumed = MDSA.load(tmp_path).partial_fit(x[100:], c[100:])
+    resumed = MDSA.load(tmp_path).partial_fit(x[100:], c[100:]).finalize()
     torch.testing.assert_close(resumed.covariances_, MDSA().fit(x, c).covariances_, rtol=1e-10, atol=1e-12)
 
 

@@ -74,6 +74,7 @@ def test_partial_fit_over_chunks_equals_one_fit():
     part = MDSA()
     for s in range(0, 600, 97):
         part.partial_fit(x[s:s + 97], c[s:s + 97])
+    assert part.finalize() is part
     assert torch.equal(part.classes_, full.classes_) and torch.equal(part.counts_, full.counts_)
     torch.testing.assert_close(part.means_, full.means_, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(part.covariances_, full.covariances_, rtol=1e-10, atol=1e-12)
@@ -85,12 +86,12 @@ def test_partial_fit_keeps_a_one_sample_class_pending(caplog):
     c[0] = 7
     est = MDSA()
     with caplog.at_level(logging.WARNING):
-        est.partial_fit(x[:50], c[:50], class_names={k: f"c{k}" for k in (0, 1, 2, 7)})
+        est.partial_fit(x[:50], c[:50], class_names={k: f"c{k}" for k in (0, 1, 2, 7)}).finalize()
         assert 7 not in est.classes_.tolist() and "[7]" in caplog.text
     assert est.class_names_ == {0: "c0", 1: "c1", 2: "c2"}
     with pytest.raises(UnknownClassError, match="7"):
         est.score(x[:1], c[:1])
-    est.partial_fit(x[:1] + 1.0, np.array([7]))
+    est.partial_fit(x[:1] + 1.0, np.array([7])).finalize()
     assert 7 in est.classes_.tolist() and est.class_names_[7] == "c7"
     assert np.isfinite(est.score(x[:1], c[:1]).numpy()).all()
 
@@ -152,3 +153,29 @@ def test_degenerate_inputs_raise_clear_errors():
     assert est.score(np.zeros((0, 6)), np.zeros(0, int)).shape == (0,)
     with pytest.raises(DegenerateDataError, match="1 of 2 overflowed"):
         est.score(torch.tensor([[1e30] * 6, [1.0] * 6], dtype=torch.float32), np.array([0, 0]))
+
+
+def test_finalize_is_explicit_and_score_save_finalize_pending_moments(tmp_path):
+    x, c = make_data(n=300, seed=6)
+    est = MDSA().partial_fit(x[:150], c[:150])
+    with pytest.raises(AttributeError):
+        est.means_  # nothing factored yet
+    torch.testing.assert_close(est.score(x, c), MDSA().fit(x[:150], c[:150]).score(x, c), rtol=0, atol=0)
+    est.partial_fit(x[150:], c[150:])
+    assert not hasattr(est, "classes_")
+    est.save(tmp_path)  # factors the pending moments first
+    assert torch.equal(MDSA.load(tmp_path).score(x, c), est.score(x, c))
+    torch.testing.assert_close(est.score(x, c), MDSA().fit(x, c).score(x, c), rtol=1e-10, atol=0)
+    means = est.means_
+    assert est.finalize() is est and est.means_ is means  # nothing pending: a no-op
+    with pytest.raises(NotFittedError, match="MDSA"):
+        MDSA().finalize()
+
+
+def test_a_failed_fit_leaves_nothing_to_finalize():
+    x, c = make_data(n=60)
+    est = MDSA()
+    with pytest.raises(DegenerateDataError):
+        est.fit(np.vstack([x, x[:1]]), np.append(c, 4))  # class 4 has one AT
+    with pytest.raises(NotFittedError):
+        est.score(x, c)

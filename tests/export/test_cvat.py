@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from saseg.data.classes import ClassInfo
+from saseg.run_dir import frame_stem
 from saseg.errors import DataError
 from saseg.export import export_cvat
 
@@ -60,7 +61,7 @@ def _png(archive, name):
 
 def test_queue_order_in_names_manifest_and_imagesets(tmp_path):
     out, _, _ = _export(tmp_path)
-    expected = ["000001_d003_00012", "000002_d003_00001", "000003_still"]
+    expected = [f"000001_{frame_stem('d003/00012')}", f"000002_{frame_stem('d003/00001')}", f"000003_{frame_stem('still')}"]
     lines = [json.loads(l) for l in (out / "images/manifest.jsonl").read_text().splitlines()]
     assert lines[:2] == [{"version": "1.1"}, {"type": "images"}]
     assert [l["name"] for l in lines[2:]] == expected
@@ -82,8 +83,8 @@ def test_class_masks_decode_to_prediction(tmp_path):
             colour_to_id[tuple(int(v) for v in rgb.split(","))] = CLASSES.names.index(name)
         assert len(colour_to_id) == 3
         for name in archive.read("ImageSets/Segmentation/default.txt").decode().split():
-            fid = {"000001_d003_00012": "d003/00012", "000002_d003_00001": "d003/00001",
-                   "000003_still": "still"}[name]
+            fid = {f"000001_{frame_stem('d003/00012')}": "d003/00012", f"000002_{frame_stem('d003/00001')}": "d003/00001",
+                   f"000003_{frame_stem('still')}": "still"}[name]
             rgb = _png(archive, f"SegmentationClass/{name}.png")
             decoded = np.full(rgb.shape[:2], 255)
             for colour, cid in colour_to_id.items():
@@ -99,10 +100,10 @@ def test_class_masks_decode_to_prediction(tmp_path):
 
 def test_images_linked_or_copied_and_generated_once(tmp_path):
     out, _, calls = _export(tmp_path)
-    src, linked = tmp_path / "src/still.png", out / "images/000003_still.png"
+    src, linked = tmp_path / "src/still.png", out / f"images/000003_{frame_stem('still')}.png"
     assert os.path.samefile(src, linked)
     assert sorted(calls) == ["d003/00001", "d003/00012"]
-    generated = out / "images/000001_d003_00012.png"
+    generated = out / f"images/000001_{frame_stem('d003/00012')}.png"
     stamp = generated.stat().st_mtime_ns
     out, _, calls = _export(tmp_path, copy=True)
     assert calls == [] and generated.stat().st_mtime_ns == stamp
@@ -113,7 +114,7 @@ def test_reexport_with_new_order_replaces_stale_images(tmp_path):
     _export(tmp_path)
     out, _, _ = _export(tmp_path, ranks=(1, 2, 3, 4))
     names = sorted(p.name for p in (out / "images").glob("*.png"))
-    assert names == ["000001_still.png", "000002_d003_00012.png", "000003_d003_00001.png"]
+    assert names == [f"000001_{frame_stem('still')}.png", f"000002_{frame_stem('d003/00012')}.png", f"000003_{frame_stem('d003/00001')}.png"]
 
 
 def test_labels_json(tmp_path):
@@ -134,3 +135,11 @@ def test_class_list_cvat_cannot_hold(tmp_path, classes, message):
         export_cvat(queue, out_dir=tmp_path / "c", classes=classes,
                     prediction_for=preds.__getitem__, image_for=image_for)
     assert not (tmp_path / "c" / "annotations.zip").exists()
+
+
+def test_the_same_export_gives_the_same_archive_bytes(tmp_path):
+    import time
+
+    first = (_export(tmp_path)[0] / "annotations.zip").read_bytes()
+    time.sleep(2.1)  # zip stores times at 2 s resolution
+    assert (_export(tmp_path, copy=True)[0] / "annotations.zip").read_bytes() == first

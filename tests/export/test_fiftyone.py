@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from saseg.data.classes import ClassInfo
+from saseg.run_dir import frame_stem
 from saseg.errors import DataError
 from saseg.export import export_fiftyone, load_fiftyone
 
@@ -48,7 +49,7 @@ def test_samples_in_rank_order_with_fields(tmp_path):
     assert [s["frame_id"] for s in samples] == ["d003/00012", "d003/00001", "still"]
     assert [(s["rank"], s["surprise"]) for s in samples] == [(1, 9.5), (2, 7.25), (3, 5.0)]
     assert samples[2]["filepath"] == str((tmp_path / "src/still.png").resolve())
-    assert samples[0]["filepath"] == str((out / "images/d003_00012.png").resolve())
+    assert samples[0]["filepath"] == str((out / f"images/{frame_stem('d003/00012')}.png").resolve())
     assert all(s["prediction"]["_cls"] == "Segmentation" for s in samples)
     assert all(s["heatmap"]["_cls"] == "Heatmap" for s in samples)
     info = json.loads((out / "metadata.json").read_text())

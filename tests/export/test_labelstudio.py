@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from saseg.data.classes import ClassInfo
+from saseg.run_dir import frame_stem
 from saseg.errors import DataError
 from saseg.export import export_labelstudio, export_queue, rle
 
@@ -113,9 +114,9 @@ def test_image_urls_local_files_and_prefix(tmp_path):
     tasks, _, _, out = _export(tmp_path, copy=True, image_root=tmp_path / "ls",
                                url_prefix="http://host:8081/data/")
     urls = [t["data"]["image"] for t in tasks]
-    assert urls[2] == "http://host:8081/data/images/still.png"
-    assert urls[0] == "http://host:8081/data/images/d003_00012.png"
-    assert (out / "images" / "still.png").read_bytes() == (tmp_path / "src/still.png").read_bytes()
+    assert urls[2] == f"http://host:8081/data/images/{frame_stem('still')}.png"
+    assert urls[0] == f"http://host:8081/data/images/{frame_stem('d003/00012')}.png"
+    assert (out / "images" / f"{frame_stem('still')}.png").read_bytes() == (tmp_path / "src/still.png").read_bytes()
 
 
 def test_image_root_must_hold_the_images(tmp_path):
@@ -126,7 +127,7 @@ def test_image_root_must_hold_the_images(tmp_path):
 def test_video_frames_written_once(tmp_path):
     _, _, calls, out = _export(tmp_path)
     assert sorted(calls) == ["d003/00001", "d003/00012"]
-    first = out / "images" / "d003_00012.png"
+    first = out / "images" / f"{frame_stem('d003/00012')}.png"
     np.testing.assert_array_equal(np.asarray(Image.open(first)), np.full((7, 9, 3), 10, np.uint8))
     stamp = first.stat().st_mtime_ns
     _, _, calls, _ = _export(tmp_path)  # fresh setup, same out dir

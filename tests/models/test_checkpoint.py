@@ -94,7 +94,7 @@ def test_unknown_arch_or_bad_factory(tmp_path):
         load_model(tmp_path)
     save_checkpoint(tmp_path, net, {"factory": "saseg_no_such_module_xyz:build", "classes": CLASSES})
     with pytest.raises(ModelError, match="cannot import"):
-        load_model(tmp_path)
+        load_model(tmp_path, trust_factory="saseg_no_such_module_xyz:build")
     with pytest.raises(ModelError, match="arch"):
         save_checkpoint(tmp_path, net, {"classes": CLASSES})
     with pytest.raises(ModelError, match="capture"):
@@ -133,17 +133,46 @@ def test_user_factory_round_trip(tmp_path, monkeypatch):
     net = user.build(k=5)
     cfg = {"factory": "saseg_user_model_test:build", "arch_kwargs": {"k": 5}, "classes": CLASSES, "layer": "body"}
     save_checkpoint(tmp_path / "ck", net, cfg)
-    loaded = load_model(tmp_path / "ck")
+    loaded = load_model(tmp_path / "ck", trust_factory="saseg_user_model_test:build")
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(loaded.net(x), net(x))
     assert loaded.layer == "body"
+    monkeypatch.setenv("SASEG_TRUSTED_FACTORIES", "other:thing, saseg_user_model_test:build")
+    assert load_model(tmp_path / "ck").layer == "body"  # allowed through the environment
     save_checkpoint(tmp_path / "ck", net, {**cfg, "layer": "nope"})
     with pytest.raises(ModelError, match="nope"):
         load_model(tmp_path / "ck")
     save_checkpoint(tmp_path / "ck", net, {**cfg, "factory": "saseg_user_model_test:not_a_module"})
     with pytest.raises(ModelError, match="nn.Module"):
+        load_model(tmp_path / "ck", trust_factory="saseg_user_model_test:not_a_module")
+    save_checkpoint(tmp_path / "ck", net, {**cfg, "arch_kwargs": {"kk": 5}})
+    with pytest.raises(ModelError, match="arch_kwargs"):
         load_model(tmp_path / "ck")
+
+
+def test_factory_runs_only_with_consent(tmp_path, monkeypatch):
+    """A checkpoint naming os:system must not run anything until the user allows that factory."""
+    monkeypatch.delenv("SASEG_TRUSTED_FACTORIES", raising=False)
+    marker = tmp_path / "pwned"
+    net = build_model("small", 3, width=8, d=16)
+    save_checkpoint(tmp_path / "ck", net, {"factory": "os:system", "classes": CLASSES,
+                                           "arch_kwargs": {"command": f"touch {marker}"}})
+    imported = []
+    monkeypatch.setattr("importlib.import_module", lambda name, *a: imported.append(name))
+    with pytest.raises(ModelError, match=r"asks to run code.*--trust-factory os:system"):
+        load_model(tmp_path / "ck")
+    with pytest.raises(ModelError, match="asks to run code"):
+        load_model(tmp_path / "ck", trust_factory="mypkg.models:build")  # another name is no consent
+    assert not marker.exists() and imported == []
+
+
+def test_model_pt_hash_depends_only_on_the_weights(tmp_path):
+    net = build_model("small", 3, width=8, d=16)
+    a = save_checkpoint(tmp_path / "a", net, {"arch": "small", "classes": CLASSES})
+    b = save_checkpoint(tmp_path / "b", net, {"arch": "small", "classes": CLASSES})
+    assert a["sha256"] == b["sha256"]
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
 
 
 def test_from_module_and_preprocess():

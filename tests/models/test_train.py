@@ -10,7 +10,7 @@ from saseg.data.classes import from_names
 from saseg.errors import DataError, FormatError, ModelError
 from saseg.models import load_model, train
 from saseg.models.augment import augment_pair, jitter_color
-from saseg.models.train import median_frequency_weights
+from saseg.models.train import dataset_confusion, median_frequency_weights
 
 train_mod = importlib.import_module("saseg.models.train")  # the package attribute is the function
 CLASSES = from_names(["dark", "bright"], ignore_index=255)
@@ -96,8 +96,12 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, monkeypatch):
     assert states_equal(full, torch.load(tmp_path / "killed" / "model.pt", weights_only=True))
     state = torch.load(tmp_path / "killed" / "train_state.pt", weights_only=True)
     assert state["epoch"] == 2
-    with pytest.raises(ModelError, match="same training settings"):
+    refused = r"train_state.pt: .*same training settings.*lr: 0.01 -> 0.001; pass resume=False"
+    with pytest.raises(FormatError, match=refused):
         run(tmp_path / "killed", data, epochs=2, lr=1e-3)
+    # the same number of frames, other content (e.g. another generator seed): refused too
+    with pytest.raises(FormatError, match=r"train_sha256: \"[0-9a-f]+\.* -> \"[0-9a-f]+"):
+        run(tmp_path / "killed", make_data(6, seed=1), epochs=3)
     (tmp_path / "killed" / "train_state.pt").write_bytes(b"junk")
     with pytest.raises(FormatError, match="train_state.pt"):
         run(tmp_path / "killed", data, epochs=2)
@@ -240,3 +244,37 @@ def test_training_leaves_the_callers_rng_alone(tmp_path):
     torch.manual_seed(123)
     run(tmp_path, make_data(4))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_dataset_confusion_matches_per_frame_brute_force(tmp_path):
+    run(tmp_path, make_data(6), epochs=2)
+    # Two image sizes, interleaved: batches of 3 split into one forward per size.
+    mixed = InMemoryDataset([f for pair in zip(make_data(3, seed=5).frames, make_data(3, h=24, w=40, seed=6).frames)
+                             for f in pair], CLASSES)
+    lm = load_model(tmp_path)
+    inter, union, tp_fn = np.zeros(2), np.zeros(2), np.zeros((2, 2), np.int64)
+    for f in mixed:
+        with torch.no_grad():
+            pred = lm.net(lm.preprocess([f.image])).argmax(1)[0].numpy()
+        keep = f.label != 255
+        for c in range(2):
+            inter[c] += np.sum((pred == c) & (f.label == c) & keep)
+            union[c] += np.sum(((pred == c) | (f.label == c)) & keep)
+            for k in range(2):
+                tp_fn[c, k] += np.sum((f.label == c) & (pred == k) & keep)
+    for model in (tmp_path, lm):
+        cm = dataset_confusion(model, mixed, batch_size=3)
+        np.testing.assert_array_equal(cm.matrix.numpy(), tp_fn)
+        np.testing.assert_allclose(cm.compute().numpy(), inter / union)
+        assert cm.miou() == pytest.approx(np.mean(inter / union))
+    # Labels coarser than the image: logits are resized (bilinear) to the label first.
+    f = mixed[0]
+    coarse = InMemoryDataset([Frame("c", 0, f.image, f.label[::2, ::2])], CLASSES)
+    with torch.no_grad():
+        logits = lm.net(lm.preprocess([f.image]))
+    pred = torch.nn.functional.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False).argmax(1)
+    keep = f.label[::2, ::2] != 255
+    expected = [np.sum((pred[0].numpy() == c) & (f.label[::2, ::2] == k) & keep) for k in range(2) for c in range(2)]
+    np.testing.assert_array_equal(dataset_confusion(lm, coarse).matrix.numpy().ravel(), expected)
+    with pytest.raises(DataError, match="'u' has no label"):
+        dataset_confusion(lm, InMemoryDataset([Frame("u", 0, mixed[0].image, None)], CLASSES))

@@ -25,11 +25,14 @@ import pandas as pd
 
 from ..errors import DataError
 from ..io import write_csv, write_json
-from .tradeoff import _one_curve, max_skip, n_skipped, skip_order
+from ..run_dir import RunDir
+from .tradeoff import max_skip, n_skipped, one_curve, skip_order
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for"]
+__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "PLAN_CSV"]
+
+PLAN_CSV = "plan.csv"
 
 
 @dataclass(frozen=True)
@@ -94,11 +97,15 @@ class Plan:
     queue: pd.DataFrame
     summary: dict = field(default_factory=dict)
 
-    def save(self, directory: str | PathLike) -> None:
-        """Write ``plan.csv`` (the queue) and ``plan.json`` (the summary), each atomically."""
+    def save(self, directory: str | PathLike) -> Path:
+        """Write ``plan.csv`` (the queue) and ``plan.json`` (the summary), each atomically.
+
+        Returns the path of ``plan.csv`` (what ``saseg export --plan`` reads).
+        """
         directory = Path(directory)
-        write_csv(directory / "plan.csv", self.queue)
+        write_csv(directory / PLAN_CSV, self.queue)
         write_json(directory / "plan.json", self.summary)
+        return directory / PLAN_CSV
 
     def describe(self) -> str:
         s = self.summary
@@ -227,7 +234,7 @@ def _expected(curve: pd.DataFrame, ratio: float) -> dict:
     thresholds: Sequence[float | None] = sorted(below["threshold"].dropna().unique().tolist())
     for t in [*thresholds, None]:
         try:
-            sub = _one_curve(curve, t)
+            sub = one_curve(curve, t)
         except DataError:
             if t is None:
                 continue
@@ -248,11 +255,7 @@ def plan_from_run(scores: str | PathLike, out: str | PathLike, *, score: str = "
     "frame", ``group_<g>_mdsa`` -> group g; score "mdsa") feeds `max_risk` and the expected
     inaccuracy.
     """
-    frames_path = Path(scores).parent / "frames.parquet"
-    if not frames_path.exists():
-        raise DataError(f"Expected {frames_path} beside the scores (written by `saseg score`), "
-                        "but it does not exist.")
-    frames_df = pd.read_parquet(frames_path)
+    frames_df = RunDir.from_scores(scores).frames()
     pilot = None
     if eval_dir is not None:
         curve_path = Path(eval_dir) / "tradeoff.csv"

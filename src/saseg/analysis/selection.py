@@ -25,8 +25,10 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.spatial.distance import pdist
 
 from ..errors import DataError, UnknownClassError
+from ..io import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +163,6 @@ def select_from_scores(scores_path, out_csv, **options) -> tuple[pd.DataFrame, d
     Returns the selection and the `selection_spread` of its frames' ``at_mean`` embeddings
     (or of `options["embeddings"]`); the spread is NaN when neither is available.
     """
-    from ..io import write_csv
-
     try:
         scores = pd.read_parquet(scores_path)
     except (OSError, ValueError) as exc:
@@ -243,8 +243,6 @@ def selection_spread(embeddings) -> dict:
     dict with ``n``, ``mean_pairwise`` and ``min_pairwise`` (NaN for fewer than 2 frames).
     Builds the k(k-1)/2 distances, so meant for selected sets, not for whole pools.
     """
-    from scipy.spatial.distance import pdist
-
     if isinstance(embeddings, Mapping):
         embeddings = list(embeddings.values())
     e = np.asarray(embeddings, dtype=np.float64)

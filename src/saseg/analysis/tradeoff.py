@@ -26,7 +26,7 @@ from ..data.classes import ClassInfo
 from ..errors import DataError
 from .correlation import paired_table
 
-__all__ = ["tradeoff_curve", "tradeoff_table", "curves_from_pairs", "max_skip", "max_skip_table", "n_skipped", "skip_order",
+__all__ = ["tradeoff_curve", "tradeoff_table", "curves_from_pairs", "max_skip", "max_skip_table", "n_skipped", "skip_order", "one_curve",
            "THRESHOLDS", "CURVE_COLUMNS"]
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -162,7 +162,7 @@ def max_skip(curve: pd.DataFrame, threshold: float | None = 0.5, risk: float = 0
     float
         max r with value(r) <= risk (0.0 always qualifies: nothing skipped, no inaccuracy).
     """
-    sub = _one_curve(curve, threshold)
+    sub = one_curve(curve, threshold)
     ok = sub["value"].to_numpy() <= risk + 1e-12
     return float(sub["skip_ratio"].to_numpy()[ok].max()) if ok.any() else 0.0
 
@@ -194,7 +194,7 @@ def max_skip_table(table: pd.DataFrame, threshold: float | None = 0.5,
     return pd.DataFrame(rows, columns=[*keys, "n_frames", "threshold", "risk", *names])
 
 
-def _one_curve(curve: pd.DataFrame, threshold: float | None) -> pd.DataFrame:
+def one_curve(curve: pd.DataFrame, threshold: float | None) -> pd.DataFrame:
     """Rows of one curve for one metric; raises unless `curve` holds exactly one curve."""
     missing = [c for c in CURVE_COLUMNS if c not in curve.columns]
     if missing:

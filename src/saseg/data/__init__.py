@@ -1,13 +1,21 @@
 """Dataset readers behind one spec string (see `open_dataset`)."""
 
-from .base import Dataset, Frame, InMemoryDataset
+from __future__ import annotations
+
+from .base import Dataset, Frame, InMemoryDataset, iter_batches
 from .classes import CAMVID, ClassInfo
+from .specs import has_splits, open_dataset
 
-__all__ = ["CAMVID", "ClassInfo", "Dataset", "Frame", "InMemoryDataset", "open_dataset"]
+__all__ = ["CAMVID", "ClassInfo", "Dataset", "Frame", "InMemoryDataset", "as_dataset",
+           "has_splits", "iter_batches", "open_dataset"]
 
 
-def open_dataset(spec: str, **options) -> Dataset:
-    """Open a dataset from a spec string such as ``camvid:PATH:test`` or ``synthetic:n=50``."""
-    from .specs import open_dataset as _open
+def as_dataset(data: Dataset | str, split: str | None = None, **options) -> Dataset:
+    """`data` itself, or the dataset its spec names.
 
-    return _open(spec, **options)
+    `split` is a command's default (``fit`` reads "train", ``score`` "test"), so it applies
+    only to layouts that have splits; ``options`` go to `open_dataset`.
+    """
+    if not isinstance(data, str):
+        return data
+    return open_dataset(data, split=split if has_splits(data) else None, **options)

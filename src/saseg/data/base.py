@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from .classes import ClassInfo
 
 
@@ -49,8 +51,6 @@ class Dataset:
 
     def __init__(self, *, classes: ClassInfo, spec: str = "", on_error: str = "raise"):
         if on_error not in ("raise", "skip"):
-            from ..errors import DataError
-
             raise DataError(f"Expected on_error to be 'raise' or 'skip', but got {on_error!r}.")
         self.classes = classes
         self.spec = spec
@@ -74,8 +74,6 @@ class Dataset:
 
     def __iter__(self) -> Iterator[Frame]:
         """Yield frames in sequence order; with on_error="skip", record and skip bad ones."""
-        from ..errors import DataError
-
         for i in range(len(self)):
             try:
                 yield self._load(i)
@@ -91,6 +89,41 @@ class Dataset:
     @property
     def has_labels(self) -> bool:
         return True
+
+    def fingerprint(self) -> dict:
+        """What identifies the frames without decoding them: their count and a hash of their ids.
+
+        Recorded by resumable runs, so a resumed run refuses data that changed underneath it
+        (another seed, files added or renamed) even when the frame count is the same.
+        """
+        digest = hashlib.sha256()
+        for i in range(len(self)):
+            digest.update(self.frame_id(i).encode("utf-8", "surrogatepass") + b"\0")
+        return {"n_frames": len(self), "ids_sha256": digest.hexdigest()}
+
+
+def iter_batches(dataset: Dataset, indices: Iterable[int], batch_size: int) -> Iterator[list[Frame]]:
+    """Frames ``dataset[i]`` for `indices`, in order, in lists of at most `batch_size`.
+
+    A batch never mixes image sizes (a network takes one size per forward pass), so a size
+    change ends the batch early. Unreadable frames go through ``dataset.skip``: recorded and
+    left out under ``on_error="skip"``, raised otherwise.
+    """
+    if int(batch_size) < 1:
+        raise DataError(f"Expected a batch size of at least 1, but got {batch_size}.")
+    batch: list[Frame] = []
+    for i in indices:
+        try:
+            frame = dataset[i]
+        except DataError as exc:
+            dataset.skip(i, exc)
+            continue
+        if batch and (len(batch) == batch_size or frame.image.shape != batch[0].image.shape):
+            yield batch
+            batch = []
+        batch.append(frame)
+    if batch:
+        yield batch
 
 
 class InMemoryDataset(Dataset):

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import DataError
 from .classes import CAMVID
 from .images import IMAGE_EXTENSIONS, FileDataset, FileItem, natural_key, require_dir
+from .spec_format import format_spec
 
 
 def camvid_splits(root: str | Path) -> list[str]:
@@ -43,8 +44,6 @@ def open_camvid(path: str | Path, *, split: str | None = None,
     FileDataset
         Frame ids are file stems; ``dataset.sequence(i)`` gives the drive (``0001TP``).
     """
-    from .specs import format_spec
-
     root = require_dir(Path(path).expanduser(), "a CamVid folder")
     splits = camvid_splits(root)
     if split is None:

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import DataError
 from .classes import ClassInfo
 from .images import FileDataset, FileItem, data_error, natural_key, read_index_label, require_dir
+from .spec_format import format_spec
 
 #: (label id, train name, RGB colour) for the 19 evaluated classes, in train-id order.
 _TABLE = (
@@ -58,8 +59,6 @@ def open_cityscapes(path: str | Path, *, split: str | None = None,
 
     A split without ``gtFine/{split}`` is opened unlabelled (``has_labels`` False).
     """
-    from .specs import format_spec
-
     root = require_dir(Path(path).expanduser(), "a Cityscapes folder")
     images_root = require_dir(root / "leftImg8bit", "the Cityscapes image folder")
     splits = sorted(d.name for d in images_root.iterdir() if d.is_dir())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -118,8 +119,6 @@ class ClassInfo:
 
 def default_colours(n: int) -> list[tuple[int, int, int]]:
     """Distinct, deterministic colours for datasets that declare none."""
-    import colorsys
-
     return [
         tuple(int(255 * v) for v in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.9))
         for i in range(n)

@@ -17,6 +17,7 @@ from ..io import read_json
 from .classes import ClassInfo, from_names
 from .images import (IMAGE_EXTENSIONS, FileDataset, FileItem, natural_key, read_colour_label,
                      read_index_label, require_dir)
+from .spec_format import format_spec
 
 
 def load_classes(classes: str | Path | None = None, names: str | None = None,
@@ -83,8 +84,6 @@ def open_folder(images: str | Path, labels: str | Path | None = None, *,
     label_format : {"index", "colour"}
         Labels as single-channel class-index PNGs, or RGB images in the class colours.
     """
-    from .specs import format_spec
-
     root = require_dir(Path(images).expanduser(), "an image folder")
     info = load_classes(classes, names, ignore_index)
     labels_root = None

@@ -8,11 +8,16 @@ without a path is useless. Errors carry ``where`` (the frame id) so that
 from __future__ import annotations
 
 import logging
+import os
 import re
+import struct
+import warnings
+import zlib
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..errors import DataError
 from .base import Dataset, Frame
@@ -39,21 +44,94 @@ def natural_key(text: str) -> list:
     return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
 
 
-def _open(path: Path):
-    """Fully decode an image file; PIL is lazy, so ``load()`` is what finds truncation."""
-    from PIL import Image
+MAX_PIXELS_ENV = "SASEG_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Largest image decoded (pixels, from the header, before decoding): an 8K frame is 33 M.
 
+PIL's own bomb limit is 179 M pixels, 540 MB of RGB for a file of a few hundred bytes; a
+driving frame needs far less. ``$SASEG_MAX_IMAGE_PIXELS`` raises or lowers the cap."""
+
+
+def max_image_pixels() -> int:
+    text = os.environ.get(MAX_PIXELS_ENV)
+    if not text:
+        return DEFAULT_MAX_PIXELS
     try:
-        with Image.open(path) as img:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"Expected ${MAX_PIXELS_ENV} to be a positive integer, but got {text!r}.")
+    return value
+
+
+def _open(path: Path):
+    """Fully decode an image file; PIL is lazy, so ``load()`` is what finds truncation.
+
+    The size is checked from the header before any pixel is decoded, and a PNG whose image
+    data ends before its last row is an error (PIL would pad it with black).
+    """
+    try:
+        with warnings.catch_warnings():  # PIL warns from the header on; the cap below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            w, h = img.size
+            if w * h > max_image_pixels():
+                raise data_error(f"Expected an image of at most {max_image_pixels():,} pixels at {path}, "
+                                 f"but its header declares {w}x{h} ({w * h:,}); set "
+                                 f"${MAX_PIXELS_ENV} to allow larger images.", path)
             img.load()
+            if img.format == "PNG":
+                check_png_rows(path)
             return img.copy()
     except FileNotFoundError:
         raise data_error(
             f"Expected an image file at {path}, but it does not exist.", path) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, zlib.error, Image.DecompressionBombError) as exc:
         raise data_error(
             f"Expected a readable image at {path}, but it is unreadable or truncated ({exc}).", path
         ) from None
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def check_png_rows(path: Path) -> None:
+    """Raise unless a PNG's compressed data holds every row its header declares.
+
+    The inflated IDAT stream must be ``sum over passes of rows * (1 + bytes per row)`` long
+    (one pass, or Adam7's seven when interlaced).
+    """
+    data = Path(path).read_bytes()
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        raise data_error(f"Expected a PNG header (IHDR) in {path}, but found none.", path)
+    width, height, depth, colour, _, _, interlace = header
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        w, h = max(0, (width - x0 + dx - 1) // dx), max(0, (height - y0 + dy - 1) // dy)
+        if w and h:
+            expected += h * (1 + (w * bits + 7) // 8)
+    inflater = zlib.decompressobj()
+    got = len(inflater.decompress(b"".join(idat), expected + 1))
+    if got < expected:
+        rows = got * height // max(expected, 1)
+        raise data_error(f"Expected {height} rows of image data in {path}, as its header declares, "
+                         f"but the file holds only about {rows}: it is truncated.", path)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -40,6 +40,14 @@ from typing import Any, Callable
 
 from ..errors import DataError
 from .base import Dataset
+from .camvid import open_camvid
+from .cityscapes import open_cityscapes
+from .folder import open_folder
+from .spec_format import format_spec
+from .synthetic import open_synthetic
+from .video import open_video
+
+__all__ = ["KINDS", "format_spec", "has_splits", "open_dataset", "parse_spec", "split_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,19 +134,6 @@ def _parse_pairs(text: str, sep: str, spec: str) -> dict[str, str]:
     return pairs
 
 
-def format_spec(kind: str, parts: list[str | None], options: dict[str, Any] | None = None) -> str:
-    """Canonical spec string: ``kind:part[:part]`` and sorted ``?key=val&...`` when set."""
-    text = f"{kind}:" + ":".join(str(p) for p in parts if p is not None)
-    options = {k: v for k, v in (options or {}).items() if v is not None}
-    if options:
-        text += "?" + "&".join(f"{k}={_format_value(options[k])}" for k in sorted(options))
-    return text
-
-
-def _format_value(value: Any) -> str:
-    return "none" if value is None else str(value)
-
-
 def open_dataset(spec: str, *, split: str | None = None, on_error: str = "raise",
                  **options) -> Dataset:
     """Open the dataset a spec string names (grammar in the module docstring).
@@ -173,27 +168,19 @@ def open_dataset(spec: str, *, split: str | None = None, on_error: str = "raise"
     if kind in ("video", "folder") and split is not None:
         raise DataError(f"Expected no split for a {kind} dataset (spec {spec!r}), but got {split!r}.")
     if kind == "video":
-        from .video import open_video
-
         return open_video(body, on_error=on_error, **merged)
     parts = split_body(body)
     if len(parts) > 2 or not parts[0] and kind != "synthetic":
         raise DataError(f"Expected the spec form {kind}:{syntax}, but got {spec!r}.")
     second = parts[1] if len(parts) == 2 and parts[1] else None
     if kind == "folder":
-        from .folder import open_folder
-
         return open_folder(parts[0], second, on_error=on_error, **merged)
     if second is not None and split is not None and second != split:
         logger.warning("Split %r in the spec %r wins over split=%r.", second, spec, split)
     split = second or split
     if kind == "camvid":
-        from .camvid import open_camvid
-
         return open_camvid(parts[0], split=split, on_error=on_error)
     if kind == "cityscapes":
-        from .cityscapes import open_cityscapes
-
         return open_cityscapes(parts[0], split=split, on_error=on_error)
     return _open_synthetic(parts[0], merged, split, on_error, spec)
 
@@ -214,8 +201,6 @@ def _convert(kind: str, options: dict[str, Any], converters: dict[str, Callable]
 
 def _open_synthetic(body: str, options: dict[str, Any], split: str | None, on_error: str,
                     spec: str) -> Dataset:
-    from .synthetic import open_synthetic
-
     merged = {**{k: str(v) for k, v in options.items()}, **_parse_pairs(body, ",", spec)}
     return open_synthetic(merged, split=split, on_error=on_error)  # its .spec reparses
 

@@ -141,7 +141,8 @@ def sample_drive(key, condition: str) -> Drive:
 
 
 @lru_cache(maxsize=128)
-def _cached_drive(key: tuple, condition: str) -> Drive:
+def cached_drive(key: tuple, condition: str) -> Drive:
+    """`sample_drive` memoised per process: consecutive frames of a drive share its geometry."""
     return sample_drive(list(key), condition)
 
 
@@ -169,7 +170,7 @@ def render_frame(seed, frame: int, *, size: tuple[int, int] = DEFAULT_SIZE,
     key = tuple(int(s) for s in np.atleast_1d(seed))
     if min(key) < 0:
         raise DataError(f"Expected a non-negative synthetic drive seed, but got {seed!r}.")
-    image, label = synthetic_render.render(_cached_drive(key, condition), int(frame), _size(size))
+    image, label = synthetic_render.render(cached_drive(key, condition), int(frame), _size(size))
     return image, label.astype(np.int64)
 
 

@@ -22,6 +22,7 @@ from .base import Dataset, Frame
 from .classes import ClassInfo
 from .folder import class_options, load_classes
 from .images import data_error
+from .spec_format import format_spec
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +133,6 @@ def open_video(path: str | Path, *, stride: int | None = None, fps: float | None
         Optional class metadata (see `saseg.data.folder.load_classes`).
     """
     import imageio_ffmpeg
-
-    from .specs import format_spec
 
     path = Path(path).expanduser()
     if not path.is_file():

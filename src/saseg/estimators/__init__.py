@@ -1,31 +1,22 @@
 """Class-conditional surprise estimators (MDSA, LSA, DSA) and softmax baselines.
 
 Each estimator fits on ``(ats (N, d), classes (N,))``, scores one surprise per AT, and saves
-to ``<name>.safetensors`` + ``<name>.json``; `load_estimator` reads any of them back.
+to ``<name>.safetensors`` + ``<name>.json``. `make_estimator` builds one by name from the one
+registry `ESTIMATORS`, `load_estimator` reads any of them back, `fit_per_class` leaves out the
+classes an estimator cannot model, and `pixel_sa_map` scores every pixel of a frame.
 """
 
 from __future__ import annotations
 
-import os
-
-from ..errors import FormatError
-from .base import SurpriseEstimator, read_metadata
+from .base import UNKNOWN_OPTIONS, SurpriseEstimator
 from .dsa import DSA
+from .fitting import PerClassFit, fit_per_class
 from .lsa import LSA
 from .mdsa import MDSA
+from .pixel import pixel_sa_map
+from .registry import ESTIMATOR_NAMES, ESTIMATORS, load_estimator, make_estimator
 from .softmax import softmax_scores
 
-ESTIMATORS: dict[str, type[SurpriseEstimator]] = {cls.name: cls for cls in (MDSA, LSA, DSA)}
-
-__all__ = ["MDSA", "LSA", "DSA", "ESTIMATORS", "SurpriseEstimator", "load_estimator", "softmax_scores"]
-
-
-def load_estimator(path_dir: str | os.PathLike, name: str) -> SurpriseEstimator:
-    """Load ``<path_dir>/<name>.json`` + ``.safetensors``, dispatching on the JSON's "estimator"."""
-    meta = read_metadata(path_dir, name)
-    cls = ESTIMATORS.get(meta["estimator"])
-    if cls is None:
-        raise FormatError(
-            f"{path_dir}/{name}.json: expected estimator one of {sorted(ESTIMATORS)}, but got {meta['estimator']!r}."
-        )
-    return cls.load(path_dir, name)
+__all__ = ["MDSA", "LSA", "DSA", "ESTIMATORS", "ESTIMATOR_NAMES", "UNKNOWN_OPTIONS", "PerClassFit",
+           "SurpriseEstimator", "fit_per_class", "load_estimator", "make_estimator", "pixel_sa_map",
+           "softmax_scores"]

@@ -10,7 +10,10 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+from .. import __version__
 from ..errors import DataError, DegenerateDataError, FormatError, NotFittedError, UnknownClassError
 from ..io import atomic_path, read_json, write_json
 
@@ -19,9 +22,13 @@ FORMAT_VERSION = 1
 BLOCK_BYTES = 8 * 2**20
 """Default memory bound of one (queries x references) block in LSA and DSA: small enough to
 stay in cache between the matrix product and the reduction that follows it."""
+UNKNOWN_OPTIONS = ("raise", "nan")
+"""What `SurpriseEstimator.score` does with rows of a class never fitted."""
 
 
-def _as_tensor(x: Any, what: str, where: str) -> torch.Tensor:
+def as_tensor(x: Any, what: str, where: str) -> torch.Tensor:
+    """`x` as a tensor (detached; numpy arrays without a copy where possible), or a DataError
+    naming `what` and `where`."""
     if torch.is_tensor(x):
         return x.detach()
     try:
@@ -36,7 +43,7 @@ def check_ats(ats: Any, where: str, finite: bool = True) -> torch.Tensor:
 
     Integer arrays become float32; numpy arrays are converted without a copy where possible.
     """
-    ats = _as_tensor(ats, "ATs", where)
+    ats = as_tensor(ats, "ATs", where)
     if ats.ndim != 2:
         raise DataError(f"{where}: expected ATs of shape (N, d), but got shape {tuple(ats.shape)}.")
     if ats.is_complex() or ats.dtype == torch.bool:
@@ -59,7 +66,7 @@ def check_ats(ats: Any, where: str, finite: bool = True) -> torch.Tensor:
 def check_inputs(ats: Any, classes: Any, where: str, finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ATs (N, d) and class ids (N,); class ids come back int64 on the ATs' device."""
     ats = check_ats(ats, where, finite)
-    classes = _as_tensor(classes, "class ids", where)
+    classes = as_tensor(classes, "class ids", where)
     if classes.ndim != 1 or len(classes) != len(ats):
         raise DataError(
             f"{where}: expected class ids of shape ({len(ats)},), one per AT, but got shape "
@@ -68,6 +75,13 @@ def check_inputs(ats: Any, classes: Any, where: str, finite: bool = True) -> tup
     if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
         raise DataError(f"{where}: expected integer class ids, but got dtype {classes.dtype}.")
     return ats, classes.to(device=ats.device, dtype=torch.int64)
+
+
+def check_unknown(unknown: Any, where: str) -> str:
+    """Validate the `unknown` option of scoring: "raise" or "nan"."""
+    if not isinstance(unknown, str) or unknown not in UNKNOWN_OPTIONS:
+        raise DataError(f"{where}: expected unknown to be 'raise' or 'nan', but got {unknown!r}.")
+    return unknown
 
 
 def _class_names(classes: Sequence[int], names: Sequence[str] | Mapping[int, str] | None, where: str):
@@ -131,10 +145,10 @@ def nearest(queries: torch.Tensor, refs: torch.Tensor, block_bytes: int = BLOCK_
 class SurpriseEstimator:
     """Base of the class-conditional surprise estimators (scikit-learn style).
 
-    Subclasses set `name` and `_params` (the keyword-only hyperparameters), implement
-    `_fit(ats, classes)` (setting `classes_` sorted, `counts_`), `_prepare(device, dtype)`
-    (scoring state on a device, cached), `_score_class(k, x, state)`, `_score_dtype`,
-    `_state_tensors()` and `_load_state(tensors)`.
+    Subclasses set `name`, `_params` (the keyword-only hyperparameters) and
+    `independent_classes`, and implement `_fit(ats, classes)` (setting `classes_` sorted,
+    `counts_`), `_prepare(device, dtype)` (scoring state on a device, cached),
+    `_score_class(k, x, state)`, `_score_dtype`, `_state_tensors()` and `_load_state(tensors)`.
     """
 
     name: ClassVar[str] = "estimator"
@@ -142,6 +156,9 @@ class SurpriseEstimator:
     _propagates_nonfinite: ClassVar[bool] = False
     """True when any NaN/Inf in an AT makes its score non-finite, so `score` can skip the
     input pass and check only the (N,) output."""
+    independent_classes: ClassVar[bool] = False
+    """True when a class's model and scores use only that class's ATs (MDSA, LSA), so a class
+    that cannot be fitted can be left out without changing the others (`fit_per_class`)."""
 
     # ---- fitting -------------------------------------------------------------------------
     def fit(self, ats, classes, *, class_names=None):
@@ -183,7 +200,7 @@ class SurpriseEstimator:
             raise NotFittedError(type(self).__name__)
 
     # ---- scoring -------------------------------------------------------------------------
-    def score(self, ats, classes) -> torch.Tensor:
+    def score(self, ats, classes, *, unknown: str = "raise") -> torch.Tensor:
         """Surprise of each AT with respect to the model of its class (higher = more surprising).
 
         Parameters
@@ -191,19 +208,39 @@ class SurpriseEstimator:
         ats : Tensor or ndarray of shape (N, d)
         classes : Tensor or ndarray of shape (N,), integer
             Class of each AT (for new inputs: the predicted class).
+        unknown : {"raise", "nan"}, default "raise"
+            Rows whose class was never fitted: raise `UnknownClassError`, or score NaN (a class
+            too rare to model then gets no SA instead of stopping a whole run).
 
         Returns
         -------
-        Tensor of shape (N,), on the ATs' device, finite.
+        Tensor of shape (N,), on the ATs' device; finite except for the NaN of ``unknown="nan"``.
         """
-        self._check_fitted()
         where = f"{type(self).__name__}.score"
-        ats, classes = check_inputs(ats, classes, where, finite=not self._propagates_nonfinite)
+        check_unknown(unknown, where)
+        self._check_fitted()
+        # with unknown="nan", only the scored (known) rows must be finite: checked on the subset
+        finite = unknown == "raise" and not self._propagates_nonfinite
+        ats, classes = check_inputs(ats, classes, where, finite=finite)
         if ats.shape[1] != self.n_features_in_:
             raise DataError(
                 f"{where}: expected ATs with d={self.n_features_in_} features (as in fit), but got "
                 f"{ats.shape[1]}."
             )
+        if unknown == "nan" and len(ats):
+            dtype = self._score_dtype(ats.dtype)
+            known = torch.isin(classes, self._state_on(ats.device, dtype)["classes"])
+            if not bool(known.all()):
+                out = torch.full((len(ats),), float("nan"), dtype=dtype, device=ats.device)
+                if bool(known.any()):
+                    out[known] = self._score_rows(ats[known], classes[known], where, check=True)
+                return out
+        return self._score_rows(ats, classes, where, check=unknown == "nan")
+
+    def _score_rows(self, ats: torch.Tensor, classes: torch.Tensor, where: str, check: bool) -> torch.Tensor:
+        """Scores of validated ATs; `check` runs the input finiteness check `score` skipped."""
+        if check and not self._propagates_nonfinite:
+            check_ats(ats, where)
         dtype = self._score_dtype(ats.dtype)
         ats = ats.to(dtype)
         out = torch.empty(len(ats), dtype=dtype, device=ats.device)
@@ -271,10 +308,6 @@ class SurpriseEstimator:
         complete model. `provenance` (e.g. ``{"layer": "head.features"}``) is stored as given.
         Returns the JSON path.
         """
-        from safetensors.torch import save_file
-
-        from .. import __version__
-
         self._check_fitted()
         name = name or self.name
         path_dir = Path(path_dir)
@@ -303,9 +336,6 @@ class SurpriseEstimator:
     @classmethod
     def load(cls, path_dir: str | os.PathLike, name: str | None = None):
         """Read a model written by `save` (safetensors + JSON only, no pickle)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         name = name or cls.name
         path_dir = Path(path_dir)
         meta = read_metadata(path_dir, name)

@@ -55,6 +55,7 @@ class DSA(SurpriseEstimator):
 
     name = "dsa"
     _params = ("block_bytes",)
+    independent_classes = False  # dist_b reads the other classes' ATs
 
     def __init__(self, *, block_bytes: int = BLOCK_BYTES):
         self.block_bytes = block_bytes

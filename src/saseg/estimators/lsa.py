@@ -96,6 +96,7 @@ class LSA(SurpriseEstimator):
 
     name = "lsa"
     _params = ("bandwidth", "var_threshold", "ridge", "dtype", "block_bytes")
+    independent_classes = True  # each class: a KDE over its own ATs only
 
     def __init__(self, *, bandwidth: str | float = "scott", var_threshold: float | None = 1e-5,
                  ridge: float = 0.0, dtype: str = "float64", block_bytes: int = BLOCK_BYTES):

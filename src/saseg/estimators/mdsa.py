@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from ..errors import DataError, DegenerateDataError
+from ..errors import DataError, DegenerateDataError, NotFittedError
 from .base import SurpriseEstimator, check_inputs
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,8 @@ class MDSA(SurpriseEstimator):
 
     ``MDSA(x) = sqrt((x - mu_c)^T S_c^{-1} (x - mu_c))`` for an AT ``x`` of class ``c``, with
     ``mu_c``, ``S_c`` the mean and (shrunk) covariance of class ``c``'s training ATs. Moments
-    stream in float64 (`partial_fit`); ``S_c`` is regularised by shrinkage towards
-    ``tr(S)/d * I`` and factored by Cholesky; scoring is one matrix product per class.
+    stream in float64 (`partial_fit`, then `finalize`); ``S_c`` is regularised by shrinkage
+    towards ``tr(S)/d * I`` and factored by Cholesky; scoring is one matrix product per class.
 
     Parameters
     ----------
@@ -100,6 +100,7 @@ class MDSA(SurpriseEstimator):
 
     Attributes
     ----------
+    Set by `fit`, or by `finalize` after `partial_fit`:
     classes_ : int64 Tensor (K,); counts_ : int64 Tensor (K,); means_ : (K, d) float64;
     covariances_ : (K, d, d) float64 (shrunk); shrinkage_ : (K,) float64;
     whiteners_ : (K, d, d) float64, ``L^{-T}`` of each covariance.
@@ -115,6 +116,7 @@ class MDSA(SurpriseEstimator):
 
     name = "mdsa"
     _params = ("shrinkage", "min_shrinkage")
+    independent_classes = True  # each class: its own mean and covariance
     _propagates_nonfinite = True  # W has a non-zero diagonal: NaN/Inf reach the norm
 
     def __init__(self, *, shrinkage: str | float = "ledoit-wolf", min_shrinkage: float = 1e-6):
@@ -123,20 +125,25 @@ class MDSA(SurpriseEstimator):
 
     def _fit(self, ats, classes):
         self._moments = None
-        self.__dict__.pop("_names_arg", None)
+        self._pending = False  # a failed fit leaves nothing for `finalize` to factor
+        self._names_arg = None
         self._accumulate(ats, classes)
         self._finalize(strict=True)
 
     def partial_fit(self, ats, classes, *, class_names=None):
         """Add a chunk of ATs to the streamed moments (the same model as one `fit` on all chunks).
 
-        Cheap per call: the covariances are factored lazily, on the first use of a fitted
-        attribute (`score`, `save`, ``means_``...). Classes that cannot be fitted yet (fewer than
-        2 ATs, or all identical) stay in the moments, are left out of ``classes_`` and logged.
+        Cheap per call: it only accumulates. The covariances are factored by `finalize`, which
+        `score` and `save` call when moments are pending; until then the fitted attributes
+        (``classes_``, ``means_``...) are absent.
+
+        Returns
+        -------
+        self
         """
         where = "MDSA.partial_fit"
         ats, classes = check_inputs(ats, classes, where)
-        if self.__dict__.get("n_features_in_", ats.shape[1]) != ats.shape[1]:
+        if getattr(self, "n_features_in_", ats.shape[1]) != ats.shape[1]:
             raise DataError(f"{where}: expected ATs with d={self.n_features_in_} features, but got {ats.shape[1]}.")
         self._accumulate(ats, classes)
         self.n_features_in_ = int(ats.shape[1])
@@ -145,15 +152,39 @@ class MDSA(SurpriseEstimator):
         for name in _FITTED:
             self.__dict__.pop(name, None)
         self._device_cache = {}
+        self._pending = True
         return self
 
-    def __getattr__(self, name):
-        # only reached for missing attributes: factor the streamed moments on first use
-        if name in _FITTED and self.__dict__.get("_moments") is not None:
+    def finalize(self):
+        """Factor the moments streamed by `partial_fit` into the fitted attributes.
+
+        Classes that cannot be fitted yet (fewer than 2 ATs, or all identical) stay in the
+        moments, are left out of ``classes_`` and logged; `DegenerateDataError` if no class
+        can be fitted. A no-op when nothing is pending (after `fit`, `load` or `finalize`).
+
+        Returns
+        -------
+        self
+        """
+        if getattr(self, "_moments", None) is None:
+            raise NotFittedError(type(self).__name__)
+        if getattr(self, "_pending", False):
             self._finalize(strict=False)
-            self._after_fit(self.n_features_in_, self.__dict__.get("_names_arg"), "MDSA.partial_fit")
-            return self.__dict__[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            self._after_fit(self.n_features_in_, getattr(self, "_names_arg", None), "MDSA.partial_fit")
+            self._pending = False
+        return self
+
+    def score(self, ats, classes, *, unknown: str = "raise"):
+        """`SurpriseEstimator.score`, after `finalize` when `partial_fit` left moments pending."""
+        if getattr(self, "_pending", False):
+            self.finalize()
+        return super().score(ats, classes, unknown=unknown)
+
+    def save(self, path_dir, name=None, *, provenance=None):
+        """`SurpriseEstimator.save`, after `finalize` when `partial_fit` left moments pending."""
+        if getattr(self, "_pending", False):
+            self.finalize()
+        return super().save(path_dir, name, provenance=provenance)
 
     def _accumulate(self, ats, classes):
         """Add per-class count and sums of y, y y^T, ||y||^2 y, ||y||^4 with y = x - shift."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import DataError, DegenerateDataError
-from .base import _as_tensor
+from .base import as_tensor
+
+SOFTMAX_NAMES = ("max_softmax", "entropy", "margin")
+"""The keys of `softmax_scores`, in the order runs list them."""
 
 
 def softmax_scores(logits, dim: int = 1) -> dict[str, torch.Tensor]:
@@ -27,7 +30,7 @@ def softmax_scores(logits, dim: int = 1) -> dict[str, torch.Tensor]:
     dict of str to Tensor, each of the logits' shape without `dim` ((N,) or (B, H, W)), float32
     (float64 for float64 logits), on the logits' device.
     """
-    logits = _as_tensor(logits, "logits", "softmax_scores")
+    logits = as_tensor(logits, "logits", "softmax_scores")
     if not logits.is_floating_point():
         raise DataError(f"softmax_scores: expected floating-point logits, but got dtype {logits.dtype}.")
     if logits.ndim < 2 or not -logits.ndim <= dim < logits.ndim:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from ..data.classes import ClassInfo
 from ..errors import DataError
-from ._queue import ImageFn, PredictionFn, read_plan
 from .cvat import export_cvat
 from .fiftyone import HeatmapFn, export_fiftyone, load_fiftyone
 from .labelstudio import export_labelstudio
+from .queue import ImageFn, PredictionFn, read_plan
 
 TOOLS = ("labelstudio", "cvat", "fiftyone")
 

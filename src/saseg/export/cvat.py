@@ -38,7 +38,8 @@ import numpy as np
 from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import atomic_path, write_json, write_text
-from ._queue import ImageFn, PredictionFn, encode_png, iter_items, prune, safe_name, select_rows
+from ..run_dir import frame_stem
+from .queue import ImageFn, PredictionFn, encode_png, iter_items, prune, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +87,12 @@ def export_cvat(
     names, images = [], set()
     with atomic_path(out_dir / "annotations.zip") as tmp, \
             zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("labelmap.txt", labelmap)
+        write = lambda name, data: archive.writestr(_entry(name), data)  # noqa: E731
+        write("labelmap.txt", labelmap)
         for item in iter_items(
             rows, out_dir=out_dir, classes=classes, prediction_for=prediction_for,
             image_for=image_for, materialise="copy" if copy else "link",
-            name_for=lambda rank, frame_id: f"{rank:06d}_{safe_name(frame_id)}",
+            name_for=lambda rank, frame_id: f"{rank:06d}_{frame_stem(frame_id)}",
         ):
             name = item.image.stem
             names.append(name)
@@ -98,9 +100,9 @@ def export_cvat(
             manifest.append({"name": name, "extension": item.image.suffix, "width": item.width,
                              "height": item.height, "meta": {"related_images": []}})
             class_png, object_png = segmentation_pngs(item.prediction, classes)
-            archive.writestr(f"SegmentationClass/{name}.png", class_png)
-            archive.writestr(f"SegmentationObject/{name}.png", object_png)
-        archive.writestr("ImageSets/Segmentation/default.txt", "".join(n + "\n" for n in names))
+            write(f"SegmentationClass/{name}.png", class_png)
+            write(f"SegmentationObject/{name}.png", object_png)
+        write("ImageSets/Segmentation/default.txt", "".join(n + "\n" for n in names))
 
     prune(out_dir / "images", images)
     write_text(out_dir / "images" / "manifest.jsonl",
@@ -188,3 +190,11 @@ def _import_notes(out_dir: Path, n: int) -> str:
         "3. After the task is created: Actions > Upload annotations > *Segmentation mask 1.1* "
         "> `annotations.zip`. Each predicted class arrives as a mask to correct.\n"
     )
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A zip entry with a fixed date (1980-01-01, zip's epoch): the same export gives the same bytes."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info

@@ -38,7 +38,8 @@ import numpy as np
 from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import write_json, write_text
-from ._queue import ImageFn, PredictionFn, iter_items, prune, safe_name, select_rows, write_png
+from ..run_dir import frame_stem
+from .queue import ImageFn, PredictionFn, iter_items, prune, select_rows, write_png
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def export_fiftyone(
     samples, written = [], {"images": set(), "masks": set(), "heatmaps": set()}
     for item in iter_items(rows, out_dir=out_dir, classes=classes, prediction_for=prediction_for,
                            image_for=image_for, materialise="copy" if copy else "reference"):
-        stem = safe_name(item.frame_id)
+        stem = frame_stem(item.frame_id)
         mask_path = (out_dir / "masks" / f"{stem}.png").resolve()
         dtype = np.uint8 if item.prediction.max() < 256 else np.uint16
         write_png(mask_path, item.prediction.astype(dtype))

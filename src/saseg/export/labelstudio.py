@@ -41,9 +41,10 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from ..data.classes import ClassInfo
+from ..errors import DataError
 from ..io import write_text
 from . import rle
-from ._queue import ImageFn, PredictionFn, iter_items, prune, select_rows
+from .queue import ImageFn, PredictionFn, iter_items, prune, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +173,6 @@ def image_url(image: Path, root: Path, url_prefix: str | None = None) -> str:
     try:
         relative = Path(image).resolve().relative_to(root).as_posix()
     except ValueError:
-        from ..errors import DataError
-
         raise DataError(
             f"Expected every image below the Label Studio image_root {root}, but got {image}."
         ) from None

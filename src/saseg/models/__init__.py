@@ -1,6 +1,6 @@
 """Segmentation networks with the paper's head, checkpoint I/O and CPU-friendly training."""
 
-from .checkpoint import LoadedModel, load_model, save_checkpoint
+from .checkpoint import LoadedModel, as_model, load_model, save_checkpoint
 from .networks import (
     PaperHead,
     Segmenter,
@@ -14,6 +14,7 @@ from .train import TrainResult, train
 
 __all__ = [
     "LoadedModel",
+    "as_model",
     "load_model",
     "save_checkpoint",
     "PaperHead",

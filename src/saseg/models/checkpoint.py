@@ -3,12 +3,18 @@
 Nothing is unpickled: ``model.pt`` loads with ``torch.load(weights_only=True)``, and the
 network is rebuilt from ``model.json``, either from a registered architecture (``arch``) or
 from a user factory ``"package.module:function"`` called with ``arch_kwargs``.
+
+A factory is code named by a file in someone's folder, so it runs only with consent: its
+exact ``module:function`` must be passed as `trust_factory` (CLI: ``--trust-factory``) or be
+listed in the environment variable ``SASEG_TRUSTED_FACTORIES`` (comma-separated). Otherwise
+loading stops *before* anything is imported. Built-in architectures need no consent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,15 +26,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import __version__
+from ..data.base import Frame
 from ..data.classes import ClassInfo
-from ..errors import DataError, FormatError, ModelError
-from ..io import atomic_path, read_json, write_json
-from .networks import _REGISTRY, build_model, input_normalisation
+from ..errors import DataError, DegenerateDataError, FormatError, ModelError
+from ..io import read_json, write_bytes, write_json
+from ..tracing import ActivationTracer
+from .networks import build_model, input_normalisation, is_registered
 
 log = logging.getLogger(__name__)
 
-__all__ = ["save_checkpoint", "load_model", "LoadedModel", "file_sha256"]
+__all__ = ["save_checkpoint", "load_model", "as_model", "LoadedModel", "file_sha256", "trusted_factories",
+           "nonfinite_frames",
+           "TRUSTED_FACTORIES_ENV"]
 
+TRUSTED_FACTORIES_ENV = "SASEG_TRUSTED_FACTORIES"
 MODEL_PT = "model.pt"
 MODEL_JSON = "model.json"
 REQUIRED = ("classes", "mean", "std")
@@ -54,8 +66,6 @@ def _state_sha256(state: dict[str, torch.Tensor]) -> str:
 
 def _complete_config(config: dict) -> dict:
     """Fill the defaults of a model.json dict; ``classes`` may be a ClassInfo."""
-    from .. import __version__
-
     cfg = dict(config)
     if "arch" not in cfg and "factory" not in cfg:
         raise ModelError("save_checkpoint: expected config with 'arch' or 'factory', but got neither.")
@@ -106,17 +116,31 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, config: dict
     if cfg["capture"] not in ("output", "input"):
         raise ModelError(f"save_checkpoint: expected capture 'output' or 'input', but got {cfg['capture']!r}.")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / MODEL_PT) as tmp:
-        torch.save(state, tmp)
-        cfg["sha256"] = file_sha256(tmp)
+    buffer = io.BytesIO()  # torch.save names the archive after its file: a buffer keeps the
+    torch.save(state, buffer)  # bytes (and so the sha256) a function of the weights alone
+    data = buffer.getvalue()
+    cfg["sha256"] = hashlib.sha256(data).hexdigest()
+    write_bytes(directory / MODEL_PT, data)
     write_json(directory / MODEL_JSON, cfg)
     return cfg
 
 
-def _import_factory(spec: str, where: Path):
+def trusted_factories(extra: str | Sequence[str] | None = None) -> set[str]:
+    """The factories the user allowed: `extra` plus ``$SASEG_TRUSTED_FACTORIES`` (comma-separated)."""
+    names = [extra] if isinstance(extra, str) else list(extra or [])
+    names += os.environ.get(TRUSTED_FACTORIES_ENV, "").split(",")
+    return {n.strip() for n in names if n and n.strip()}
+
+
+def _import_factory(spec: str, where: Path, trusted: set[str]):
     module_name, _, func_name = str(spec).partition(":")
     if not module_name or not func_name:
         raise FormatError(f"{where}: expected factory as 'package.module:function', but got {spec!r}.")
+    if spec not in trusted:
+        raise ModelError(
+            f"{where} asks to run code: it would import {module_name!r} and call {func_name!r} to "
+            f"build the network. Load it only if you trust this folder: pass --trust-factory {spec} "
+            f"(API: trust_factory=...) or add it to ${TRUSTED_FACTORIES_ENV}.")
     try:
         obj = importlib.import_module(module_name)
         for part in func_name.split("."):
@@ -126,13 +150,23 @@ def _import_factory(spec: str, where: Path):
     return obj
 
 
-def _build(cfg: dict, where: Path) -> nn.Module:
-    arch, kwargs = cfg.get("arch"), dict(cfg.get("arch_kwargs") or {})
-    if arch in _REGISTRY:
+def _build(cfg: dict, where: Path, trusted: set[str]) -> nn.Module:
+    arch, kwargs = cfg.get("arch"), cfg.get("arch_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise FormatError(f"{where}: expected 'arch_kwargs' as a JSON object, but got {type(kwargs).__name__}.")
+    if is_registered(arch):
         # The saved state_dict replaces any pretrained weights, so never fetch them here.
-        return build_model(arch, len(cfg["classes"]["names"]), pretrained=False, **kwargs)
+        try:
+            return build_model(arch, len(cfg["classes"]["names"]), pretrained=False, **kwargs)
+        except TypeError as exc:
+            raise ModelError(f"{where}: cannot build {arch!r} with arch_kwargs {kwargs}: {exc}") from None
     if cfg.get("factory"):
-        net = _import_factory(cfg["factory"], where)(**kwargs)
+        factory = _import_factory(cfg["factory"], where, trusted)
+        try:
+            net = factory(**kwargs)
+        except TypeError as exc:
+            raise ModelError(f"{where}: cannot call the factory {cfg['factory']!r} with arch_kwargs "
+                             f"{kwargs}: {exc}") from None
         if not isinstance(net, nn.Module):
             raise ModelError(f"{where}: factory {cfg['factory']!r} returned {type(net).__name__}, expected an nn.Module.")
         return net
@@ -146,8 +180,13 @@ def _check_layer(net: nn.Module, layer: str, where: str) -> None:
         raise ModelError(f"{where}: expected the traced layer {layer!r} in the network, but it has none (modules: {some}...).")
 
 
-def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> "LoadedModel":
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+               trust_factory: str | Sequence[str] | None = None) -> "LoadedModel":
     """Load a checkpoint directory (or its ``model.json`` / ``model.pt``) for inference.
+
+    `trust_factory` names the ``module:function`` factories this call may import and run
+    (besides ``$SASEG_TRUSTED_FACTORIES``); a checkpoint that needs any other is refused
+    before anything is imported.
 
     Raises
     ------
@@ -183,7 +222,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     if not isinstance(state, dict):
         raise FormatError(f"{pt_path}: expected a state_dict (dict of tensors), but got {type(state).__name__}.")
     cfg = {**cfg, "classes": classes.to_dict()}
-    net = _build(cfg, json_path)
+    net = _build(cfg, json_path, trusted_factories(trust_factory))
     load_state(net, state, str(pt_path))
     layer = cfg.get("layer", "head.features")
     _check_layer(net, layer, str(json_path))
@@ -193,6 +232,14 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         capture=cfg.get("capture", "output"), align_corners=bool(cfg.get("align_corners", False)),
         device=device, sha256=sha, path=str(directory.resolve()),
     )
+
+
+def as_model(model: "LoadedModel | str | os.PathLike", device: str | torch.device = "cpu", *,
+             trust_factory: str | Sequence[str] | None = None) -> "LoadedModel":
+    """`model` itself, or the checkpoint directory it names loaded onto `device`."""
+    if isinstance(model, LoadedModel):
+        return model
+    return load_model(model, device=device, trust_factory=trust_factory)
 
 
 def load_state(net: nn.Module, state: dict, where: str) -> None:
@@ -241,6 +288,11 @@ class LoadedModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     sha256: str | None = None
     path: str | None = None
+    tracer: ActivationTracer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.tracer = ActivationTracer(self.net, self.layer, capture=self.capture,
+                                       align_corners=self.align_corners)
 
     @classmethod
     def from_module(cls, net: nn.Module, classes: ClassInfo, layer: str = "head.features", *,
@@ -307,3 +359,41 @@ class LoadedModel:
         if resize and self.input_size and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
         return x.contiguous()
+
+    def trace(self, frames: Sequence[Frame], *, check_finite: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One traced forward pass over frames of one size: the logits and the AT layer.
+
+        Returns
+        -------
+        logits : float tensor of shape (B, C, H, W)
+            At the frames' resolution: a network whose output is smaller (e.g. 1/4) is
+            upsampled bilinearly with the checkpoint's ``align_corners``, as its head would.
+        features : tensor of shape (B, d, h0, w0)
+            The traced layer's output (or input), as `ActivationTracer` returns it.
+
+        Raises
+        ------
+        DegenerateDataError
+            With `check_finite`, naming the frames whose logits or activations hold NaN or
+            Inf (`nonfinite_frames` finds them without raising).
+        """
+        frames = list(frames)
+        logits, features = self.tracer(self.preprocess([f.image for f in frames]))
+        size = frames[0].image.shape[:2]
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
+        if check_finite:
+            bad = nonfinite_frames(frames, logits, features)
+            if bad:
+                raise DegenerateDataError(f"Expected finite logits and activations, but got NaN/Inf "
+                                          f"for frames {bad[:5]}.")
+        return logits, features
+
+
+def nonfinite_frames(frames: Sequence[Frame], logits: torch.Tensor, features: torch.Tensor) -> list[str]:
+    """Ids of the frames whose logits (B, C, H, W) or features (B, d, h, w) hold NaN or Inf."""
+    finite = torch.isfinite(features).flatten(1).all(1) & torch.isfinite(logits).flatten(1).all(1)
+    if bool(finite.all()):
+        return []
+    return [f.frame_id for f, ok in zip(frames, finite.tolist()) if not ok]

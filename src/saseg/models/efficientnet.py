@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from .networks import ConvBNReLU
+from .layers import ConvBNReLU
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
+from .efficientnet import LiteFusionBackbone
+from .layers import ConvBNReLU
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ConvBNReLU",
     "PaperHead",
     "Segmenter",
     "SmallCNN",
     "build_model",
     "register_model",
     "available_models",
+    "is_registered",
     "param_groups",
     "input_normalisation",
     "IMAGENET_MEAN",
@@ -36,18 +38,6 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ConvBNReLU(nn.Sequential):
-    """k x k convolution (no bias), batch norm, ReLU; 'same' padding, so stride s gives ceil(H/s)."""
-
-    def __init__(self, cin: int, cout: int, k: int = 3, *, stride: int = 1, dilation: int = 1):
-        super().__init__(
-            nn.Conv2d(cin, cout, k, stride=stride, padding=dilation * (k - 1) // 2,
-                      dilation=dilation, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-        )
 
 
 class PaperHead(nn.Module):
@@ -157,6 +147,11 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def is_registered(arch: str | None) -> bool:
+    """Whether `arch` names a built-in architecture (built without importing user code)."""
+    return arch in _REGISTRY
+
+
 def build_model(arch: str, num_classes: int, *, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build a registered architecture.
 
@@ -203,8 +198,6 @@ def small(num_classes: int, *, pretrained: bool = False, width: int = 32, d: int
 def efficientnet_lite0(num_classes: int, *, pretrained: bool = False, d: int = 128,
                        depth: int = 2, dropout: float = 0.1, **kwargs) -> Segmenter:
     """EfficientNet-Lite0 (ImageNet weights if ``pretrained``) with multi-scale fusion at 1/8."""
-    from .efficientnet import LiteFusionBackbone
-
     backbone = LiteFusionBackbone(pretrained=pretrained, **kwargs)
     head = PaperHead(backbone.out_channels, d, num_classes, depth=depth, dropout=dropout)
     return Segmenter(backbone, head)

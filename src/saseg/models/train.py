@@ -7,11 +7,13 @@ and resumed ends with exactly the weights of an uninterrupted one.
 
 Files written to ``out_dir`` after every epoch, each atomically:
 ``model.pt`` + ``model.json`` (a usable checkpoint), ``train_state.pt`` (weights, optimizer,
-step, history; ``weights_only``-loadable) and ``history.csv``.
+step, history; ``weights_only``-loadable) and ``history.csv``. `dataset_confusion` scores
+a checkpoint on a labelled dataset by one confusion matrix over all its frames.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -22,19 +24,22 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from ..data.base import Dataset
+from ..data.base import Dataset, iter_batches
 from ..errors import DataError, FormatError, ModelError
-from ..io import atomic_path, write_csv
+from ..io import atomic_path, compare_settings, write_csv
+from ..metrics import ConfusionMatrix
 from .augment import augment_pair, jitter_color
-from .checkpoint import load_state, save_checkpoint
+from .checkpoint import LoadedModel, as_model, load_state, save_checkpoint
 from .networks import build_model, input_normalisation, param_groups
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train", "TrainResult", "median_frequency_weights"]
+__all__ = ["train", "TrainResult", "median_frequency_weights", "dataset_confusion"]
 
 STATE_FILE = "train_state.pt"
 CLASS_WEIGHTINGS = ("median_freq", "sqrt_median_freq")
@@ -90,6 +95,15 @@ class _Frames:
         sizes = {tuple(i.shape[1:]) for i in self.images}
         self.size = sizes.pop() if len(sizes) == 1 else None
 
+    def sha256(self) -> str:
+        """Hash of the decoded pixels and labels: the data's identity, whatever its spec says."""
+        digest = hashlib.sha256()
+        for img, lab in zip(self.images, self.labels):
+            digest.update(str((tuple(img.shape), tuple(lab.shape))).encode())
+            digest.update(img.numpy().tobytes())
+            digest.update(lab.numpy().tobytes())
+        return digest.hexdigest()
+
 
 class _TrainSet(torch.utils.data.Dataset):
     """Normalised, augmented samples; sample i of epoch e always gets the same randomness."""
@@ -135,21 +149,44 @@ def median_frequency_weights(labels: Sequence[torch.Tensor], num_classes: int) -
 
 
 @torch.no_grad()
-def _confusion(net, frames: _Frames, mean, std, num_classes: int, ignore, device, batch_size: int,
-               fmt: torch.memory_format) -> torch.Tensor:
-    from ..metrics import confusion_matrix
+def dataset_confusion(model: LoadedModel | str | os.PathLike, data: Dataset, *,
+                      device: str | torch.device = "cpu", batch_size: int = 8) -> ConfusionMatrix:
+    """One confusion matrix of `model`'s predictions over every frame of labelled `data`.
 
+    Frames go through ``model.trace`` in batches of one image size; logits are resized
+    bilinearly to the label size (H, W) where it differs from the image's. `model`
+    is a LoadedModel or a checkpoint dir, loaded onto `device`. Returns a ConfusionMatrix:
+    ``.compute()`` is the (C,) dataset-level IoU (NaN: class absent), ``.miou()`` its mean.
+    """
+    model = as_model(model, device)
+    cm = ConfusionMatrix(model.classes.num_classes, model.classes.ignore_index)
+    for frames in iter_batches(data, range(len(data)), batch_size):
+        unlabelled = [f.frame_id for f in frames if f.label is None]
+        if unlabelled:
+            raise DataError(f"dataset_confusion: expected labelled frames in {data.spec}, but "
+                            f"frame {unlabelled[0]!r} has no label.")
+        logits, _ = model.trace(frames)
+        for f, frame_logits in zip(frames, logits):
+            if frame_logits.shape[-2:] != f.label.shape:
+                frame_logits = F.interpolate(frame_logits[None], size=f.label.shape, mode="bilinear",
+                                             align_corners=model.align_corners)[0]
+            cm.update(frame_logits.argmax(0).cpu(), np.asarray(f.label, dtype=np.int64))
+    return cm
+
+
+@torch.no_grad()
+def _val_confusion(net, frames: _Frames, mean, std, classes, device, batch_size: int,
+                   fmt: torch.memory_format) -> ConfusionMatrix:
+    """The confusion matrix of `net`'s predictions on the decoded validation frames."""
     net.eval()
+    cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-    n = len(frames.images)
     step = batch_size if frames.size is not None else 1
-    for start in range(0, n, step):
+    for start in range(0, len(frames.images), step):
         x = (torch.stack(frames.images[start:start + step]).to(device).float() / 255).to(memory_format=fmt)
         y = torch.stack(frames.labels[start:start + step]).to(device).long()
-        pred = net((x - mean_t) / std_t).argmax(1)
-        cm += confusion_matrix(pred, y, num_classes, ignore_index=ignore)
+        cm.update(net((x - mean_t) / std_t).argmax(1), y)
     return cm
 
 
@@ -246,7 +283,8 @@ def train(
         raise DataError("train: frames differ in size; expected crop_size or image_size to batch them.")
     val_frames = _Frames(val_data, image_size, "val_data") if val_data is not None else None
     settings = dict(arch=arch, arch_kwargs=arch_kwargs, pretrained=pretrained, classes=list(classes.names),
-                    n_train=len(frames.images), epochs=epochs, batch_size=batch_size, lr=lr,
+                    n_train=len(frames.images), train_sha256=frames.sha256(),
+                    val_sha256=val_frames.sha256() if val_frames is not None else None, epochs=epochs, batch_size=batch_size, lr=lr,
                     weight_decay=weight_decay, pretrained_lr_scale=pretrained_lr_scale,
                     image_size=image_size, crop_size=crop_size, scale_range=scale_range, hflip=hflip,
                     color_jitter=color_jitter,
@@ -286,9 +324,9 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise FormatError(f"{state_path}: expected a training state, but loading failed: {exc}") from None
-        if state.get("fingerprint") != fingerprint:
-            raise ModelError(f"{state_path}: expected the same training settings to resume, but they differ "
-                             f"(saved {state.get('fingerprint')}, now {fingerprint}); pass resume=False or use a new out_dir.")
+        saved = state.get("fingerprint")
+        compare_settings(json.loads(saved) if isinstance(saved, str) else None, settings, state_path,
+                         what="training settings", fresh="pass resume=False or use a new out_dir")
         load_state(net, state["model"], str(state_path))
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, history, seconds = state["epoch"], state["step"], list(state["history"]), state["seconds"]
@@ -305,8 +343,6 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
     per_epoch = len(dataset) // batch_size if drop_last else 1
     total = per_epoch * epochs
 
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=epochs, initial=start_epoch, desc="train", unit="epoch", disable=not progress)
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
@@ -320,12 +356,9 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
                "lr": max(g["lr"] for g in optimizer.param_groups)}
         if val_frames is not None and ((epoch + 1) % max(val_every, 1) == 0 or epoch + 1 == epochs):
-            from ..metrics import iou_from_confusion
-
-            cm = _confusion(net, val_frames, mean, std, num_classes, ignore, device, batch_size, fmt)
-            iou = iou_from_confusion(cm)
-            row["val_miou"] = float(np.nanmean(iou.cpu().numpy())) if bool((~iou.isnan()).any()) else math.nan
-            row.update({f"iou_{name}": float(v) for name, v in zip(classes.names, iou.tolist())})
+            cm = _val_confusion(net, val_frames, mean, std, classes, device, batch_size, fmt)
+            row["val_miou"] = cm.miou()
+            row.update({f"iou_{name}": float(v) for name, v in zip(classes.names, cm.compute().tolist())})
         row["seconds"] = time.perf_counter() - t0
         seconds += row["seconds"]
         history.append(row)
@@ -374,8 +407,6 @@ def _train_epoch(net, batches, optimizer, weight, step: int, total: int, device,
 
 def _save_epoch(out_dir: Path, net, optimizer, config, epoch, step, history, seconds, fingerprint) -> None:
     """State first, then checkpoint: a kill in between leaves a state that resumes correctly."""
-    import pandas as pd
-
     state = {"epoch": epoch, "step": step, "seconds": seconds, "history": history, "fingerprint": fingerprint,
              "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
              "optimizer": optimizer.state_dict()}

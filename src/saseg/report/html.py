@@ -21,11 +21,12 @@ from string import Template
 
 import numpy as np
 
+from .. import __version__
 from ..errors import DataError, FormatError
 from ..io import read_json, write_text
+from ..run_dir import RunDir
 from . import eval_sections
-from .inputs import (PLOT_WIDTH, SOFTMAX, THUMB_WIDTH, Run, copy_file, read_csv, read_parquet,
-                     require_columns)
+from .inputs import PLOT_WIDTH, SOFTMAX, THUMB_WIDTH, Run, copy_file, read_csv, read_parquet, require_columns
 from .markup import amount, esc, histogram, note, number, table, td
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def write_report(run_dir: str | PathLike, out_dir: str | PathLike | None = None,
     run = Path(run_dir)
     if not run.is_dir():
         raise DataError(f"Expected a run directory at {run}, but it does not exist.")
-    if not any((run / n).exists() for n in ("score.json", "scores.parquet", "frames.parquet")):
+    if not RunDir(run).has_any_output():
         raise DataError(f"Expected a run directory written by `saseg score` (score.json, "
                         f"scores.parquet, frames.parquet) at {run}, but it holds none of them.")
     out = Path(out_dir) if out_dir is not None else run / "report"
@@ -77,7 +78,6 @@ def write_report(run_dir: str | PathLike, out_dir: str | PathLike | None = None,
     body = _cards(r) + "".join(f'<section id="{k}"><h2>{esc(t)}</h2>{h}</section>\n'
                                for k, _, t, h in sections)
     nav = "".join(f'<a href="#{k}">{esc(n)}</a>' for k, n, _, _ in sections)
-    from .. import __version__
 
     page = Template((resources.files(__package__) / "templates" / "report.html").read_text("utf-8"))
     index = out / "index.html"
@@ -208,7 +208,7 @@ def _plan(r: Run) -> str:
 
 
 def _gallery(r: Run) -> str:
-    gdir = r.run / "gallery"
+    gdir = r.dir.gallery_dir
     if (gdir / "index.json").exists():
         entries = read_json(gdir / "index.json")
         if not isinstance(entries, list):
@@ -256,7 +256,7 @@ def _frames(r: Run) -> str:
     col = next((f"frame_{s}" for s in r.scores if f"frame_{s}" in getattr(df, "columns", [])), None)
     if col is None:
         return note("No frames.parquet with a frame SA column.")
-    require_columns(df, ["frame_id", "frame_index"], r.run / "frames.parquet")
+    require_columns(df, ["frame_id", "frame_index"], r.dir.frames_path)
     df = df[np.isfinite(df[col].to_numpy(dtype=float))]
     order = df.sort_values([col, "frame_index"], ascending=[False, True], kind="stable")
     show = ["frame_id", "frame_index", *(["n_segments"] if "n_segments" in df.columns else []), col]
@@ -269,7 +269,7 @@ def _frames(r: Run) -> str:
 
 
 def _classes(r: Run) -> str:
-    path = r.run / "scores.parquet"
+    path = r.dir.scores_path
     df = read_parquet(path)
     if df is None:
         return note("No scores.parquet.")

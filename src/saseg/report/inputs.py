@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import FormatError
-from ..io import atomic_path, read_json
+from ..estimators.softmax import SOFTMAX_NAMES
+from ..io import atomic_path
+from ..run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
-SOFTMAX = ("max_softmax", "entropy", "margin")
+SOFTMAX = SOFTMAX_NAMES
 THUMB_WIDTH = 640
 PLOT_WIDTH = 1600
 
@@ -28,11 +32,12 @@ class Run:
 
     def __init__(self, run: Path, out: Path):
         self.run, self.out = run, out
-        self.eval = run / "eval"
-        self.meta = read_json(run / "score.json") if (run / "score.json").exists() else {}
+        self.dir = RunDir(run)
+        self.eval = self.dir.eval_dir
+        self.meta = self.dir.meta() if self.dir.is_scored else {}
         self.sa = self.meta.get("sa_provenance") or {}
-        self.frames = read_parquet(run / "frames.parquet")
-        self.plan_dir = run / "plan" if (run / "plan").is_dir() else run
+        self.frames = read_parquet(self.dir.frames_path)
+        self.plan_dir = self.dir.plan_dir if self.dir.plan_dir.is_dir() else run
         cols = list(self.meta.get("score_columns") or [])
         if not cols and self.frames is not None:  # no score.json: the frame SA columns tell
             cols = [c[len("frame_"):] for c in self.frames.columns
@@ -44,8 +49,6 @@ class Run:
 
     def image(self, src: Path, name: str, max_width: int, fmt: str = "PNG"):
         """Copy (or shrink to `max_width`) an image into ``img/``: (href, width, height) or None."""
-        from PIL import Image, UnidentifiedImageError
-
         dst = self.out / "img" / re.sub(r"[^A-Za-z0-9._-]", "_", name)
         try:
             with Image.open(src) as im:
@@ -67,8 +70,6 @@ class Run:
 
 def copy_file(src: Path, dst: Path) -> None:
     """Atomic, so an interrupted report never leaves a half-written file behind."""
-    import shutil
-
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
 
@@ -78,7 +79,7 @@ def read_csv(path: Path, required: list[str], nrows: int | None = None) -> pd.Da
         return None
     try:
         df = pd.read_csv(path, nrows=nrows)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise FormatError(f"Expected a CSV table in {path}, but it cannot be read: {exc}") from None
     require_columns(df, required, path)
     return df

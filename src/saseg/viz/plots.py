@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..analysis.correlation import spearman
 from ..errors import DataError
 from ..io import atomic_path
 
@@ -45,8 +46,6 @@ def plot_iou_vs_sa(pairs: pd.DataFrame, path: str | PathLike, *, score: str = "m
     Path of the PNG.
     """
     from matplotlib.figure import Figure
-
-    from ..analysis.correlation import spearman
 
     _require(pairs, ["target", "kind", "score", "sa", "iou"], "pairs table")
     sub = pairs[pairs["score"] == score]

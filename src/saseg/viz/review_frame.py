@@ -21,9 +21,11 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from ..data.classes import ClassInfo
 from ..errors import DataError
+from ..io import atomic_path
 from .heatmap import NAN_COLOUR, SAColourScale, scale_from_values
 
 logger = logging.getLogger(__name__)
@@ -184,10 +186,6 @@ def _compose(panels, legend, scale: SAColourScale, threshold, caption: str) -> n
 
 def save_png(path, array) -> None:
     """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically."""
-    from PIL import Image
-
-    from ..io import atomic_path
-
     array = np.asarray(array)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
         raise DataError(
@@ -250,7 +248,6 @@ def _ids(mask: np.ndarray, C: int) -> np.ndarray:
 def _resize_image(image: np.ndarray, w: int, h: int) -> np.ndarray:
     if image.shape[:2] == (h, w):
         return image
-    from PIL import Image
 
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
@@ -275,8 +272,6 @@ def _flow(items, font, width: int):
 
 @lru_cache(maxsize=None)
 def _font(size: int):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: bitmap font
@@ -301,8 +296,6 @@ def _draw_texts(canvas: np.ndarray, texts) -> np.ndarray:
 @lru_cache(maxsize=4096)
 def _text_mask(text: str, size: int) -> np.ndarray:
     """(h, w) uint8 coverage of ``text`` drawn at (0, 0); cached, since most texts repeat."""
-    from PIL import Image, ImageDraw
-
     font = _font(size)
     left, top, right, bottom = font.getbbox(text)
     im = Image.new("L", (max(int(right), 1), max(int(bottom), 1)), 0)

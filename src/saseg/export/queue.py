@@ -9,6 +9,7 @@ the right size is already there, so re-exporting never re-decodes a video.
 from __future__ import annotations
 
 import filecmp
+import io
 import logging
 import os
 import re
@@ -18,10 +19,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import pandas as pd
+from PIL import Image
 
 from ..data.classes import ClassInfo
 from ..errors import DataError
-from ..io import atomic_path
+from ..io import atomic_path, write_bytes
+from ..run_dir import frame_stem
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +71,6 @@ class QueueItem:
 
 def read_plan(path: str | os.PathLike):
     """Read a plan.csv with ids and sources kept as text (``00012`` must not become 12)."""
-    import pandas as pd
-
     try:
         return pd.read_csv(path, dtype={"frame_id": str, "source": str}, keep_default_na=False)
     except FileNotFoundError:
@@ -96,11 +98,6 @@ def select_rows(queue, *, include_skipped: bool = False):
     return rows
 
 
-def safe_name(frame_id: str) -> str:
-    """A file-name stem for a frame id: '/' and other unsafe characters become '_'."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(frame_id)).strip("._") or "frame"
-
-
 def iter_items(
     rows,
     *,
@@ -120,15 +117,20 @@ def iter_items(
         ``out_dir/images``, or hard-link them there (copy when linking fails). Frames that
         are not files are always written there (PNG).
     name_for : callable (rank, frame_id) -> str, optional
-        File-name stem in ``out_dir/images``; default `safe_name` of the frame id.
+        File-name stem in ``out_dir/images``; default `frame_stem` of the frame id (unique
+        per id). Two frames given one stem are refused rather than one overwriting the other.
     """
     images_dir = out_dir / "images"
-    name_for = name_for or (lambda rank, frame_id: safe_name(frame_id))
+    name_for = name_for or (lambda rank, frame_id: frame_stem(frame_id))
+    stems: dict[str, str] = {}
     for row in rows.itertuples(index=False):
         frame_id = str(row.frame_id)
         prediction = check_prediction(prediction_for(frame_id), classes, frame_id)
         height, width = prediction.shape
         stem = name_for(int(row.rank), frame_id)
+        if stems.setdefault(stem.lower(), frame_id) != frame_id:
+            raise DataError(f"Expected one file name per frame, but frames {stems[stem.lower()]!r} and "
+                            f"{frame_id!r} both map to {stem!r}.")
         source = Path(str(row.source))
         if source.suffix.lower() in IMAGE_SUFFIXES and source.is_file():
             size = _image_size(source)
@@ -181,24 +183,16 @@ def prune(folder: Path, keep: set[Path]) -> None:
 
 def encode_png(array: np.ndarray) -> bytes:
     """PNG bytes of an (H, W) uint8/uint16 or (H, W, 3) uint8 array (lossless)."""
-    import io
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def write_png(path: Path, array: np.ndarray) -> None:
-    from ..io import write_bytes
-
     write_bytes(path, encode_png(array))
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             return img.height, img.width

@@ -1,13 +1,16 @@
 """Queue selection and the bad-input paths every exporter shares."""
 
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
 import pandas as pd
 import pytest
 
 from saseg.data.classes import ClassInfo
 from saseg.errors import DataError, UnknownClassError
 from saseg.export import TOOLS, export_queue, read_plan
-from saseg.export._queue import safe_name
+from saseg.run_dir import frame_stem
 
 CLASSES = ClassInfo(names=("a", "b"), colours=((1, 2, 3), (4, 5, 6)), ignore_index=255)
 
@@ -84,10 +87,40 @@ def test_read_plan_keeps_ids_as_text(tmp_path):
         read_plan(tmp_path / "missing.csv")
 
 
-def test_safe_name():
-    assert safe_name("d003/00012") == "d003_00012"
-    assert safe_name("a b\\c:d") == "a_b_c_d"
-    assert safe_name("..") == "frame"
+COLLIDING_IDS = ["a/b", "a_b", "帧1", "фр1", "Case", "case", "..x", "x" * 300, "x" * 299 + "y"]
+
+
+def test_ids_that_collide_under_slugging_keep_their_own_files(tmp_path):
+    """Every frame keeps its own mask, heatmap and image, whatever its id slugs to."""
+    import json
+
+    n = len(COLLIDING_IDS)
+    queue = pd.DataFrame({"rank": range(1, n + 1), "frame_id": COLLIDING_IDS, "frame_index": range(n),
+                          "source": ["gen"] * n, "score": np.linspace(1, 0, n), "action": ["label"] * n})
+    masks = {fid: np.full((4, 5), i % 2, np.int64) for i, fid in enumerate(COLLIDING_IDS)}
+    images = {fid: np.full((4, 5, 3), i, np.uint8) for i, fid in enumerate(COLLIDING_IDS)}
+    heat = {fid: np.full((4, 5), float(i), np.float32) for i, fid in enumerate(COLLIDING_IDS)}
+    out = export_queue(queue, to="fiftyone", out_dir=tmp_path / "fo", classes=CLASSES,
+                       prediction_for=masks.__getitem__, image_for=images.__getitem__,
+                       heatmap_for=heat.__getitem__)
+    samples = json.loads((out / "samples.json").read_text())["samples"]
+    paths = [s["prediction"]["mask_path"] for s in samples]
+    assert len(set(paths)) == n and len({p.lower() for p in paths}) == n
+    for sample, fid in zip(samples, COLLIDING_IDS):
+        assert np.array_equal(np.asarray(Image.open(sample["prediction"]["mask_path"])), masks[fid])
+        assert np.asarray(Image.open(sample["filepath"]))[0, 0, 0] == images[fid][0, 0, 0]
+    ls = export_queue(queue, to="labelstudio", out_dir=tmp_path / "ls", classes=CLASSES,
+                      prediction_for=masks.__getitem__, image_for=images.__getitem__, copy=True)
+    tasks = json.loads((ls / "tasks.json").read_text())
+    urls = [t["data"]["image"] for t in tasks]
+    assert len(set(urls)) == n and all(len(Path(u).name) < 100 for u in urls)
+
+
+def test_frame_file_names_are_unique_and_stable():
+    stems = [frame_stem(f) for f in COLLIDING_IDS]
+    assert len({s.lower() for s in stems}) == len(stems)
+    assert frame_stem("d003/00012") == frame_stem("d003/00012")
+    assert frame_stem("d003/00012").startswith("d003_00012-") and frame_stem("..").startswith("frame-")
 
 
 def test_non_finite_score_becomes_null(tmp_path):
