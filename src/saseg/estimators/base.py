@@ -297,6 +297,10 @@ class SurpriseEstimator:
             yield k, rows
 
     # ---- persistence ---------------------------------------------------------------------
+    def _expected_shapes(self, n_classes: int, d: int) -> dict[str, tuple]:
+        """Shapes a loaded state must have (``None``: free); subclasses add their tensors."""
+        return {"classes": (n_classes,), "counts": (n_classes,)}
+
     def get_params(self) -> dict:
         return {p: getattr(self, p) for p in self._params}
 
@@ -349,12 +353,20 @@ class SurpriseEstimator:
             tensors = load_file(str(st_path))
         except (FileNotFoundError, SafetensorError, OSError) as exc:
             raise FormatError(f"Expected a readable safetensors file at {st_path}, but got: {exc}") from None
-        est = cls(**meta.get("settings", {}))
+        json_path = path_dir / f"{name}.json"
+        settings, d, classes = meta.get("settings", {}), meta.get("n_features"), meta.get("classes")
+        if not isinstance(settings, dict) or set(settings) - set(cls._params):
+            raise FormatError(f"{json_path}: expected settings from {list(cls._params)}, but got {settings!r}.")
+        if not isinstance(d, int) or d < 1 or not isinstance(classes, list) or not classes:
+            raise FormatError(f"{json_path}: expected 'n_features' (a positive int) and 'classes' (a "
+                              f"non-empty list), but got {d!r} and {classes!r}.")
+        est = cls(**settings)
         try:
             est._load_state(tensors)
         except KeyError as exc:
             raise FormatError(f"{st_path}: expected tensor {exc}, but it is missing.") from None
-        est.n_features_in_ = int(meta["n_features"])
+        check_state(tensors, est._expected_shapes(len(classes), d), classes, st_path)
+        est.n_features_in_ = d
         names = meta.get("class_names")
         est.class_names_ = None if names is None else {int(k): v for k, v in names.items()}
         est.provenance_ = meta.get("provenance")
@@ -364,6 +376,33 @@ class SurpriseEstimator:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+def check_state(tensors: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple], classes: list,
+                where: Path) -> None:
+    """Refuse a tampered or corrupt state: wrong dtypes or shapes, NaN/Inf, or other classes.
+
+    `shapes` maps tensor names to expected shapes, ``None`` for a free dimension. Every
+    floating tensor must be float32/float64 and finite, so a damaged file is named here
+    rather than surfacing later as a misleading scoring error.
+    """
+    for key, value in tensors.items():
+        if value.is_floating_point():
+            if value.dtype not in (torch.float32, torch.float64):
+                raise FormatError(f"{where}: expected tensor {key!r} as float32 or float64, but got {value.dtype}.")
+            if not bool(torch.isfinite(value).all()):
+                raise FormatError(f"{where}: expected finite values in tensor {key!r}, but it holds NaN or "
+                                  "Inf; the file is corrupt.")
+        elif key in ("classes", "counts", "offsets") and value.dtype != torch.int64:
+            raise FormatError(f"{where}: expected tensor {key!r} as int64, but got {value.dtype}.")
+    for key, shape in shapes.items():
+        got = tuple(tensors[key].shape)
+        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
+            want = tuple("*" if e is None else e for e in shape)
+            raise FormatError(f"{where}: expected tensor {key!r} of shape {want}, but got {got}.")
+    if tensors["classes"].tolist() != list(classes):
+        raise FormatError(f"{where}: expected the classes {classes} listed in its JSON, but the tensors "
+                          f"hold {tensors['classes'].tolist()}.")
 
 
 def read_metadata(path_dir: str | os.PathLike, name: str) -> dict:

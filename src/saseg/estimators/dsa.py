@@ -84,5 +84,8 @@ class DSA(SurpriseEstimator):
     def _state_tensors(self):
         return {"classes": self.classes_, "counts": self.counts_, "offsets": self.offsets_, "refs": self.refs_}
 
+    def _expected_shapes(self, n_classes, d):
+        return {**super()._expected_shapes(n_classes, d), "offsets": (n_classes + 1,), "refs": (None, d)}
+
     def _load_state(self, t):
         self.classes_, self.counts_, self.offsets_, self.refs_ = t["classes"], t["counts"], t["offsets"], t["refs"]

@@ -170,6 +170,13 @@ class LSA(SurpriseEstimator):
                         f"whiteners.{k}": self.whiteners_[k], f"refs.{k}": self.refs_[k]})
         return out
 
+    def _expected_shapes(self, n_classes, d):
+        out = {**super()._expected_shapes(n_classes, d), "log_norms": (n_classes,), "factors": (n_classes,)}
+        for k in range(n_classes):
+            out.update({f"kept.{k}": (None,), f"means.{k}": (None,), f"refs.{k}": (None, None),
+                        f"whiteners.{k}": (None, None)})
+        return out
+
     def _load_state(self, t):
         self.classes_, self.counts_, self.log_norms_, self.factors_ = t["classes"], t["counts"], t["log_norms"], t["factors"]
         n = range(len(self.classes_))

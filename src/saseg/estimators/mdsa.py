@@ -275,6 +275,12 @@ class MDSA(SurpriseEstimator):
                    shrinkage=self.shrinkage_, whiteners=self.whiteners_)
         return out
 
+    def _expected_shapes(self, n_classes, d):
+        k = n_classes
+        return {**super()._expected_shapes(k, d), "means": (k, d), "covariances": (k, d, d),
+                "shrinkage": (k,), "whiteners": (k, d, d), "moments.shift": (None, d),
+                "moments.s2": (None, d, d)}
+
     def _load_state(self, t):
         self._moments = {k: t[f"moments.{k}"] for k in _MOMENTS}
         self.classes_, self.counts_, self.means_ = t["classes"], t["counts"], t["means"]
