@@ -19,30 +19,17 @@ import numpy as np
 import torch
 
 from saseg.data import open_dataset
-from saseg.metrics import confusion_matrix, iou_from_confusion
 from saseg.models import load_model, train
+from saseg.models.train import dataset_confusion
 
 RECIPE = dict(arch="efficientnet_lite0", epochs=60, batch_size=8, lr=2e-3, crop_size=(192, 256),
               scale_range=(0.5, 1.25), color_jitter=0.2, class_weights="sqrt_median_freq", val_every=20)
 TARGET_MINUTES, TARGET_MIOU = 30.0, 0.60
 
 
-@torch.no_grad()
 def split_iou(model_dir: Path, spec: str, batch_size: int = 8) -> torch.Tensor:
-    """Per-class IoU over the whole split, at the frames' native size."""
-    model = load_model(model_dir)
-    dataset = open_dataset(spec, split="test")
-    n = model.classes.num_classes
-    cm = torch.zeros(n, n, dtype=torch.int64)
-    frames = list(dataset)
-    for start in range(0, len(frames), batch_size):
-        batch = frames[start:start + batch_size]
-        x = model.preprocess([f.image for f in batch]).contiguous(memory_format=torch.channels_last)
-        pred = model.net(x).argmax(1).cpu()
-        for p, f in zip(pred, batch):
-            cm += confusion_matrix(p, torch.as_tensor(np.asarray(f.label, dtype=np.int64)), n,
-                                   model.classes.ignore_index)
-    return iou_from_confusion(cm)
+    """Per-class IoU over the whole test split, at the frames' native size (one confusion matrix)."""
+    return dataset_confusion(model_dir, open_dataset(spec, split="test"), batch_size=batch_size).compute()
 
 
 def main() -> None:

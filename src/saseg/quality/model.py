@@ -1,0 +1,311 @@
+"""A frame-quality model: predicted IoU of each (frame, class) from label-free features.
+
+Fitted on a labelled pilot (its ``iou.parquet``), it turns a run's quality features (SA,
+softmax dispersion over interiors and boundaries, geometry, false-negative mass, plug-in
+IoU; `saseg.quality.features`) into one number a team can rank by, in the spirit of MetaSeg
+(Rottmann et al., IJCNN 2020). Gradient-boosted trees (LightGBM) when the pilot is large
+enough, a ridge regression on standardised features otherwise.
+
+Honest by construction: cross-validation is grouped by drive or sequence (frames of one
+drive are strongly correlated, so a frame-random split would leak), and a pilot of a single
+drive is cut into contiguous blocks of frames instead. The out-of-fold predictions give
+the reported rho and R^2, next to the rho of every single feature. Saved as LightGBM's own
+text model plus JSON; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from ..errors import DataError, FormatError, NotFittedError
+from ..io import read_json, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["QualityModel", "grouped_folds"]
+
+FORMAT = "saseg-quality-model"
+FORMAT_VERSION = 1
+
+
+def grouped_folds(groups: Sequence, order: Sequence[int] | None = None, n_folds: int = 5
+                  ) -> np.ndarray:
+    """Fold id (n,) per row such that no group is split between folds.
+
+    With at least two groups, whole groups are dealt to folds (largest first, each to the
+    currently smallest fold). With one group, rows are cut into `n_folds` contiguous blocks of
+    `order` (e.g. frame index), so neighbouring frames stay together.
+    """
+    groups = np.asarray(groups).astype(str)
+    n = len(groups)
+    if n == 0:
+        raise DataError("grouped_folds: expected at least one row, but got none.")
+    names, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    if len(names) >= 2:
+        k = min(n_folds, len(names))
+        load = np.zeros(k, dtype=np.int64)
+        fold_of = np.empty(len(names), dtype=np.int64)
+        for g in np.argsort(-sizes, kind="stable"):
+            fold_of[g] = int(np.argmin(load))
+            load[fold_of[g]] += sizes[g]
+        return fold_of[inverse]
+    order = np.arange(n) if order is None else np.asarray(order)
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[np.argsort(order, kind="stable")] = np.arange(n)
+    k = max(2, min(n_folds, n))
+    return (ranks * k) // n
+
+
+class QualityModel:
+    """Regress IoU on quality features; ``risk = 1 - predicted IoU`` ranks frames to label.
+
+    Parameters
+    ----------
+    min_rows_for_trees : int, default 200
+        Below this many pilot rows the ridge fallback is used: trees overfit tiny pilots.
+    n_folds : int, default 5
+        Cross-validation folds (grouped, see `grouped_folds`).
+    num_boost_round, learning_rate, num_leaves, min_data_in_leaf : LightGBM settings
+    ridge_alpha : float, default 1.0
+        L2 penalty of the fallback, on standardised features.
+    seed : int, default 0
+
+    Attributes
+    ----------
+    kind_ : {"lightgbm", "ridge"}
+    features_ : list of str, the feature columns, in order
+    importances_ : dict feature -> share of total gain (trees) or of |coefficient| (ridge)
+    cv_ : dict with out-of-fold ``rho``, ``rho_p``, ``r2``, ``n_rows``, ``n_groups``,
+        ``n_folds`` and ``single`` = {feature: rho of that feature alone with IoU}
+    """
+
+    def __init__(self, *, min_rows_for_trees: int = 200, n_folds: int = 5, num_boost_round: int = 300,
+                 learning_rate: float = 0.05, num_leaves: int = 15, min_data_in_leaf: int = 10,
+                 ridge_alpha: float = 1.0, seed: int = 0):
+        self.min_rows_for_trees = min_rows_for_trees
+        self.n_folds = n_folds
+        self.num_boost_round = num_boost_round
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_data_in_leaf = min_data_in_leaf
+        self.ridge_alpha = ridge_alpha
+        self.seed = seed
+
+    # ---- fitting ----------------------------------------------------------------------------
+    def fit(self, features: pd.DataFrame, iou: Sequence[float], groups: Sequence,
+            order: Sequence[int] | None = None) -> "QualityModel":
+        """Fit on pilot rows: `features` (n, p) numeric, `iou` (n,) in [0, 1], `groups` (n,).
+
+        `groups` names each row's drive or sequence; `order` (e.g. frame index) orders the
+        rows of a single-drive pilot for its contiguous blocks. Rows with NaN IoU are dropped;
+        NaN features are allowed (trees route them, the ridge fills the pilot median).
+        """
+        X, y = self._check(features), np.asarray(iou, dtype=np.float64)
+        groups = np.asarray(groups)
+        if len(y) != len(X) or len(groups) != len(X):
+            raise DataError(f"QualityModel.fit: expected iou and groups of length {len(X)}, but got "
+                            f"{len(y)} and {len(groups)}.")
+        keep = np.isfinite(y)
+        X, y, groups = X[keep], y[keep], groups[keep]
+        order = None if order is None else np.asarray(order)[keep]
+        if len(y) < 10:
+            raise DataError(f"QualityModel.fit: expected at least 10 labelled rows, but got {len(y)}.")
+        self.features_ = list(features.columns)
+        self.kind_ = "lightgbm" if len(y) >= self.min_rows_for_trees else "ridge"
+        folds = grouped_folds(groups, order, self.n_folds)
+        oof = np.empty(len(y))
+        for f in np.unique(folds):
+            test = folds == f
+            oof[test] = self._fit_one(X[~test], y[~test]).predict_raw(X[test])
+        self._state = self._fit_one(X, y)
+        rho, p = spearmanr(oof, y)
+        single = {}
+        for j, name in enumerate(self.features_):
+            column = X[:, j]
+            ok = np.isfinite(column)
+            single[name] = float(spearmanr(column[ok], y[ok])[0]) if ok.sum() > 2 and np.ptp(column[ok]) > 0 else float("nan")
+        self.cv_ = {"rho": float(rho), "rho_p": float(p), "r2": _r2(y, np.clip(oof, 0, 1)),
+                    "n_rows": int(len(y)), "n_groups": int(len(np.unique(groups.astype(str)))),
+                    "n_folds": int(len(np.unique(folds))), "single": single}
+        self.importances_ = self._state.importances(self.features_)
+        return self
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray):
+        if self.kind_ == "lightgbm":
+            return _Trees.fit(X, y, self)
+        return _Ridge.fit(X, y, self.ridge_alpha)
+
+    # ---- prediction -------------------------------------------------------------------------
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Predicted IoU (n,), clipped to [0, 1]."""
+        if not hasattr(self, "_state"):
+            raise NotFittedError(type(self).__name__)
+        missing = [c for c in self.features_ if c not in features.columns]
+        if missing:
+            raise DataError(f"QualityModel.predict: expected the feature columns {missing} it was "
+                            f"fitted on, but they are missing.")
+        return np.clip(self._state.predict_raw(self._check(features[self.features_])), 0.0, 1.0)
+
+    def risk(self, features: pd.DataFrame) -> np.ndarray:
+        """``1 - predicted IoU``: higher means label first, as for SA."""
+        return 1.0 - self.predict(features)
+
+    def _check(self, features: pd.DataFrame) -> np.ndarray:
+        if not isinstance(features, pd.DataFrame) or features.shape[1] == 0:
+            raise DataError("QualityModel: expected features as a DataFrame with at least one column.")
+        try:
+            return features.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"QualityModel: expected numeric feature columns, but got: {exc}") from None
+
+    # ---- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """``quality.json`` (settings, features, CV report, ridge state) and, for trees,
+        ``quality.lgb.txt`` in LightGBM's text format."""
+        if not hasattr(self, "_state"):
+            raise NotFittedError(type(self).__name__)
+        directory = Path(directory)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind_,
+                "features": self.features_, "settings": self.get_params(), "cv": self.cv_,
+                "importances": self.importances_, "state": self._state.to_json()}
+        if self.kind_ == "lightgbm":
+            write_text(directory / "quality.lgb.txt", self._state.booster.model_to_string())
+        write_json(directory / "quality.json", meta)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "QualityModel":
+        directory = Path(directory)
+        meta = read_json(directory / "quality.json")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise FormatError(f"{directory / 'quality.json'}: expected a saseg quality model, but got something else.")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise FormatError(f"{directory / 'quality.json'}: expected format_version {FORMAT_VERSION}, "
+                              f"but got {meta.get('format_version')!r}.")
+        model = cls(**meta.get("settings", {}))
+        model.kind_, model.features_, model.cv_ = meta["kind"], meta["features"], meta["cv"]
+        model.importances_ = meta["importances"]
+        if model.kind_ == "lightgbm":
+            model._state = _Trees.from_text(directory / "quality.lgb.txt", model)
+        elif model.kind_ == "ridge":
+            model._state = _Ridge.from_json(meta["state"], len(model.features_), directory)
+        else:
+            raise FormatError(f"{directory / 'quality.json'}: expected kind 'lightgbm' or 'ridge', but "
+                              f"got {model.kind_!r}.")
+        return model
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in ("min_rows_for_trees", "n_folds", "num_boost_round",
+                                              "learning_rate", "num_leaves", "min_data_in_leaf",
+                                              "ridge_alpha", "seed")}
+
+    def describe(self) -> str:
+        cv = self.cv_
+        best = max(cv["single"].items(), key=lambda kv: abs(kv[1]) if np.isfinite(kv[1]) else -1)
+        return (f"quality model ({self.kind_}, {len(self.features_)} features, {cv['n_rows']} pilot rows, "
+                f"{cv['n_folds']} grouped folds over {cv['n_groups']} group(s)): out-of-fold rho "
+                f"{cv['rho']:.3f}, R^2 {cv['r2']:.3f}; best single feature {best[0]} rho {best[1]:.3f}")
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    total = float(((y - y.mean()) ** 2).sum())
+    return float("nan") if total == 0 else 1.0 - float(((y - pred) ** 2).sum()) / total
+
+
+class _Trees:
+    """LightGBM regression (imported here: an optional, heavy dependency)."""
+
+    def __init__(self, booster):
+        self.booster = booster
+
+    @classmethod
+    def fit(cls, X, y, model: QualityModel) -> "_Trees":
+        lgb = _lightgbm()
+        params = {"objective": "regression", "learning_rate": model.learning_rate,
+                  "num_leaves": model.num_leaves, "min_data_in_leaf": model.min_data_in_leaf,
+                  "seed": model.seed, "deterministic": True, "force_row_wise": True,
+                  "num_threads": 1, "verbosity": -1}
+        data = lgb.Dataset(X, label=y, params={"verbosity": -1})
+        return cls(lgb.train(params, data, num_boost_round=model.num_boost_round))
+
+    @classmethod
+    def from_text(cls, path: Path, model: QualityModel) -> "_Trees":
+        lgb = _lightgbm()
+        try:
+            booster = lgb.Booster(model_str=path.read_text(encoding="utf-8"))
+        except (OSError, lgb.basic.LightGBMError) as exc:
+            raise FormatError(f"Expected a LightGBM text model at {path}, but got: {exc}") from None
+        if booster.num_feature() != len(model.features_):
+            raise FormatError(f"{path}: expected {len(model.features_)} features, but the model has "
+                              f"{booster.num_feature()}.")
+        return cls(booster)
+
+    def predict_raw(self, X):
+        return self.booster.predict(X)
+
+    def importances(self, names):
+        gain = self.booster.feature_importance(importance_type="gain")
+        total = gain.sum() or 1.0
+        return {n: float(g / total) for n, g in zip(names, gain)}
+
+    def to_json(self):
+        return None
+
+
+class _Ridge:
+    """Ridge on standardised features, NaNs filled with the training median: (X-m)/s @ w + b."""
+
+    def __init__(self, median, mean, scale, coef, intercept):
+        self.median, self.mean, self.scale = median, mean, scale
+        self.coef, self.intercept = coef, intercept
+
+    @classmethod
+    def fit(cls, X, y, alpha: float) -> "_Ridge":
+        median = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0)
+        median = np.where(np.isfinite(median), median, 0.0)
+        Xf = np.where(np.isfinite(X), X, median)
+        mean, scale = Xf.mean(0), Xf.std(0)
+        scale = np.where(scale > 0, scale, 1.0)
+        Z = (Xf - mean) / scale
+        coef = np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ (y - y.mean()))
+        return cls(median, mean, scale, coef, float(y.mean()))
+
+    @classmethod
+    def from_json(cls, state, p: int, where: Path) -> "_Ridge":
+        try:
+            arrays = [np.asarray(state[k], dtype=np.float64) for k in ("median", "mean", "scale", "coef")]
+            intercept = float(state["intercept"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{where / 'quality.json'}: expected the ridge state, but got: {exc}") from None
+        if any(a.shape != (p,) or not np.isfinite(a).all() for a in arrays):
+            raise FormatError(f"{where / 'quality.json'}: expected finite ridge vectors of length {p}.")
+        return cls(*arrays, intercept)
+
+    def predict_raw(self, X):
+        Xf = np.where(np.isfinite(X), X, self.median)
+        return ((Xf - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def importances(self, names):
+        weight = np.abs(self.coef)
+        total = weight.sum() or 1.0
+        return {n: float(w / total) for n, w in zip(names, weight)}
+
+    def to_json(self):
+        return {"median": self.median.tolist(), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "coef": self.coef.tolist(), "intercept": self.intercept}
+
+
+def _lightgbm():
+    try:
+        import lightgbm
+    except ImportError:
+        raise DataError("The quality model's trees need LightGBM: pip install 'saseg[quality]' "
+                        "(or lightgbm).") from None
+    return lightgbm
