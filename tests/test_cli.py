@@ -319,3 +319,24 @@ def test_help_version_and_no_args_through_run(capsys):
     assert code == 0 and "--debug" in out
     code, out, err = run_in_process(capsys)  # no args: the help, as a usage error
     assert code == 2 and "score" in out + err and "Traceback" not in out + err
+
+
+def test_quality_fit_apply_and_guaranteed_plan(tiny_model_dir, tiny_sa_dir, tmp_path):
+    pilot_spec = "synthetic:n=24,seed=5,size=64x48,split=test,drive_len=6"
+    for name, spec in (("pilot", pilot_spec), ("pool", TEST_SPEC)):
+        invoke("score", "-m", tiny_model_dir, "--sa", tiny_sa_dir, "-d", spec, "-o",
+               tmp_path / name / "scores.parquet", "--pixels-per-class", 20, "-q")
+    invoke("evaluate", "-s", tmp_path / "pilot" / "scores.parquet", "-o", tmp_path / "pilot" / "eval", "-q")
+    out = invoke("quality", "fit", "--run", tmp_path / "pilot", "--eval", tmp_path / "pilot" / "eval",
+                 "-o", tmp_path / "q")
+    assert "class: quality model (ridge" in out and "out-of-fold rho" in out
+    for name in ("pilot", "pool"):
+        assert "frame_risk" in invoke("quality", "apply", "--run", tmp_path / name, "-q", tmp_path / "q")
+    out = invoke("plan", "-s", tmp_path / "pool" / "scores.parquet", "-o", tmp_path / "plan",
+                 "--max-risk", 0.1, "--confidence", 0.9, "--calibration", tmp_path / "pilot" / "eval",
+                 "--target", "frame", "--target", "road")
+    assert "No guaranteed skip" in out and "at least 22 labelled pilot frames" in out
+    assert "lowest frame_risk first" in out and "shift in frame_mdsa (pilot reference)" in out
+    result = runner.invoke(app, ["plan", "-s", str(tmp_path / "pool" / "scores.parquet"), "-o",
+                                 str(tmp_path / "p2"), "--max-risk", "0.1"])
+    assert result.exit_code == 1 and "together" in str(result.exception)

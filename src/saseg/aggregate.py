@@ -27,7 +27,8 @@ from .io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["class_scores", "zscore_reference", "ZScoreReference", "frame_scores", "KEY_COLUMNS"]
+__all__ = ["class_scores", "zscore_reference", "ZScoreReference", "frame_scores", "KEY_COLUMNS",
+           "predicted_rows"]
 
 KEY_COLUMNS = ["frame_id", "frame_index", "source"]
 _REF_COLUMNS = ["class_id", "score", "mean", "std", "n_frames"]
@@ -86,6 +87,14 @@ def class_scores(scores: Mapping[str, torch.Tensor], classes, n_pixels=None, *,
     return pd.DataFrame(out)
 
 
+def predicted_rows(scores_df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of classes predicted in their frame: a run with quality features also has
+    rows (``n_pixels`` 0) for classes only likely present, which carry no SA."""
+    if "n_pixels" not in scores_df.columns:
+        return scores_df
+    return scores_df[scores_df["n_pixels"] > 0]
+
+
 def zscore_reference(scores_df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Per class and score: mean and population std (ddof=0) of the class SA across frames.
 
@@ -100,6 +109,7 @@ def zscore_reference(scores_df: pd.DataFrame, columns: Sequence[str]) -> pd.Data
     with a finite class SA), one row per (class, score).
     """
     _require(scores_df, ["class_id", *columns], "scores table")
+    scores_df = predicted_rows(scores_df)
     rows = []
     for col in columns:
         grouped = scores_df.groupby("class_id")[col]
@@ -199,7 +209,7 @@ def frame_scores(scores_df: pd.DataFrame, classes: ClassInfo, columns: Sequence[
         if missing:
             raise DataError(f"z-score reference: expected statistics for scores {missing}, "
                             f"but it holds {sorted(set(ref['score']))}.")
-    df = scores_df.reset_index(drop=True)
+    df = predicted_rows(scores_df).reset_index(drop=True)
     frames = (df.groupby("frame_id", sort=False)
               .agg(frame_index=("frame_index", "first"), source=("source", "first"),
                    n_segments=("class_id", "nunique")))

@@ -30,6 +30,7 @@ from . import __version__, evaluation, experiment, pipeline, review
 from . import demo as demo_module
 from . import report as report_module
 from .analysis import plan as analysis_plan
+from .analysis import quality as quality_run
 from .analysis import selection
 from .data import has_splits, open_dataset
 from .errors import SasegError
@@ -288,13 +289,16 @@ def score(
     predictions: Annotated[bool, typer.Option("--predictions/--no-predictions", help="Save predicted masks (needed by evaluate, export, video).")] = True,
     on_error: OnErrorOpt = "raise",
     allow_mismatch: AllowMismatchOpt = False,
+    features: Annotated[bool, typer.Option("--features/--no-features", help="Also compute the quality features (softmax dispersion over interiors and boundaries, geometry, false-negative mass, plug-in IoU) that `saseg quality` learns from.")] = True,
+    quality: Annotated[Optional[str], typer.Option("--quality", help="Quality dir from `saseg quality fit`: add `quality` (predicted IoU) and `risk` (1 - quality) scores.")] = None,
     quiet: QuietOpt = False,
 ):
     """Score frames: class SA per predicted class, z-scored group SA and frame SA."""
     df = pipeline.score(model, sa, data, out, split=split, pixels_per_class=pixels_per_class or None,
                       reference=reference, seed=seed, batch_size=batch_size, device=device,
                       resume=resume, save_predictions=predictions, progress=not quiet,
-                      on_error=on_error, allow_mismatch=allow_mismatch)
+                      on_error=on_error, allow_mismatch=allow_mismatch, features=features,
+                      quality=quality)
     typer.echo(f"scores: {out}  ({df['frame_id'].nunique()} frames, {len(df)} frame-class rows)")
 
 
@@ -317,16 +321,23 @@ def evaluate(
 def plan(
     scores: Annotated[str, typer.Option("--scores", "-s", help="scores.parquet from `saseg score`.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Dir for plan.csv and plan.json.")],
-    score_column: Annotated[str, typer.Option("--score", help="Frame-level column to rank by (frames.parquet), e.g. frame_mdsa, frame_entropy, group_lanes_mdsa.")] = "frame_mdsa",
+    score_column: Annotated[Optional[str], typer.Option("--score", help="Frame-level column to rank by (frames.parquet), e.g. frame_risk, frame_mdsa, frame_entropy, group_lanes_mdsa. Default: frame_risk when the run has a quality model, else frame_mdsa.")] = None,
     skip_ratio: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Skip this share (0-1) of the least surprising frames.")] = None,
     budget: Annotated[Optional[int], typer.Option(min=0, help="Label this many frames, most surprising first.")] = None,
-    max_risk: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Skip as much as keeps the pilot's share of skipped frames below IoU 0.5 under this (needs --eval).")] = None,
-    eval_dir: Annotated[Optional[str], typer.Option("--eval", help="Eval dir of a labelled pilot run (for --max-risk and expected inaccuracy).")] = None,
+    max_risk: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="ALPHA: skip with a guarantee that at most this share of skipped frames is below --iou-below (Learn-then-Test; needs --calibration).")] = None,
+    calibration: Annotated[Optional[str], typer.Option("--calibration", help="Eval dir of a labelled pilot run scored like the pool, to calibrate --max-risk on.")] = None,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="1 - DELTA: the confidence of the --max-risk guarantee.")] = 0.9,
+    iou_below: Annotated[float, typer.Option(min=0.0, max=1.0, help="A frame fails when its IoU is below this.")] = 0.5,
+    targets: Annotated[Optional[list[str]], typer.Option("--target", help="What must stay accurate: 'frame' (mean class IoU), a class or a group; repeat for several (all must pass).")] = None,
+    ratio_risk: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="No guarantee: skip the largest share of frames whose skipped pilot frames were at most this share below IoU 0.5 (needs --eval).")] = None,
+    eval_dir: Annotated[Optional[str], typer.Option("--eval", help="Eval dir of a labelled pilot run (for --ratio-risk and the expected inaccuracy).")] = None,
     annotators: Annotated[int, typer.Option(min=1, help="Annotators per frame (price model).")] = 3,
 ):
     """The labelling queue: most surprising first, what to skip, and the money saved."""
     result = analysis_plan.plan_from_run(scores, out, score=score_column, skip_ratio=skip_ratio, budget=budget,
-                           max_risk=max_risk, eval_dir=eval_dir, annotators=annotators)
+                           ratio_risk=ratio_risk, eval_dir=eval_dir, max_risk=max_risk,
+                           calibration=calibration, confidence=confidence, targets=targets or ["frame"],
+                           threshold=iou_below, annotators=annotators)
     typer.echo(result.describe())
     typer.echo(f"plan: {out}/plan.csv")
 
@@ -407,6 +418,35 @@ def select(
         seed=seed, score=score_column, top_fraction=top_fraction)
     typer.echo(f"{len(chosen)} frames -> {out}  (spread of their ATs: mean pairwise "
                f"{spread['mean_pairwise']:.3g}, min {spread['min_pairwise']:.3g})")
+
+
+quality_app = typer.Typer(help="A learned frame-quality score: fit on a labelled pilot, apply to runs.",
+                          no_args_is_help=True)
+app.add_typer(quality_app, name="quality")
+
+
+@quality_app.command("fit")
+def quality_fit(
+    run_dir: Annotated[str, typer.Option("--run", help="Scored pilot run dir (scored with features).")],
+    eval_dir: Annotated[str, typer.Option("--eval", help="Its eval dir (`saseg evaluate`): the IoU to learn.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Quality dir to write.")],
+    min_rows_for_trees: Annotated[int, typer.Option(min=10, help="Below this many pilot rows, a ridge regression replaces the trees.")] = 200,
+    seed: SeedOpt = 0,
+):
+    """Learn each class's, group's and frame's IoU from label-free features (LightGBM; grouped CV by drive)."""
+    fitted = quality_run.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed)
+    typer.echo(fitted.describe())
+    typer.echo(f"quality model: {out}")
+
+
+@quality_app.command("apply")
+def quality_apply(
+    run_dir: Annotated[str, typer.Option("--run", help="Scored run dir (scored with features).")],
+    quality: Annotated[str, typer.Option("--quality", "-q", help="Quality dir from `saseg quality fit`.")],
+):
+    """Add `quality` (predicted IoU) and `risk` (1 - quality) to a run: rank and plan by frame_risk."""
+    df = quality_run.apply_quality(run_dir, quality)
+    typer.echo(f"quality: {run_dir}  ({len(df)} rows; scores risk, group_<g>_risk, frame_risk)")
 
 
 experiment_app = typer.Typer(help="The paper's experiments.", no_args_is_help=True)

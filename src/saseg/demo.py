@@ -3,6 +3,11 @@
 A plain-daytime training drive mix and a shifted test mix (shadows, traffic, night, dusk,
 rain) come from the procedural generator, so the demo needs no download and shows SA doing
 its job: the shifted frames are the surprising ones, and they are where the model fails.
+
+Then the triage a team would run: a labelled pilot of the test mix trains the quality model
+(`saseg quality fit`) and calibrates a guaranteed skip threshold on it (out-of-fold risk, so
+the calibration never sees in-sample predictions). The test pool is planned with that
+guarantee, and so is a further pool of night drives, where the shift alarm should fire.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis.plan import PLAN_CSV, plan_from_run
+from .analysis.quality import apply_quality, fit_quality
 from .data import open_dataset
 from .evaluation import evaluate
 from .export import TOOLS
@@ -26,10 +32,11 @@ from .run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
-FULL = dict(size="160x120", n_train=400, n_val=40, n_test=200, epochs=20, max_ats=1500, ppc=250,
-            video_frames=60, gallery=6)
-QUICK = dict(size="96x72", n_train=48, n_val=8, n_test=32, epochs=1, max_ats=300, ppc=50,
-             video_frames=8, gallery=2)
+FULL = dict(size="160x120", n_train=400, n_val=40, n_test=200, n_pilot=160, n_night=60, epochs=20,
+            max_ats=1500, ppc=250, video_frames=60, gallery=6)
+QUICK = dict(size="96x72", n_train=48, n_val=8, n_test=32, n_pilot=32, n_night=16, epochs=1,
+             max_ats=300, ppc=50, video_frames=8, gallery=2)
+ALPHA, CONFIDENCE, IOU_BELOW = 0.05, 0.9, 0.5
 
 
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bool = True,
@@ -59,9 +66,27 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     score(model_dir, out / "sa", test_spec, run.scores_path,
           pixels_per_class=cfg["ppc"], seed=seed, progress=progress)
     lap("score")
+    # the labelled pilot: same mix as the pool, other drives; it trains the quality model
+    pilot_spec = spec.format(n=cfg["n_pilot"], s=seed + 4, size=cfg["size"], split="test")
+    pilot = RunDir(out / "pilot")
+    score(model_dir, out / "sa", pilot_spec, pilot.scores_path, pixels_per_class=cfg["ppc"], seed=seed,
+          progress=progress)
+    evaluate(pilot.scores_path, pilot_spec, pilot.eval_dir, plots=False, progress=progress)
+    quality = fit_quality(pilot.root, pilot.eval_dir, out / "quality", seed=seed)
+    apply_quality(pilot, out / "quality")  # out-of-fold on the pilot itself
+    lap("pilot+quality")
+    apply_quality(run, out / "quality")
     result = evaluate(run.scores_path, test_spec, run.eval_dir, progress=progress)
     lap("evaluate")
-    the_plan = plan_from_run(run.scores_path, run.plan_dir, skip_ratio=0.5, eval_dir=run.eval_dir)
+    guaranteed = dict(max_risk=ALPHA, calibration=pilot.eval_dir, confidence=CONFIDENCE,
+                      threshold=IOU_BELOW, score="frame_risk")
+    the_plan = plan_from_run(run.scores_path, run.plan_dir, **guaranteed)
+    realised = _realised(the_plan, pd.read_parquet(run.eval_dir / "iou.parquet"))
+    night_spec = spec.format(n=cfg["n_night"], s=seed + 5, size=cfg["size"], split="test") + ",conditions=night"
+    night = RunDir(out / "night")
+    score(model_dir, out / "sa", night_spec, night.scores_path, pixels_per_class=cfg["ppc"], seed=seed,
+          progress=progress, quality=out / "quality")
+    night_plan = plan_from_run(night.scores_path, night.plan_dir, **guaranteed)
     lap("plan")
     for tool in TOOLS:
         export_plan(run.plan_dir / PLAN_CSV, to=tool, out_dir=out / "export" / tool)
@@ -86,7 +111,19 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         "RQ1 - Spearman rho between class SA and IoU (negative = surprise predicts failure):",
         result["table"],
         "",
+        "Quality model, fitted on the labelled pilot (out-of-fold, grouped by drive):",
+        quality.describe(),
+        "",
+        "Max skip at 5 % of skipped frames below IoU 0.5, read off the test pool's own labels "
+        "(hindsight, for comparison):",
+        _max_skip_line(run.eval_dir),
+        "",
+        f"Guaranteed plan for the test pool (calibrated on the {cfg['n_pilot']}-frame pilot):",
         the_plan.describe(),
+        realised,
+        "",
+        f"The same guarantee on a further pool of {cfg['n_night']} night frames:",
+        night_plan.describe(),
         "",
         "timings: " + ", ".join(f"{n} {t:.0f}s" for n, t in steps),
         "outputs:",
@@ -94,12 +131,32 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         f"  SA models          {out / 'sa'}",
         f"  scores             {run.scores_path} and {run.frames_path}",
         f"  evaluation         {run.eval_dir} (correlation.csv, tradeoff.csv, *.png)",
-        f"  labelling plan     {run.plan_dir / PLAN_CSV}",
+        f"  pilot + quality    {pilot.root}, {out / 'quality'}",
+        f"  labelling plan     {run.plan_dir / PLAN_CSV} (night pool: {night.plan_dir / PLAN_CSV})",
         f"  labelling exports  {out / 'export'} (labelstudio, cvat, fiftyone; see IMPORT.md)",
         f"  review video       {out / 'review.mp4'}",
         f"  HTML report        {report}",
     ]
     return "\n".join(lines)
+
+
+def _realised(the_plan, iou) -> str:
+    """What the demo can check because its pool is labelled: the realised share of failures."""
+    skipped = the_plan.queue.loc[the_plan.queue["action"] == "skip", "frame_id"]
+    if skipped.empty:
+        return "Realised on the labelled pool: nothing skipped."
+    frame_iou = iou[iou["kind"] == "class"].groupby("frame_id")["iou"].mean()
+    below = float((frame_iou.reindex(skipped) < IOU_BELOW).mean())
+    return (f"Realised on the labelled pool: {below:.1%} of the {len(skipped)} skipped frames have mean "
+            f"class IoU below {IOU_BELOW:g} (bound: {ALPHA:.0%}).")
+
+
+def _max_skip_line(eval_dir: Path) -> str:
+    table = pd.read_csv(eval_dir / "max_skip.csv") if (eval_dir / "max_skip.csv").exists() else None
+    if table is None:
+        return "  (no max_skip.csv)"
+    rows = table[table["target"] == "frame"]
+    return "  " + ", ".join(f"{r.score} {r.max_skip_ratio:.0%}" for r in rows.itertuples())
 
 
 def _last(summary, key):

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .analysis.correlation import correlation_table, format_table, paired_table, score_agreement
 from .analysis.tradeoff import max_skip_table, tradeoff_table
@@ -20,6 +19,7 @@ from .data import Dataset, as_dataset
 from .errors import DataError
 from .io import write_csv, write_json, write_parquet
 from .metrics import ConfusionMatrix, frame_iou
+from .progress import progress_bar
 from .run_dir import RunDir
 from .viz.plots import plot_iou_vs_sa, plot_tradeoff
 
@@ -44,7 +44,7 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
     wanted = set(scores_df["frame_id"])
     tables = []
     cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
-    bar = tqdm(total=len(wanted), desc="evaluate: IoU", unit="frame", disable=not progress, leave=False)
+    bar = progress_bar(total=len(wanted), desc="evaluate: IoU", unit="frame", enabled=progress)
     for frame in dataset:
         if frame.frame_id not in wanted:
             continue
@@ -83,7 +83,7 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
                                        correlations=corr))
         pngs.append(plot_tradeoff(curves, out_dir / f"tradeoff_{columns[0]}.png", score=columns[0]))
     summary = {
-        "scores": str(run.scores_path), "data": dataset.spec, "n_frames": int(iou_df["frame_id"].nunique()),
+        "scores": str(run.scores_path.resolve()), "data": dataset.spec, "n_frames": int(iou_df["frame_id"].nunique()),
         "score_columns": columns, "thresholds": list(thresholds), "risk": risk,
         "table": format_table(corr), "plots": [str(p) for p in pngs],
         "mean_iou": _mean_class_iou(iou_df),

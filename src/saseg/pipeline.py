@@ -7,7 +7,6 @@ class, group and frame SA into a run dir (`saseg.run_dir.RunDir`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -16,50 +15,24 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__
-from .aggregate import ZScoreReference, class_scores, frame_scores
-from .data import Dataset, Frame, as_dataset, iter_batches
-from .errors import DataError, DegenerateDataError
-from .estimators import ESTIMATOR_NAMES, fit_per_class, make_estimator, softmax_scores
+from .aggregate import ZScoreReference
+from .analysis.quality import apply_quality
+from .data import Dataset, as_dataset, iter_batches
+from .errors import DataError
+from .estimators import ESTIMATOR_NAMES, fit_per_class, make_estimator
 from .estimators.sa_model import check_fitted_on, load_sa_model, sa_model_sha256, save_sa_model
-from .estimators.softmax import SOFTMAX_NAMES
 from .io import PartStore
-from .models import LoadedModel, as_model
-from .models.checkpoint import nonfinite_frames
+from .models import as_model
+from .progress import progress_bar
 from .run_dir import RunDir
 from .sampling import ClassReservoir, sample_pixels
+from .scoring import FrameScorer, finish_scores, frame_seed, score_columns, trace_finite
 from .tracing import sample_ats
 
 log = logging.getLogger(__name__)
 
-
-
-def frame_seed(seed: int, frame_id: str) -> int:
-    """Per-frame seed, so a frame's sampled pixels do not depend on batch or run order."""
-    digest = hashlib.sha256(f"{seed}:{frame_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def trace_finite(model: LoadedModel, dataset: Dataset, frames: list[Frame]):
-    """`model.trace`, leaving out (``on_error="skip"``) or refusing frames with NaN/Inf outputs.
-
-    Returns the frames kept and their logits and features; a batch whose frames are all bad
-    comes back empty.
-    """
-    logits, features = model.trace(frames, check_finite=False)
-    bad = set(nonfinite_frames(frames, logits, features))
-    if not bad:
-        return frames, logits, features
-    for frame in frames:
-        if frame.frame_id in bad:
-            exc = DegenerateDataError(f"Expected finite logits and activations for frame "
-                                      f"{frame.frame_id!r} ({frame.source}), but got NaN/Inf.")
-            exc.where = frame.frame_id
-            dataset.skip(frame.index, exc)
-    keep = torch.tensor([f.frame_id not in bad for f in frames], device=logits.device)
-    return [f for f in frames if f.frame_id not in bad], logits[keep], features[keep]
 
 
 def check_pixels_per_class(pixels_per_class: int | None) -> None:
@@ -70,7 +43,7 @@ def check_pixels_per_class(pixels_per_class: int | None) -> None:
 
 
 def _progress(total, desc, enabled):
-    return tqdm(None, total=total, desc=desc, unit="frame", disable=not enabled, leave=False)
+    return progress_bar(total=total, desc=desc, unit="frame", enabled=enabled)
 
 
 # --------------------------------------------------------------------------------------- fit
@@ -174,8 +147,14 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
           estimators: Sequence[str] | None = None, softmax: bool = True, seed: int = 0,
           batch_size: int = 8, device: str = "cpu", reference: str | Path | None = None,
           resume: bool = True, save_predictions: bool = True, chunk_frames: int | None = None,
-          progress: bool = True, on_error: str = "raise", allow_mismatch: bool = False):
+          progress: bool = True, on_error: str = "raise", allow_mismatch: bool = False,
+          features: bool = True, quality: str | Path | None = None):
     """Score every frame: per predicted class, the mean SA of up to `pixels_per_class` pixels.
+
+    With `features`, each row also holds the quality features of `saseg.quality.features`,
+    and classes likely present but not predicted get rows too (``n_pixels`` 0, SA NaN).
+    With `quality` (a dir from ``saseg quality fit``), ``quality`` and ``risk`` columns are
+    added at the end (`saseg.analysis.quality.apply_quality`).
 
     Writes ``scores.parquet`` (one row per frame and predicted class), ``frames.parquet``
     (z-scored class-group SAs and the frame SA) and the run files listed in the module doc.
@@ -200,10 +179,11 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 "frame_ids_sha256": dataset.fingerprint()["ids_sha256"],
                 "pixels_per_class": pixels_per_class, "softmax": softmax, "seed": seed,
                 "batch_size": batch_size, "chunk_frames": chunk_frames,
-                "save_predictions": bool(save_predictions)}
+                "save_predictions": bool(save_predictions), "features": bool(features)}
     store = PartStore(run.scores_path, settings, resume=resume)
     done = store.done_chunks()
-    timing: dict[str, float] = {"frames": 0}
+    scorer = FrameScorer(model, fitted, pixels_per_class=pixels_per_class, softmax=softmax, seed=seed,
+                         features=features, save_predictions=run if save_predictions else None)
     n = len(dataset)
     n_chunks = (n + chunk_frames - 1) // chunk_frames
     bar = _progress(n, "score", progress)
@@ -215,36 +195,9 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
         skipped_before = len(dataset.skipped)
         indices = range(chunk * chunk_frames, min(n, (chunk + 1) * chunk_frames))
         for frames in iter_batches(dataset, indices, batch_size):
-            clock = time.perf_counter()
-            frames, logits, features = trace_finite(model, dataset, frames)
-            preds = logits.argmax(1)
-            clock = _tick(timing, "forward_s", clock)
-            for b, frame in enumerate(frames):
-                pred = preds[b]
-                gen = torch.Generator().manual_seed(frame_seed(seed, frame.frame_id))
-                ys, xs, cls = sample_pixels(pred, pixels_per_class, generator=gen)
-                ats = sample_ats(features[b], ys, xs, pred.shape, align_corners=model.align_corners)
-                clock = _tick(timing, "sampling_s", clock)
-                per_pixel = {}
-                for name, est in fitted.items():
-                    per_pixel[name] = est.score(ats, cls, unknown="nan").to(torch.float32)
-                    clock = _tick(timing, f"{name}_s", clock)
-                if softmax:
-                    per_pixel.update(softmax_scores(logits[b][:, ys, xs].T))
-                n_pixels = torch.bincount(pred.flatten(), minlength=classes.num_classes)
-                table = class_scores(per_pixel, cls, n_pixels)
-                table["at_mean"] = list(_class_means(ats, cls, np.array(table["class_id"])))
-                table.insert(0, "frame_id", frame.frame_id)
-                table.insert(1, "frame_index", frame.index)
-                table.insert(2, "source", frame.source)
-                table.insert(4, "class_name", [classes.names[c] for c in table["class_id"]])
-                rows.append(table)
-                clock = _tick(timing, "aggregate_s", clock)
-                if save_predictions:
-                    run.write_prediction(frame.frame_id, pred)
-                clock = _tick(timing, "predictions_s", clock)
-            timing["frames"] += len(frames)
-            bar.update(len(frames))
+            tables = scorer.score_batch(frames, dataset)
+            rows.extend(tables)
+            bar.update(len(tables))
         store.write(chunk, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
                     notes=[list(entry) for entry in dataset.skipped[skipped_before:]])
     bar.close()
@@ -252,33 +205,17 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     scores_df = store.finish(sort_by=["frame_index", "class_id"])
     if scores_df.empty:
         raise DataError(f"Expected frames to score in {dataset.spec}, but none could be read.")
-    columns = list(fitted) + (list(SOFTMAX_NAMES) if softmax else [])
-    ref = (ZScoreReference.load(reference) if reference
-           else ZScoreReference.fit(scores_df, columns))
-    frames_df = frame_scores(scores_df, classes, columns, reference=ref)
-    run.write_zscore(ref)
-    run.write_frames(frames_df)
+    columns = score_columns(fitted, softmax)
+    finish_scores(run, scores_df, classes, columns,
+                  reference=ZScoreReference.load(reference) if reference else None)
     run.write_meta({
         "saseg_version": __version__, **settings, "model_path": model.path,
         "classes": classes.to_dict(), "score_columns": columns, "sa_provenance": sa_meta,
         "reference": str(reference) if reference else "self", "skipped": store.notes(),
-        "timing_this_session": timing, "predictions": run.predictions_dir.name if save_predictions else None,
+        "timing_this_session": scorer.timing,
+        "predictions": run.predictions_dir.name if save_predictions else None,
     })
-    run.write_scores(scores_df)
     store.cleanup()
+    if quality is not None:
+        scores_df = apply_quality(run, quality)
     return scores_df
-
-
-def _tick(timing: dict, key: str, since: float) -> float:
-    """Add the time since `since` to timing[key]; return now (for the next stage)."""
-    now = time.perf_counter()
-    timing[key] = timing.get(key, 0.0) + now - since
-    return now
-
-
-def _class_means(ats: torch.Tensor, cls: torch.Tensor, class_ids: np.ndarray) -> np.ndarray:
-    """(len(class_ids), d) float32 mean AT per class: the frame embedding used for diversity."""
-    sums = torch.zeros(int(cls.max()) + 1, ats.shape[1], dtype=torch.float64, device=ats.device)
-    sums.index_add_(0, cls, ats.double())
-    counts = torch.bincount(cls, minlength=sums.shape[0]).clamp(min=1).unsqueeze(1)
-    return (sums / counts)[torch.as_tensor(class_ids, device=ats.device)].float().cpu().numpy()

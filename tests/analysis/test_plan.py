@@ -76,12 +76,12 @@ def _pilot():
     return pd.concat(rows, ignore_index=True)
 
 
-def test_max_risk_from_hand_made_pilot_curve():
+def test_ratio_risk_from_hand_made_pilot_curve():
     frames = pd.concat([_frames()] * 3, ignore_index=True)
     frames["frame_index"] = range(len(frames))
     frames["frame_id"] = [f"g{i}" for i in range(len(frames))]
     frames["frame_mdsa"] = np.arange(len(frames), dtype=float)  # 24 scored frames
-    p = plan(frames, max_risk=0.05, pilot_curve=_pilot())
+    p = plan(frames, ratio_risk=0.05, pilot_curve=_pilot())
     # largest ratio with below_0.5 <= 0.05 is 0.7 (the curve dips back at 0.7)
     assert p.summary["n_skip"] == math.floor(0.7 * 24)
     assert list(p.queue[p.queue.action == "skip"].score) == list(np.arange(16, dtype=float)[::-1])
@@ -90,7 +90,7 @@ def test_max_risk_from_hand_made_pilot_curve():
     assert exp["below_0.5"] == pytest.approx(np.interp(ratio, np.linspace(0, 1, 11), _pilot().value[:11]))
     assert set(exp) == {"below_0.5", "below_0.9", "mean_1_minus_iou"}
     assert "Expected among skipped" in p.describe()
-    p = plan(frames, max_risk=0.01, threshold=0.9, pilot_curve=_pilot())
+    p = plan(frames, ratio_risk=0.01, threshold=0.9, pilot_curve=_pilot())
     assert p.summary["n_skip"] == math.floor(0.1 * 24)
 
 
@@ -113,9 +113,9 @@ def test_bad_inputs():
     with pytest.raises(DataError, match="exactly one"):
         plan(f, skip_ratio=0.1, budget=2)
     with pytest.raises(DataError, match="pilot_curve"):
-        plan(f, max_risk=0.1)
-    with pytest.raises(DataError, match="max_risk"):
-        plan(f, max_risk=2, pilot_curve=_pilot())
+        plan(f, ratio_risk=0.1)
+    with pytest.raises(DataError, match="ratio_risk"):
+        plan(f, ratio_risk=2, pilot_curve=_pilot())
     with pytest.raises(DataError, match="skip_ratio"):
         plan(f, skip_ratio=1.5)
     with pytest.raises(DataError, match="budget"):
@@ -141,7 +141,7 @@ def test_plan_from_run_with_pilot(tmp_path):
                                     value=1.0)])
     (tmp_path / "eval").mkdir()
     table.to_csv(tmp_path / "eval" / "tradeoff.csv", index=False)
-    p = plan_from_run(run / "scores.parquet", tmp_path / "plan", max_risk=0.05,
+    p = plan_from_run(run / "scores.parquet", tmp_path / "plan", ratio_risk=0.05,
                       eval_dir=tmp_path / "eval")
     assert p.summary["n_skip"] == math.floor(0.7 * 7)
     assert (tmp_path / "plan" / "plan.csv").exists() and (tmp_path / "plan" / "plan.json").exists()

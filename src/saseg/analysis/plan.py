@@ -1,9 +1,18 @@
 """The labelling queue: label the surprising frames, skip the dull ones, and price both.
 
 Frames are ranked most surprising first (rank 1 = label first). The lowest-scoring frames are
-skipped, chosen by one of: a skip ratio, a budget (number of frames to label), or a maximum
-risk read off a trade-off curve from a labelled pilot (`saseg.analysis.tradeoff`). Frames
-whose score is NaN cannot be judged, so they are always labelled (the conservative choice).
+skipped, chosen by one of:
+
+- a skip ratio, or a budget (number of frames to label);
+- a **guarantee** (`saseg.analysis.guarantee`): a score threshold calibrated on a labelled
+  pilot by Learn-then-Test, so that with confidence 1 - delta at most alpha of the skipped
+  frames fall below IoU t; the pool is checked against the pilot for a shift
+  (`saseg.analysis.shift`), which would void the guarantee;
+- a pilot ratio (``ratio_risk``, no guarantee): the largest skip *ratio* whose skipped pilot
+  frames were at most that share below t on the pilot's trade-off curve, applied to the pool.
+
+Frames whose score is NaN cannot be judged, so they are always labelled (the conservative
+choice).
 
 Cost follows the paper's example (section 2, Google Cloud data labelling): every segment
 labelled by one annotator is a unit; per month the first 50,000 units cost 0.87 USD each and
@@ -24,13 +33,16 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..io import write_csv, write_json
+from ..io import read_json, write_csv, write_json
 from ..run_dir import RunDir
+from .guarantee import Guarantee, failures_from_iou, learn_then_test
+from .shift import ShiftCheck, pool_shift
 from .tradeoff import max_skip, n_skipped, one_curve, skip_order
+from ..viz.plots import plot_risk_coverage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "PLAN_CSV"]
+__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate", "PLAN_CSV"]
 
 PLAN_CSV = "plan.csv"
 
@@ -113,6 +125,13 @@ class Plan:
                  f"({s['skip_ratio']:.0%} of scored frames, lowest {s['score']} first).",
                  f"Cost: {s['cost_plan_usd']:,.2f} USD instead of {s['cost_all_usd']:,.2f} USD "
                  f"(saves {s['saved_usd']:,.2f} USD, {s['units_plan']:,} of {s['units_all']:,} units)."]
+        if s.get("guarantee"):
+            lines.append(s["guarantee"]["statement"])
+        for check in s.get("shift", []):
+            lines.append(("WARNING: " if check["shifted"] else "") + check["statement"] + ".")
+        if any(c["shifted"] for c in s.get("shift", [])):
+            lines.append("The pool does not look like the pilot, so the guarantee may not hold: "
+                         "label a pilot from the new conditions and calibrate on it.")
         if s.get("expected_inaccuracy"):
             parts = [f"IoU<{k[len('below_'):]}: {v:.1%}" if k.startswith("below_")
                      else f"mean 1-IoU: {v:.3f}" for k, v in s["expected_inaccuracy"].items()]
@@ -125,7 +144,8 @@ class Plan:
 
 
 def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: float | None = None,
-         budget: int | None = None, max_risk: float | None = None,
+         budget: int | None = None, ratio_risk: float | None = None,
+         guarantee: Guarantee | None = None, shift: Sequence[ShiftCheck] = (),
          pilot_curve: pd.DataFrame | None = None, threshold: float = 0.5,
          price: PriceModel = PriceModel()) -> Plan:
     """Rank frames by surprise and decide which to label.
@@ -141,23 +161,27 @@ def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: floa
         Skip floor(skip_ratio * n_scored) lowest-scoring frames.
     budget : int
         Label this many frames in all (unscored frames count and are labelled first).
-    max_risk : float in [0, 1]
-        Skip as much as the pilot allows: the largest skip ratio whose pilot ``below_t`` value
-        at ``threshold`` is at most ``max_risk`` (needs ``pilot_curve``).
+    ratio_risk : float in [0, 1]
+        The largest skip ratio whose pilot ``below_t`` value at ``threshold`` is at most
+        ``ratio_risk`` (needs ``pilot_curve``); a reading of the pilot, not a guarantee.
+    guarantee : Guarantee
+        Skip the frames whose score is at most ``guarantee.threshold`` (none when None).
+    shift : ShiftCheck results of the pool against the guarantee's pilot, for the summary
     pilot_curve : DataFrame, a trade-off curve of one target and score from a labelled pilot
         Also used to report the expected inaccuracy at the chosen skip ratio.
     threshold : float
-        IoU threshold for ``max_risk``.
+        IoU threshold for ``ratio_risk`` and the expected inaccuracy.
     price : PriceModel
 
     Returns
     -------
     Plan
     """
-    modes = {"skip_ratio": skip_ratio, "budget": budget, "max_risk": max_risk}
+    modes = {"skip_ratio": skip_ratio, "budget": budget, "ratio_risk": ratio_risk, "guarantee": guarantee}
     given = [k for k, v in modes.items() if v is not None]
     if len(given) != 1:
-        raise DataError(f"plan: expected exactly one of skip_ratio, budget, max_risk, but got {given or 'none'}.")
+        raise DataError(f"plan: expected exactly one of skip_ratio, budget, ratio_risk, guarantee, but got "
+                        f"{given or 'none'}.")
     needed = ["frame_id", "frame_index", "source", score]
     if price.segments_per_frame is None:
         needed.append("n_segments")
@@ -168,11 +192,14 @@ def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: floa
         raise DataError(f"plan: expected skip_ratio in [0, 1], but got {skip_ratio}.")
     if budget is not None and (int(budget) != budget or budget < 0):
         raise DataError(f"plan: expected budget to be a non-negative number of frames, but got {budget}.")
-    if max_risk is not None:
+    if ratio_risk is not None:
         if pilot_curve is None:
-            raise DataError("plan: expected a pilot_curve with max_risk, but got none.")
-        if not 0 <= max_risk <= 1:
-            raise DataError(f"plan: expected max_risk in [0, 1], but got {max_risk}.")
+            raise DataError("plan: expected a pilot_curve with ratio_risk, but got none.")
+        if not 0 <= ratio_risk <= 1:
+            raise DataError(f"plan: expected ratio_risk in [0, 1], but got {ratio_risk}.")
+    if guarantee is not None and guarantee.score != score:
+        raise DataError(f"plan: expected a guarantee calibrated on {score!r}, but it was calibrated on "
+                        f"{guarantee.score!r}.")
 
     df = frames_df.sort_values(["frame_index", "frame_id"], kind="stable").reset_index(drop=True)
     values = df[score].to_numpy(dtype=np.float64)
@@ -183,8 +210,10 @@ def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: floa
         n_skip = n_skipped(skip_ratio, n_scored)
     elif budget is not None:
         n_skip = min(n_scored, max(0, len(df) - int(budget)))
+    elif guarantee is not None:
+        n_skip = 0 if guarantee.threshold is None else int((values[scored] <= guarantee.threshold).sum())
     else:
-        ratio = max_skip(pilot_curve, threshold, max_risk)
+        ratio = max_skip(pilot_curve, threshold, ratio_risk)
         n_skip = n_skipped(ratio, n_scored)
     # skipping order = tradeoff's (lowest first, ties in frame order); rank is its reverse
     ascending = scored[skip_order(values[scored])]
@@ -206,13 +235,19 @@ def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: floa
     summary = {
         "n_frames": len(df), "n_label": len(df) - n_skip, "n_skip": int(n_skip),
         "skip_ratio": n_skip / n_scored if n_scored else 0.0, "score": score,
-        "mode": given[0], "requested": modes[given[0]], "nan_frames": len(nan_rows),
+        "mode": given[0], "requested": modes[given[0]] if guarantee is None else guarantee.alpha,
+        "nan_frames": len(nan_rows),
         "units_all": units_all, "units_plan": units_plan,
         "cost_all_usd": round(price.cost(units_all), 2),
         "cost_plan_usd": round(price.cost(units_plan), 2),
         "price": price.to_dict(),
     }
     summary["saved_usd"] = round(summary["cost_all_usd"] - summary["cost_plan_usd"], 2)
+    if guarantee is not None:
+        summary["guarantee"] = guarantee.to_dict()
+    if shift:
+        summary["shift"] = [c.to_dict() for c in shift]
+        summary["shift_alarm"] = any(c.shifted for c in shift)
     if budget is not None and len(nan_rows) > budget:
         summary["over_budget"] = True
         log.warning("plan: %d unscored frames must be labelled, more than the budget of %d.",
@@ -244,18 +279,27 @@ def _expected(curve: pd.DataFrame, ratio: float) -> dict:
     return out
 
 
-def plan_from_run(scores: str | PathLike, out: str | PathLike, *, score: str = "frame_mdsa",
+def plan_from_run(scores: str | PathLike, out: str | PathLike, *, score: str | None = None,
                   skip_ratio: float | None = None, budget: int | None = None,
-                  max_risk: float | None = None, eval_dir: str | PathLike | None = None,
+                  ratio_risk: float | None = None, eval_dir: str | PathLike | None = None,
+                  max_risk: float | None = None, calibration: str | PathLike | None = None,
+                  confidence: float = 0.9, targets: Sequence[str] = ("frame",),
                   annotators: int = 3, threshold: float = 0.5) -> Plan:
     """`plan` over a scored run, saved to `out` (what ``saseg plan`` does).
 
-    Reads ``frames.parquet`` beside `scores`. With `eval_dir` (an evaluated, labelled pilot),
-    its ``tradeoff.csv`` curve for the same target and score (``frame_mdsa`` -> target
-    "frame", ``group_<g>_mdsa`` -> group g; score "mdsa") feeds `max_risk` and the expected
+    Reads ``frames.parquet`` beside `scores`; `score` defaults to ``frame_risk`` when the run
+    has a quality model applied, else the frame score of its first SA estimator. With `max_risk` (alpha), `calibration` (the
+    eval dir of a labelled pilot) and `confidence` (1 - delta), the skip threshold comes from
+    `calibrate` and the pool is checked for a shift against the pilot. With `eval_dir`, its
+    ``tradeoff.csv`` curve for the same target and score (``frame_mdsa`` -> target "frame",
+    ``group_<g>_mdsa`` -> group g; score "mdsa") feeds `ratio_risk` and the expected
     inaccuracy.
     """
-    frames_df = RunDir.from_scores(scores).frames()
+    run = RunDir.from_scores(scores)
+    frames_df = run.frames()
+    if score is None:  # the learned risk where the run has it, else the paper's MDSA
+        score = ("frame_risk" if "frame_risk" in frames_df.columns
+                 else f"frame_{run.score_columns()[0]}" if run.is_scored else "frame_mdsa")
     pilot = None
     if eval_dir is not None:
         curve_path = Path(eval_dir) / "tradeoff.csv"
@@ -263,10 +307,49 @@ def plan_from_run(scores: str | PathLike, out: str | PathLike, *, score: str = "
             raise DataError(f"Expected a pilot trade-off curve at {curve_path} (from `saseg "
                             "evaluate`), but it does not exist.")
         pilot = pilot_curve_for(pd.read_csv(curve_path), score, where=str(curve_path))
-    result = plan(frames_df, score=score, skip_ratio=skip_ratio, budget=budget, max_risk=max_risk,
-                  pilot_curve=pilot, threshold=threshold, price=PriceModel(annotators=annotators))
+    guarantee, shift = None, []
+    if (max_risk is None) != (calibration is None):
+        raise DataError("plan: expected --max-risk and --calibration together (the guarantee is "
+                        "calibrated on a labelled pilot).")
+    if max_risk is not None:
+        guarantee, pilot_run = calibrate(calibration, score=score, alpha=max_risk,
+                                         delta=1.0 - confidence, iou_below=threshold, targets=targets)
+        shift = pool_shift(pilot_run, run, [score])
+    result = plan(frames_df, score=score, skip_ratio=skip_ratio, budget=budget, ratio_risk=ratio_risk,
+                  guarantee=guarantee, shift=shift, pilot_curve=pilot, threshold=threshold,
+                  price=PriceModel(annotators=annotators))
     result.save(out)
+    if guarantee is not None:
+        write_csv(Path(out) / "guarantee_curve.csv", guarantee.curve)
+        plot_risk_coverage(guarantee.curve, Path(out) / "risk_coverage.png", alpha=max_risk,
+                           confidence=confidence, iou_below=threshold, score=score,
+                           threshold=guarantee.threshold)
     return result
+
+
+def calibrate(eval_dir: str | PathLike, *, score: str, alpha: float, delta: float,
+              iou_below: float = 0.5, targets: Sequence[str] = ("frame",)) -> tuple[Guarantee, RunDir]:
+    """Learn-then-Test on an evaluated pilot: its run's `score` column against its IoU.
+
+    Returns the guarantee and the pilot run (for the shift check).
+    """
+    eval_dir = Path(eval_dir)
+    iou_path = eval_dir / "iou.parquet"
+    summary_path = eval_dir / "eval.json"
+    if not iou_path.is_file() or not summary_path.is_file():
+        raise DataError(f"Expected a pilot eval dir with iou.parquet and eval.json (from `saseg evaluate`), "
+                        f"but {eval_dir} lacks them.")
+    recorded = Path(str(read_json(summary_path).get("scores", "")))
+    pilot_run = RunDir.from_scores(recorded) if recorded.is_file() else RunDir.near(eval_dir)
+    frames = pilot_run.frames()
+    if score not in frames.columns:
+        raise DataError(f"Expected the pilot run {pilot_run.root} to have the column {score!r}; score it (and "
+                        f"apply the same quality model) like the pool.")
+    iou = pd.read_parquet(iou_path)
+    failures = failures_from_iou(frames, iou, list(targets), iou_below)
+    guarantee = learn_then_test(frames[score].to_numpy(dtype=np.float64), failures, alpha=alpha,
+                                delta=delta, iou_below=iou_below, score=score)
+    return guarantee, pilot_run
 
 
 def pilot_curve_for(table: pd.DataFrame, column: str, where: str = "trade-off table") -> pd.DataFrame:

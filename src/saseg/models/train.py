@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data.base import Dataset, iter_batches
+from ..progress import progress_bar
 from ..errors import DataError, FormatError, ModelError
 from ..io import atomic_path, compare_settings, write_csv
 from ..metrics import ConfusionMatrix
@@ -343,7 +343,7 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
     per_epoch = len(dataset) // batch_size if drop_last else 1
     total = per_epoch * epochs
 
-    bar = tqdm(total=epochs, initial=start_epoch, desc="train", unit="epoch", disable=not progress)
+    bar = progress_bar(total=epochs, initial=start_epoch, desc="train", unit="epoch", enabled=progress, leave=True)
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         dataset.epoch = epoch
@@ -351,7 +351,7 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(_seed(seed, epoch, 0)))
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
                                              num_workers=num_workers, drop_last=drop_last)
-        batches = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        batches = progress_bar(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", enabled=progress)
         losses, step = _train_epoch(net, batches, optimizer, weight, step, total, device, fmt)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
                "lr": max(g["lr"] for g in optimizer.param_groups)}

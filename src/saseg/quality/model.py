@@ -82,6 +82,7 @@ class QualityModel:
     kind_ : {"lightgbm", "ridge"}
     features_ : list of str, the feature columns, in order
     importances_ : dict feature -> share of total gain (trees) or of |coefficient| (ridge)
+    oof_ : ndarray (n,), out-of-fold predicted IoU of each fitted row (NaN where IoU was NaN)
     cv_ : dict with out-of-fold ``rho``, ``rho_p``, ``r2``, ``n_rows``, ``n_groups``,
         ``n_folds`` and ``single`` = {feature: rho of that feature alone with IoU}
     """
@@ -125,7 +126,9 @@ class QualityModel:
             test = folds == f
             oof[test] = self._fit_one(X[~test], y[~test]).predict_raw(X[test])
         self._state = self._fit_one(X, y)
-        rho, p = spearmanr(oof, y)
+        self.oof_ = np.full(len(keep), np.nan)
+        self.oof_[keep] = np.clip(oof, 0.0, 1.0)
+        rho, p = spearmanr(oof, y) if np.ptp(oof) > 0 and np.ptp(y) > 0 else (np.nan, np.nan)
         single = {}
         for j, name in enumerate(self.features_):
             column = X[:, j]
@@ -268,8 +271,10 @@ class _Ridge:
 
     @classmethod
     def fit(cls, X, y, alpha: float) -> "_Ridge":
-        median = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0)
-        median = np.where(np.isfinite(median), median, 0.0)
+        finite = np.isfinite(X)
+        with np.errstate(invalid="ignore"):  # an all-NaN column gets median 0
+            median = np.array([np.median(X[finite[:, j], j]) if finite[:, j].any() else 0.0
+                               for j in range(X.shape[1])])
         Xf = np.where(np.isfinite(X), X, median)
         mean, scale = Xf.mean(0), Xf.std(0)
         scale = np.where(scale > 0, scale, 1.0)

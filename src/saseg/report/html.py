@@ -196,6 +196,19 @@ def _plan(r: Run) -> str:
                  for k, v in (summary.get("expected_inaccuracy") or {}).items()]
         out.append('<table class="kv">' + "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>"
                                                   for k, v in rows) + "</table>")
+        if summary.get("guarantee"):
+            out.append(f'<p class="guarantee">{esc(summary["guarantee"]["statement"])}</p>')
+        for check in summary.get("shift", []):
+            out.append(note(("Shift alarm: " if check["shifted"] else "") + check["statement"]
+                            + (" The guarantee may not hold: label a pilot from the new conditions."
+                               if check["shifted"] else "")))
+        if (r.plan_dir / "risk_coverage.png").exists():
+            img = r.image(r.plan_dir / "risk_coverage.png", "risk_coverage.png", PLOT_WIDTH)
+            if img:
+                out.append(f'<figure class="plot"><img src="{img[0]}" width="{img[1]}" height="{img[2]}" '
+                           f'alt="risk-coverage of the guaranteed rule"><figcaption>Risk-coverage of the '
+                           f'guaranteed rule on the pilot: failing share of the skipped frames against the '
+                           f'share skipped</figcaption></figure>')
     if queue is not None:
         copy_file(r.plan_dir / "plan.csv", r.out / "plan.csv")
         cols = [c for c in queue.columns if c != "source"]

@@ -21,7 +21,7 @@ from ..io import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["plot_iou_vs_sa", "plot_tradeoff"]
+__all__ = ["plot_iou_vs_sa", "plot_tradeoff", "plot_risk_coverage"]
 
 
 def plot_iou_vs_sa(pairs: pd.DataFrame, path: str | PathLike, *, score: str = "mdsa",
@@ -147,6 +147,28 @@ def plot_tradeoff(table: pd.DataFrame, path: str | PathLike, *, score: str = "md
                     for order, (ls, lw, _) in styles.items()]
     fig.legend(handles=handles, loc="outside right center", fontsize=9)
     fig.suptitle(f"Labelling cost saved against inaccuracy accepted ({score})")
+    return _save(fig, path)
+
+
+def plot_risk_coverage(curve: pd.DataFrame, path: str | PathLike, *, alpha: float, confidence: float,
+                       iou_below: float, score: str, threshold: float | None) -> Path:
+    """The chosen rule on the pilot: failing share of skipped frames against the share skipped,
+    with its Clopper-Pearson bound, the bound alpha and the calibrated threshold."""
+    from matplotlib.figure import Figure
+
+    _require(curve, ["threshold", "coverage", "risk", "upper"], "risk-coverage curve")
+    fig = Figure(figsize=(5.5, 3.6), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.step(curve["coverage"], curve["risk"], where="post", label=f"pilot: skipped with IoU < {iou_below:g}")
+    ax.step(curve["coverage"], curve["upper"], where="post", ls="--",
+            label=f"Clopper-Pearson {confidence:.0%} upper bound")
+    ax.axhline(alpha, color="k", lw=0.8, label=f"max risk {alpha:.0%}")
+    if threshold is not None:
+        chosen = curve.loc[curve["threshold"] <= threshold, "coverage"].max()
+        ax.axvline(chosen, color="tab:green", lw=1.2, label=f"guaranteed skip: {chosen:.0%} of pilot")
+    ax.set(xlabel=f"share of pilot frames skipped (lowest {score} first)", ylabel="failing share of skipped",
+           xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import atomic_path
+from ..progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, fps: f
     fps : float
         Frames per second.
     progress : bool
-        Show a tqdm progress bar.
+        Show progress (a bar on a terminal, plain lines otherwise).
     total : int or None
         Number of frames, for the progress bar when ``frames`` has no length.
 
@@ -45,7 +46,6 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, fps: f
         ``path``.
     """
     import imageio_ffmpeg
-    from tqdm.auto import tqdm
 
     path = Path(path)
     if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (np.isfinite(fps) and fps > 0):
@@ -59,8 +59,8 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, fps: f
     n = 0
     with atomic_path(path) as tmp:
         try:
-            for frame in tqdm(frames, total=total, disable=not progress, desc=f"video {path.name}",
-                              unit="frame"):
+            for frame in progress_bar(frames, total=total, enabled=progress, desc=f"video {path.name}",
+                                      unit="frame"):
                 frame = np.asarray(frame)
                 if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
                     raise DataError(

@@ -1,0 +1,105 @@
+"""Quality models over runs: fit on a pilot, apply to a pool, honest on the pilot itself."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from saseg.analysis.plan import plan_from_run
+from saseg.analysis.quality import RunQuality, apply_quality, drive_of, fit_quality, target_features
+from saseg.errors import DataError, FormatError
+from saseg.evaluation import evaluate
+from saseg.pipeline import score
+from saseg.run_dir import RunDir
+
+PILOT = "synthetic:n=24,seed=5,size=64x48,split=test,drive_len=6"
+POOL = "synthetic:n=12,seed=6,size=64x48,split=test,drive_len=6"
+
+
+@pytest.fixture(scope="module")
+def pilot_and_pool(tiny_model_dir, tiny_sa_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("triage")
+    for name, spec in (("pilot", PILOT), ("pool", POOL)):
+        score(tiny_model_dir, tiny_sa_dir, spec, root / name / "scores.parquet", pixels_per_class=30,
+              batch_size=6, progress=False)
+        evaluate(root / name / "scores.parquet", None, root / name / "eval", plots=False, progress=False)
+    return root
+
+
+def test_drive_of():
+    assert drive_of("d003/00012") == "d003"
+    assert drive_of("0001TP_006690") == "0001TP"
+    assert drive_of("frame7") == ""
+
+
+def test_fit_apply_round_trip_without_pickle(pilot_and_pool, tmp_path):
+    root = pilot_and_pool
+    fitted = fit_quality(root / "pilot", root / "pilot" / "eval", tmp_path / "q")
+    files = sorted(p.relative_to(tmp_path / "q").as_posix() for p in (tmp_path / "q").rglob("*") if p.is_file())
+    assert "run_quality.json" in files and "class/quality.json" in files and "frame/quality.json" in files
+    assert not any(f.endswith((".pkl", ".pickle", ".joblib")) for f in files)
+    assert fitted.models_["class"].cv_["n_groups"] == 4  # four drives of six frames
+    loaded = RunQuality.load(tmp_path / "q")
+    pool = RunDir(root / "pool")
+    a_scores, a_frames = fitted.predict(pool)
+    b_scores, b_frames = loaded.predict(pool)
+    np.testing.assert_allclose(a_scores["risk"], b_scores["risk"])
+    np.testing.assert_allclose(a_frames["frame_risk"], b_frames["frame_risk"])
+    assert ((a_scores["risk"] >= 0) & (a_scores["risk"] <= 1)).all()
+    np.testing.assert_allclose(a_scores["quality"], 1 - a_scores["risk"])
+
+
+def test_pilot_gets_out_of_fold_risk(pilot_and_pool, tmp_path):
+    root = pilot_and_pool
+    fitted = fit_quality(root / "pilot", root / "pilot" / "eval", tmp_path / "q")
+    scores, frames = fitted.predict(RunDir(root / "pilot"))
+    oof = fitted.oof_["frame"].set_index("key")["oof"]
+    np.testing.assert_allclose(frames["frame_quality"], frames["frame_id"].map(oof))
+    in_sample = fitted.models_["frame"].predict(
+        target_features(RunDir(root / "pilot").scores(), RunDir(root / "pilot").frames(),
+                        fitted.score_columns_, None, "frame_").reset_index(drop=True))
+    assert not np.allclose(in_sample, frames["frame_quality"])
+
+
+def test_apply_then_plan_with_guarantee(pilot_and_pool, tmp_path):
+    root = pilot_and_pool
+    fit_quality(root / "pilot", root / "pilot" / "eval", tmp_path / "q")
+    for name in ("pilot", "pool"):
+        apply_quality(root / name, tmp_path / "q")
+        assert "risk" in RunDir(root / name).score_columns()
+    p = plan_from_run(root / "pool" / "scores.parquet", tmp_path / "plan", max_risk=0.05,
+                      calibration=root / "pilot" / "eval", confidence=0.9)
+    s = p.summary
+    assert s["score"] == "frame_risk" and s["mode"] == "guarantee"
+    assert s["guarantee"]["threshold"] is None and s["n_skip"] == 0  # 24 pilot frames < 45 needed
+    assert s["guarantee"]["frames_needed"] == 45 and len(s["shift"]) == 2
+    assert json.loads((tmp_path / "plan" / "plan.json").read_text())["guarantee"]["confidence"] == 0.9
+    with pytest.raises(DataError, match="together"):
+        plan_from_run(root / "pool" / "scores.parquet", tmp_path / "p2", max_risk=0.05)
+
+
+def test_bad_quality_dirs(pilot_and_pool, tmp_path):
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "run_quality.json").write_text('{"format": "other"}')
+    with pytest.raises(FormatError, match="saseg quality dir"):
+        RunQuality.load(tmp_path / "q")
+    with pytest.raises(DataError, match="iou.parquet"):
+        fit_quality(pilot_and_pool / "pilot", tmp_path, tmp_path / "q2")
+
+
+def test_scores_without_features_are_refused(tiny_model_dir, tiny_sa_dir, tmp_path, pilot_and_pool):
+    score(tiny_model_dir, tiny_sa_dir, POOL, tmp_path / "plain" / "scores.parquet", pixels_per_class=10,
+          batch_size=6, progress=False, features=False)
+    fitted = fit_quality(pilot_and_pool / "pilot", pilot_and_pool / "pilot" / "eval", tmp_path / "q")
+    with pytest.raises(DataError, match="scored with features"):
+        fitted.predict(RunDir(tmp_path / "plain"))
+
+
+def test_rows_cover_likely_missed_classes(pilot_and_pool):
+    scores = pd.read_parquet(pilot_and_pool / "pilot" / "scores.parquet")
+    missed = scores[scores["n_pixels"] == 0]
+    assert scores["mdsa"][missed.index].isna().all() and (missed["plugin_iou"] == 0).all()
+    frames = pd.read_parquet(pilot_and_pool / "pilot" / "frames.parquet")
+    predicted = scores[scores["n_pixels"] > 0].groupby("frame_id")["class_id"].nunique()
+    assert (frames.set_index("frame_id")["n_segments"] == predicted).all()
