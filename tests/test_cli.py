@@ -56,6 +56,34 @@ def test_export_commands_use_the_run(tiny_run, tmp_path):
     assert (tmp_path / "cvat" / "annotations.zip").exists()
 
 
+def test_export_check_reads_back_and_exits_1_on_a_difference(tiny_run, tmp_path, monkeypatch):
+    plan = tiny_run / "plan" / "plan.csv"
+    n = int((pd.read_csv(plan).action == "label").sum())
+    for to in ("labelstudio", "cvat", "fiftyone"):
+        out = invoke("export", "--plan", plan, "--to", to, "-o", tmp_path / to, "--check",
+                     "--no-heatmaps")
+        assert f"{to}: {n} frames, {n}/{n} masks verified, order verified" in out
+    # The run's saved masks changed since: the export no longer matches them.
+    from saseg.run_dir import RunDir
+    saved = RunDir.prediction
+
+    def changed(self, frame_id):
+        mask = saved(self, frame_id).copy()
+        mask[0, 0] = (mask[0, 0] + 1) % 3
+        return mask
+
+    from saseg.export import check as export_check
+    real_check = export_check.check_export
+    monkeypatch.setattr("saseg.export.run.check_export", lambda out, to, prediction_for, expected_order:
+                        real_check(out, to, prediction_for=changed.__get__(RunDir(tiny_run)),
+                                   expected_order=expected_order))
+    result = runner.invoke(app, ["export", "--plan", str(plan), "--to", "cvat", "-o",
+                                 str(tmp_path / "cvat2"), "--check"])
+    assert result.exit_code == 1
+    assert f"cvat: {n} frames, 0/{n} masks verified, order verified" in result.output
+    assert "1 pixels differ from the prediction" in result.output
+
+
 def test_errors_are_one_line_and_exit_1(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "from saseg.cli import run; run()", "score",
                            "-m", str(tmp_path / "nope"), "--sa", str(tmp_path), "-d", TEST_SPEC,

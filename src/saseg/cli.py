@@ -350,15 +350,22 @@ def export(
     run: Annotated[Optional[str], typer.Option("--run", help="Scored run dir (default: found beside/above the plan).")] = None,
     copy: Annotated[bool, typer.Option("--copy", help="Copy frames into the export instead of referencing them.")] = False,
     include_skipped: Annotated[bool, typer.Option("--include-skipped", help="Export skipped frames too (after the queue).")] = False,
-    image_root: Annotated[Optional[str], typer.Option(help="Label Studio: LOCAL_FILES_DOCUMENT_ROOT the image paths are relative to.")] = None,
+    image_root: Annotated[Optional[str], typer.Option(help="Label Studio: its LOCAL_FILES_DOCUMENT_ROOT (default: the export dir, or the folder above the images when they are referenced elsewhere).")] = None,
     heatmaps: Annotated[bool, typer.Option("--heatmaps/--no-heatmaps", help="FiftyOne: add per-pixel SA heatmaps (runs the model).")] = True,
     device: DeviceOpt = "cpu",
+    check: Annotated[bool, typer.Option("--check", help="Re-read the export as the tool will (images, masks, order) and exit 1 if anything differs.")] = False,
 ):
     """Hand the labelling queue to Label Studio, CVAT or FiftyOne, with predictions as pre-annotations."""
     options = {"image_root": image_root} if image_root and to == "labelstudio" else {}
     path = export_run.export_plan(plan_path, to=to, out_dir=out, run_dir=run, heatmaps=heatmaps, device=device,
                        copy=copy, include_skipped=include_skipped, **options)
-    typer.echo(f"{to} export: {path}  (import steps in {path}/IMPORT.md or import_fiftyone.py)")
+    typer.echo(f"{to} export: {path}  (import steps in {path}/IMPORT.md)")
+    if check:
+        result = export_run.check_plan_export(plan_path, to=to, out_dir=out, run_dir=run,
+                                              include_skipped=include_skipped)
+        typer.echo(result.describe())
+        if not result.ok:
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -54,7 +54,7 @@ def test_samples_in_rank_order_with_fields(tmp_path):
     assert all(s["heatmap"]["_cls"] == "Heatmap" for s in samples)
     info = json.loads((out / "metadata.json").read_text())
     assert info["media_type"] == "image"
-    assert info["info"]["mask_targets"] == {"0": "Road", "1": "Lane", "2": "Car"}
+    assert info["info"]["default_mask_targets"] == {"0": "Road", "1": "Lane", "2": "Car"}
 
 
 def test_masks_decode_to_prediction(tmp_path):

@@ -62,7 +62,8 @@ def test_tasks_in_priority_order_with_sortable_fields(tmp_path):
     assert [t["data"]["frame_id"] for t in tasks] == ["d003/00012", "d003/00001", "still"]
     assert [t["data"]["rank"] for t in tasks] == [1, 2, 3]
     assert [t["data"]["surprise"] for t in tasks] == [9.5, 7.25, 5.0]
-    assert [t["predictions"][0]["score"] for t in tasks] == [9.5, 7.25, 5.0]
+    # Label Studio wants a score in [0, 1]: the priority 1 - (i - 1) / n, in queue order.
+    assert [t["predictions"][0]["score"] for t in tasks] == pytest.approx([1, 2 / 3, 1 / 3])
     assert all(t["predictions"][0]["model_version"] == "saseg" for t in tasks)
 
 
@@ -104,12 +105,18 @@ def test_config_lists_classes_with_colours(tmp_path):
 
 def test_image_urls_local_files_and_prefix(tmp_path):
     tasks, _, _, out = _export(tmp_path)
-    root = tmp_path.resolve()  # deepest folder holding src/still.png and ls/images/*
+    # Images in tmp/src and tmp/ls/images: the storage is tmp, the document root above it
+    # (Label Studio refuses a storage equal to its root).
+    setup = json.loads((out / "labelstudio_storage.json").read_text())
+    root, storage = Path(setup["document_root"]), Path(setup["storage_path"])
+    assert (root, storage) == (tmp_path.resolve().parent, tmp_path.resolve())
     paths = [root / unquote(t["data"]["image"].split("?d=", 1)[1]) for t in tasks]
     assert all(t["data"]["image"].startswith("/data/local-files/?d=") for t in tasks)
     assert paths[2] == (tmp_path / "src" / "still.png").resolve()  # referenced, not copied
     assert paths[0].parent == (out / "images").resolve() and paths[0].is_file()
-    assert "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=" + str(root) in (out / "IMPORT.md").read_text()
+    notes = (out / "IMPORT.md").read_text()
+    assert "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=" + str(root) in notes
+    assert f"absolute local path `{storage}`" in notes
 
     tasks, _, _, out = _export(tmp_path, copy=True, image_root=tmp_path / "ls",
                                url_prefix="http://host:8081/data/")
@@ -119,9 +126,23 @@ def test_image_urls_local_files_and_prefix(tmp_path):
     assert (out / "images" / f"{frame_stem('still')}.png").read_bytes() == (tmp_path / "src/still.png").read_bytes()
 
 
+def test_default_root_is_the_export_folder_when_it_holds_the_images(tmp_path):
+    tasks, _, _, out = _export(tmp_path, copy=True)
+    setup = json.loads((out / "labelstudio_storage.json").read_text())
+    assert setup["document_root"] == str(out.resolve())
+    assert setup["storage_path"] == str((out / "images").resolve())
+    assert [t["data"]["image"].split("?d=")[1].split("/")[0] for t in tasks] == ["images"] * 3
+
+
 def test_image_root_must_hold_the_images(tmp_path):
     with pytest.raises(DataError, match="image_root"):
         _export(tmp_path, image_root=tmp_path / "elsewhere")
+
+
+def test_image_root_equal_to_the_images_folder_is_refused(tmp_path):
+    # Label Studio rejects a Local files storage equal to LOCAL_FILES_DOCUMENT_ROOT.
+    with pytest.raises(DataError, match="strictly below"):
+        _export(tmp_path, copy=True, image_root=tmp_path / "ls" / "images")
 
 
 def test_video_frames_written_once(tmp_path):

@@ -1,7 +1,5 @@
 """Label Studio brush RLE: byte-identical to the reference encoder, exact round trips."""
 
-import importlib
-
 import numpy as np
 import pytest
 
@@ -76,20 +74,30 @@ def test_rgba_and_uint8_inputs():
                                   np.repeat(grey.reshape(-1), 4))
 
 
-def test_matches_installed_reference_encoder():
-    brush = None
-    for name in ("label_studio_sdk.converter.brush", "label_studio_converter.brush"):
-        try:
-            brush = importlib.import_module(name)
-            break
-        except Exception:
-            continue
-    if brush is None:
-        pytest.skip("label-studio-sdk / label-studio-converter not installed")
-    for mask in _random_masks():
-        assert rle.encode(mask) == brush.mask2rle(mask.astype(np.uint8) * 255)
-        np.testing.assert_array_equal(brush.decode_rle(rle.encode(mask)),
-                                      np.repeat(mask.reshape(-1).astype(np.uint8) * 255, 4))
+SDK_SCRIPT = """
+import json, sys
+import numpy as np
+from label_studio_sdk.converter import brush
+masks = np.load(sys.argv[1])
+out = []
+for key in sorted(masks.files, key=int):
+    mask = masks[key]
+    encoded = brush.mask2rle(mask.astype(np.uint8) * 255)
+    out.append({"rle": [int(b) for b in encoded],
+                "decoded": brush.decode_rle(encoded).reshape(-1)[::4].tolist()})
+print(json.dumps(out))
+"""
+
+
+def test_matches_label_studios_own_encoder(labelstudio_python, tool_runner, tmp_path):
+    """label_studio_sdk.converter.brush, in Label Studio's venv, on every test mask."""
+    masks = list(_random_masks())
+    np.savez(tmp_path / "masks.npz", **{str(i): m for i, m in enumerate(masks)})
+    reference = tool_runner(labelstudio_python, SDK_SCRIPT, tmp_path / "masks.npz")
+    assert len(reference) == len(masks)
+    for mask, ref in zip(masks, reference):
+        assert rle.encode(mask) == ref["rle"]
+        np.testing.assert_array_equal(np.array(ref["decoded"]) == 255, mask.reshape(-1))
 
 
 @pytest.mark.parametrize("bad", [np.zeros((3, 4), np.int64), np.zeros((3, 4, 3), np.uint8),

@@ -1,7 +1,8 @@
 """Export the labelling queue to annotation tools, in priority order, with pre-annotations.
 
 `export_queue` dispatches to `export_labelstudio`, `export_cvat` or `export_fiftyone`; each
-writes an ``IMPORT.md`` (or ``import_fiftyone.py``) into the out dir with the import steps.
+writes an ``IMPORT.md`` into the out dir with the import steps; `saseg.export.check` re-reads
+an export as the tool will.
 """
 
 from __future__ import annotations

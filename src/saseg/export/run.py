@@ -9,6 +9,8 @@ from ..errors import DataError
 from ..review import heatmaps_for_run
 from ..run_dir import RunDir
 from . import export_queue, read_plan
+from .check import ExportCheck, check_export
+from .queue import select_rows
 
 
 def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
@@ -40,3 +42,14 @@ def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
                         prediction_for=run.prediction,
                         image_for=lambda fid: frame_for(fid).image, heatmap_for=heatmap_for,
                         **options)
+
+
+def check_plan_export(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
+                      run_dir: str | os.PathLike | None = None,
+                      include_skipped: bool = False) -> ExportCheck:
+    """Re-read an export of `plan` (see `saseg.export.check`) against the run's saved masks."""
+    plan = Path(plan)
+    run = RunDir(run_dir) if run_dir is not None else RunDir.near(plan)
+    rows = select_rows(read_plan(plan), include_skipped=include_skipped)
+    return check_export(out_dir, to, prediction_for=run.prediction,
+                        expected_order=rows["frame_id"].astype(str).tolist())

