@@ -59,7 +59,8 @@ class PlainProgress:
         share = f"{self.n / self.total:.0%}, " if self.total else ""
         of = f"/{self.total}" if self.total is not None else ""
         extra = f" {self.postfix}" if self.postfix else ""
-        print(f"{self.desc}: {self.n}{of} {self.unit}s ({share}{rate:.1f} {self.unit}s/s){extra}",
+        units = self.unit + ("es" if self.unit.endswith(("s", "sh", "ch", "x")) else "s")
+        print(f"{self.desc}: {self.n}{of} {units} ({share}{rate:.1f} {units}/s){extra}",
               file=self.stream or sys.stderr, flush=True)
 
 

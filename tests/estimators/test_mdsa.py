@@ -81,6 +81,43 @@ def test_partial_fit_over_chunks_equals_one_fit():
     torch.testing.assert_close(part.score(x, c), full.score(x, c), rtol=1e-10, atol=0)
 
 
+def test_merged_workers_equal_one_fit_to_1e10():
+    """Four 'workers' each stream a shard (own shifts, one lacks a class); merged pairwise in
+    any order, the model equals the single-process fit on all ATs, Ledoit-Wolf included."""
+    x, c = make_data(n=800, d=8, seed=5)
+    x[:, 0] += 1e3  # far from 0: the re-shifting must stay exact
+    full = MDSA().fit(x, c)
+    shards = [slice(0, 130), slice(130, 400), slice(400, 401), slice(401, 800)]
+    workers = []
+    for shard in shards:
+        xs, cs = x[shard], c[shard]
+        if shard.start == 130:
+            keep = cs != 2  # this worker never sees class 2
+            xs, cs = xs[keep], cs[keep]
+            x2, c2 = x[shard][~keep], c[shard][~keep]
+        workers.append(MDSA().partial_fit(xs, cs))
+    workers.append(MDSA().partial_fit(x2, c2))
+    for order in ([0, 1, 2, 3, 4], [4, 2, 3, 0, 1]):
+        merged = MDSA()
+        for i in order:
+            merged.merge(workers[i])
+        merged.finalize()
+        assert torch.equal(merged.classes_, full.classes_) and torch.equal(merged.counts_, full.counts_)
+        for attr in ("means_", "covariances_", "shrinkage_", "whiteners_"):
+            torch.testing.assert_close(getattr(merged, attr), getattr(full, attr), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(merged.score(x, c), full.score(x, c), rtol=1e-10, atol=0)
+
+
+def test_merge_refuses_other_widths_settings_and_empty():
+    x, c = make_data(n=100, d=4)
+    with pytest.raises(NotFittedError):
+        MDSA().merge(MDSA())
+    with pytest.raises(DataError, match="d=4"):
+        MDSA().partial_fit(x, c).merge(MDSA().partial_fit(np.hstack([x, x]), c))
+    with pytest.raises(DataError, match="shrinkage"):
+        MDSA().partial_fit(x, c).merge(MDSA(shrinkage=0.1).partial_fit(x, c))
+
+
 def test_partial_fit_keeps_a_one_sample_class_pending(caplog):
     x, c = make_data(n=100)
     c[0] = 7

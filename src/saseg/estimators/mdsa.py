@@ -39,6 +39,31 @@ def centred_moments(count, shift, s1, s2, s3, s4):
     return shift + e, scatter, fourth
 
 
+def reshift_moments(count, s1, s2, s3, s4, delta):
+    """Sums of ``y' = y + delta`` from sums of ``y`` (per class), exactly, so two moment sets
+    taken about different shifts can be added (Chan et al.'s pairwise update, to 4th order).
+
+    With ``q = ||y||^2``, ``t = tr(s2) = sum q`` and ``a = s1 . delta``:
+    ``s1' = s1 + n delta``; ``s2' = s2 + s1 delta^T + delta s1^T + n delta delta^T``;
+    ``s3' = s3 + t delta + 2 s2 delta + 2 a delta + ||delta||^2 s1 + n ||delta||^2 delta``;
+    ``s4' = s4 + 4 s3 . delta + 2 ||delta||^2 t + 4 delta^T s2 delta + 4 ||delta||^2 a
+    + n ||delta||^4``. Shapes as in `centred_moments`; delta (K, d).
+    """
+    n = count.to(s1.dtype)
+    dd = (delta * delta).sum(1)
+    a = (s1 * delta).sum(1)
+    t = s2.diagonal(dim1=1, dim2=2).sum(1)
+    s2_delta = torch.einsum("kij,kj->ki", s2, delta)
+    new_s1 = s1 + n[:, None] * delta
+    new_s2 = (s2 + s1[:, :, None] * delta[:, None, :] + delta[:, :, None] * s1[:, None, :]
+              + n[:, None, None] * delta[:, :, None] * delta[:, None, :])
+    new_s3 = (s3 + t[:, None] * delta + 2 * s2_delta + 2 * a[:, None] * delta
+              + dd[:, None] * s1 + (n * dd)[:, None] * delta)
+    new_s4 = (s4 + 4 * (s3 * delta).sum(1) + 2 * dd * t + 4 * (s2_delta * delta).sum(1)
+              + 4 * dd * a + n * dd * dd)
+    return new_s1, new_s2, new_s3, new_s4
+
+
 def ledoit_wolf_shrinkage(count, scatter, fourth):
     """Ledoit-Wolf shrinkage intensity, the formula of scikit-learn's ``ledoit_wolf_shrinkage``.
 
@@ -149,6 +174,57 @@ class MDSA(SurpriseEstimator):
         self.n_features_in_ = int(ats.shape[1])
         if class_names is not None:
             self._names_arg = class_names
+        for name in _FITTED:
+            self.__dict__.pop(name, None)
+        self._device_cache = {}
+        self._pending = True
+        return self
+
+    def merge(self, other: "MDSA") -> "MDSA":
+        """Add another MDSA's streamed moments to this one's (e.g. from another worker).
+
+        The result is the model one process would fit on both sets of ATs: each of `other`'s
+        classes is re-expressed about this model's shift (`reshift_moments`) and summed, in
+        float64. Both must have seen ATs of the same width; settings must match. Like
+        `partial_fit`, it leaves the factoring to `finalize`.
+
+        Returns
+        -------
+        self
+        """
+        theirs = getattr(other, "_moments", None)
+        if theirs is None:
+            raise NotFittedError(type(other).__name__)
+        if (self.shrinkage, self.min_shrinkage) != (other.shrinkage, other.min_shrinkage):
+            raise DataError("MDSA.merge: expected the same shrinkage settings in both models.")
+        mine = getattr(self, "_moments", None)
+        if mine is None:
+            self._moments = {k: v.clone() for k, v in theirs.items()}
+        else:
+            if mine["shift"].shape[1] != theirs["shift"].shape[1]:
+                raise DataError(f"MDSA.merge: expected ATs of d={mine['shift'].shape[1]} in both "
+                                f"models, but the other has d={theirs['shift'].shape[1]}.")
+            index = {c: i for i, c in enumerate(mine["classes"].tolist())}
+            common = [j for j, c in enumerate(theirs["classes"].tolist()) if c in index]
+            fresh = [j for j, c in enumerate(theirs["classes"].tolist()) if c not in index]
+            if common:
+                j = torch.tensor(common)
+                i = torch.tensor([index[c] for c in theirs["classes"][j].tolist()])
+                delta = theirs["shift"][j].to(mine["shift"]) - mine["shift"][i]
+                sums = reshift_moments(theirs["count"][j], *(theirs[k][j].to(mine["shift"])
+                                                             for k in _MOMENTS[3:]), delta)
+                for key, value in zip(_MOMENTS[3:], sums):
+                    mine[key][i] += value
+                mine["count"][i] += theirs["count"][j].to(mine["count"])
+            if fresh:
+                j = torch.tensor(fresh)
+                merged = {k: torch.cat([mine[k], theirs[k][j].to(mine[k])]) for k in _MOMENTS}
+                order = torch.argsort(merged["classes"])
+                mine = {k: v[order] for k, v in merged.items()}
+            self._moments = mine
+        self.n_features_in_ = int(self._moments["shift"].shape[1])
+        if getattr(other, "_names_arg", None) is not None and getattr(self, "_names_arg", None) is None:
+            self._names_arg = other._names_arg
         for name in _FITTED:
             self.__dict__.pop(name, None)
         self._device_cache = {}
