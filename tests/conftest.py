@@ -134,7 +134,7 @@ def tool_queue(tmp_path):
     queue = pd.DataFrame({
         "rank": [2, 1, 3, 5, 4, 6], "frame_id": ids, "frame_index": range(len(ids)),
         "source": ["generated"] * len(ids), "score": [8.0, 9.5, 7.0, 3.0, 5.5, 1.0],
-        "action": ["label"] * 5 + ["skip"],
+        "action": ["label"] * 5 + ["skip"], "frame_risk": [0.4, 0.9, 0.35, 0.1, 0.2, 0.05],
     })
     order = queue[queue.action == "label"].sort_values("rank")["frame_id"].tolist()
     return types.SimpleNamespace(queue=queue, classes=TOOL_CLASSES, preds=preds,

@@ -71,6 +71,21 @@ def test_labelstudio_export_holds_the_planned_frames_and_predictions(labelled_ru
         assert len(np.unique(pred)) > 2  # several classes per mask were compared
 
 
+def test_every_frame_score_travels_with_the_frame(labelled_run, tmp_path):
+    """Label Studio data and FiftyOne fields carry each frame_<score> beside the ranked one."""
+    frames = pd.read_parquet(labelled_run / "frames.parquet").set_index("frame_id")
+    scores = [c for c in frames.columns if c.startswith("frame_") and c != "frame_index"]
+    assert {"frame_mdsa", "frame_entropy"} <= set(scores)
+    tasks = json.loads((export_plan(labelled_run / "plan" / "plan.csv", to="labelstudio",
+                                    out_dir=tmp_path / "ls") / "tasks.json").read_text())
+    samples = json.loads((export_plan(labelled_run / "plan" / "plan.csv", to="fiftyone",
+                                      out_dir=tmp_path / "fo", heatmaps=False)
+                          / "samples.json").read_text())["samples"]
+    for record in [t["data"] for t in tasks] + samples:
+        for column in scores:
+            assert record[column] == pytest.approx(frames.loc[record["frame_id"], column])
+
+
 def test_cvat_export_masks_and_images_equal_the_run(labelled_run, tmp_path):
     out = export_plan(labelled_run / "plan" / "plan.csv", to="cvat", out_dir=tmp_path / "cvat")
     queue = planned(labelled_run)

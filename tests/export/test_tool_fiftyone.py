@@ -32,6 +32,7 @@ for key, dataset in (("from_dir", own), ("script", script)):
         masks[f"{key}_{i}_heat"] = sample.heatmap.get_map()
     result[key] = {
         "frame_ids": [s.frame_id for s in samples], "ranks": [s.rank for s in samples],
+        "frame_risk": [s.frame_risk for s in samples],
         "filepaths": [s.filepath for s in samples],
         "mask_targets": {str(k): v for k, v in dataset.default_mask_targets.items()},
         "heatmap_ranges": [list(s.heatmap.range) for s in samples],
@@ -74,6 +75,7 @@ def test_from_dir_and_script_load_the_queue(fiftyone_python, tool_runner, tool_q
         got = loaded[key]
         assert got["frame_ids"] == q.order  # the App's default order is the queue order
         assert got["ranks"] == [1, 2, 3, 4, 5]
+        assert got["frame_risk"] == [0.9, 0.4, 0.35, 0.2, 0.1]  # every frame score as a field
         assert got["mask_targets"] == {str(i): n for i, n in enumerate(q.classes.names)}
         for i, frame_id in enumerate(q.order):
             np.testing.assert_array_equal(masks[f"{key}_{i}"], q.preds[frame_id])

@@ -147,6 +147,7 @@ def test_round_trip_through_a_real_server(server, token, tool_queue):
     assert listed["total"] == len(q.order) and listed["total_predictions"] == len(q.order)
     # The Data Manager's view sorted by rank returns the queue order ...
     assert [t["data"]["frame_id"] for t in listed["tasks"]] == q.order
+    assert [t["data"]["frame_risk"] for t in listed["tasks"]] == [0.9, 0.4, 0.35, 0.2, 0.1]
     # ... because it sorts: the same view reversed gives the reverse.
     api.call("PATCH", f"/api/dm/views/{views[0]['id']}/", {"project": project, "data": {
         **views[0]["data"], "ordering": ["-tasks:data.rank"]}})

@@ -3,7 +3,8 @@
 Writes to ``out_dir`` (FiftyOne itself is not needed):
 
 * ``samples.json`` - ``{"samples": [...]}`` in rank order, each with ``filepath`` (absolute),
-  ``tags``, ``frame_id``, ``frame_index``, ``rank``, ``surprise``, ``prediction``
+  ``tags``, ``frame_id``, ``frame_index``, ``rank``, ``surprise``, the run's
+  ``frame_<score>`` values (``frame_mdsa``, ``frame_risk``, ...), ``prediction``
   (``{"_cls": "Segmentation", "mask_path": ...}``) and, with `heatmap_for`, ``heatmap``
   (``{"_cls": "Heatmap", "map_path": ..., "range": [0, 65535]}``) plus ``heatmap_sa_range``.
   This is FiftyOne's legacy (version-less) ``FiftyOneDataset`` layout, read by
@@ -106,6 +107,7 @@ def export_fiftyone(
         sample = {
             "filepath": str(item.image), "tags": [], "frame_id": item.frame_id,
             "frame_index": item.frame_index, "rank": item.rank, "surprise": item.score,
+            **item.frame_scores,
             "prediction": {"_cls": "Segmentation", "mask_path": str(mask_path)},
         }
         if heatmap_for is not None:
@@ -245,6 +247,9 @@ def load(name="saseg-queue"):
             rank=r["rank"], surprise=r["surprise"],
             prediction=fo.Segmentation(mask_path=r["prediction"]["mask_path"]),
         )
+        for key, value in r.items():
+            if key.startswith("frame_") and key not in ("frame_id", "frame_index"):
+                sample[key] = value
         if "heatmap" in r:
             sample["heatmap"] = fo.Heatmap(map_path=r["heatmap"]["map_path"],
                                            range=r["heatmap"]["range"])

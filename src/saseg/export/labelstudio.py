@@ -3,7 +3,8 @@
 Writes to ``out_dir``:
 
 * ``tasks.json`` - a list of tasks in rank order. ``data`` holds ``image`` (URL), ``frame_id``,
-  ``surprise`` and ``rank``, so the Data Manager can show and sort on them; ``predictions``
+  ``surprise`` and ``rank``, and every ``frame_<score>`` of the run (``frame_mdsa``,
+  ``frame_entropy``, ``frame_risk``, ...), so the Data Manager can show and sort on them; ``predictions``
   holds one prediction (``model_version`` "saseg") with one ``brushlabels`` region per
   predicted class (Label Studio brush RLE, see `saseg.export.rle`). Its ``score`` is the
   priority ``1 - (i - 1) / n`` of the i-th of n tasks: Label Studio wants a score in [0, 1],
@@ -97,7 +98,7 @@ def export_labelstudio(
         items.append(item.image)
         tasks.append({
             "data": {"image": None, "frame_id": item.frame_id, "surprise": item.score,
-                     "rank": item.rank},
+                     "rank": item.rank, **item.frame_scores},
             "predictions": [{
                 "model_version": "saseg",
                 "score": None,

@@ -14,8 +14,9 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -51,6 +52,10 @@ class QueueItem:
         Absolute path of the image file the tool will show.
     prediction : ndarray of shape (H, W), int64
         Predicted class ids (the pre-annotation), the same size as the image.
+    frame_scores : dict
+        The queue's ``frame_<score>`` columns (``frame_mdsa``, ``frame_entropy``,
+        ``frame_risk``, ...), so the tool shows every score beside the one ranked by; finite
+        values only.
     """
 
     rank: int
@@ -59,6 +64,7 @@ class QueueItem:
     score: float | None
     image: Path
     prediction: np.ndarray
+    frame_scores: dict = field(default_factory=dict)
 
     @property
     def height(self) -> int:
@@ -121,9 +127,12 @@ def iter_items(
         per id). Two frames given one stem are refused rather than one overwriting the other.
     """
     images_dir = out_dir / "images"
+    score_columns = [c for c in rows.columns
+                     if c.startswith("frame_") and c not in ("frame_id", "frame_index")]
     name_for = name_for or (lambda rank, frame_id: frame_stem(frame_id))
     stems: dict[str, str] = {}
-    for row in rows.itertuples(index=False):
+    for row in rows.to_dict("records"):
+        row = SimpleNamespace(**row)
         frame_id = str(row.frame_id)
         prediction = check_prediction(prediction_for(frame_id), classes, frame_id)
         height, width = prediction.shape
@@ -148,9 +157,11 @@ def iter_items(
                 f"{size[0]}x{size[1]}, but got {height}x{width}."
             )
         score = float(row.score)
+        frame_scores = {c: float(getattr(row, c)) for c in score_columns}
         yield QueueItem(rank=int(row.rank), frame_id=frame_id, frame_index=int(row.frame_index),
                         score=score if np.isfinite(score) else None, image=image.resolve(),
-                        prediction=prediction)
+                        prediction=prediction,
+                        frame_scores={c: v for c, v in frame_scores.items() if np.isfinite(v)})
 
 
 def check_prediction(prediction, classes: ClassInfo, frame_id: str) -> np.ndarray:

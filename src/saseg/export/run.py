@@ -36,6 +36,13 @@ def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
                         f"{len(unknown)} are not, e.g. {unknown[:3]}.")
     if "frame_id" in queue:
         queue = queue.assign(source=queue["frame_id"].astype(str).map(sources))
+        # Every frame-level score of the run goes with the frame, beside the one ranked by.
+        frames = run.frames()
+        scores = [c for c in frames.columns if c.startswith("frame_") and c != "frame_index"
+                  and c != "frame_id" and c not in queue.columns]
+        if scores:
+            table = frames[["frame_id", *scores]].assign(frame_id=frames["frame_id"].astype(str))
+            queue = queue.merge(table.drop_duplicates("frame_id"), on="frame_id", how="left")
     frame_for = run.frame_lookup()
     heatmap_for = heatmaps_for_run(run, device=device) if to == "fiftyone" and heatmaps else None
     return export_queue(queue, to=to, out_dir=out_dir, classes=run.classes(),
