@@ -198,3 +198,41 @@ def test_reservoir_bad_inputs():
         res.update(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long))
     with pytest.raises(UnknownClassError, match="7"):
         res.ats(7)
+
+
+def test_reservoirs_filled_apart_and_merged_equal_one_with_everything():
+    """Per-frame keys (seeded by the frame, not the arrival order): two workers' reservoirs,
+    merged, hold exactly the sample of one reservoir fed every frame."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for f in range(12):
+        n = int(rng.integers(5, 40))
+        ats = torch.as_tensor(rng.normal(size=(n, 3)), dtype=torch.float32)
+        cls = torch.as_tensor(rng.integers(0, 3, n))
+        keys = torch.rand(n, generator=torch.Generator().manual_seed(1000 + f), dtype=torch.float64)
+        frames.append((ats, cls, keys))
+    one = ClassReservoir(15)
+    for ats, cls, keys in frames:
+        one.update(ats, cls, keys=keys)
+    workers = [ClassReservoir(15), ClassReservoir(15)]
+    for f in [7, 2, 11, 0, 5, 9]:
+        workers[0].update(*frames[f][:2], keys=frames[f][2])
+    for f in [1, 3, 4, 6, 8, 10]:
+        workers[1].update(*frames[f][:2], keys=frames[f][2])
+    merged = ClassReservoir(15).merge(workers[1]).merge(workers[0])
+    assert merged.seen_ == one.seen_ and merged.classes_ == one.classes_
+    for c in one.classes_:
+        a, b = one.ats(c), merged.ats(c)
+        assert len(a) == 15
+        key = lambda x: sorted(map(tuple, x.tolist()))  # noqa: E731
+        assert key(a) == key(b)
+
+
+def test_merge_refuses_another_capacity_or_width():
+    a = ClassReservoir(5).update(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(DataError, match="capacity"):
+        a.merge(ClassReservoir(6))
+    with pytest.raises(DataError, match="dimension"):
+        a.merge(ClassReservoir(5).update(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long)))
+    with pytest.raises(DataError, match="keys"):
+        a.update(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), keys=torch.tensor([0.5, 1.5]))

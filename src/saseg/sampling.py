@@ -151,13 +151,18 @@ class ClassReservoir:
         self._keys: dict[int, Tensor] = {}
         self._gen: torch.Generator | None = None
 
-    def update(self, ats: Tensor, classes: Tensor) -> "ClassReservoir":
+    def update(self, ats: Tensor, classes: Tensor, *, keys: Tensor | None = None) -> "ClassReservoir":
         """Offer a batch of ATs.
 
         Parameters
         ----------
         ats : tensor of shape (N, d)
         classes : int tensor of shape (N,)
+        keys : float64 tensor of shape (N,), in [0, 1), optional
+            The ATs' random keys; default: drawn from this reservoir's seeded stream. Keys
+            that depend only on the AT's frame (e.g. drawn from a generator seeded by the
+            frame id) make the sample independent of the order frames arrive in, so
+            reservoirs filled apart and `merge`-d equal one filled with everything.
         """
         where = "ClassReservoir.update"
         cap = self.capacity
@@ -173,10 +178,16 @@ class ClassReservoir:
         if self.n_features_ is not None and ats.shape[1] != self.n_features_:
             raise DataError(f"{where}: expected ATs of dimension {self.n_features_} as before, "
                             f"but got {ats.shape[1]}.")
-        if self._gen is None:
-            self._gen = torch.Generator().manual_seed(int(self.seed))
+        if keys is None:
+            if self._gen is None:
+                self._gen = torch.Generator().manual_seed(int(self.seed))
+            keys = torch.rand(len(ats), generator=self._gen, dtype=torch.float64)
+        else:
+            keys = torch.as_tensor(keys, dtype=torch.float64).cpu()
+            if keys.shape != classes.shape or not bool(((keys >= 0) & (keys < 1)).all()):
+                raise DataError(f"{where}: expected keys in [0, 1) of shape ({len(ats)},), but got "
+                                f"shape {tuple(keys.shape)}.")
         self.n_features_ = int(ats.shape[1])
-        keys = torch.rand(len(ats), generator=self._gen, dtype=torch.float64)
         ats = ats.detach().to(device=self.device, dtype=self.dtype)
         classes = classes.detach().cpu().long()
         for c in torch.unique(classes).tolist():
@@ -210,6 +221,29 @@ class ClassReservoir:
         free = drop[drop < n_old]
         old_keys[free] = keys[kept_new]
         old_ats[free.to(ats.device)] = ats[kept_new.to(ats.device)]
+
+    def merge(self, other: "ClassReservoir") -> "ClassReservoir":
+        """Add another reservoir's sample (e.g. a worker's): per class, the `capacity` ATs with
+        the smallest keys of both, and the seen counts summed. With the same keys per AT, the
+        result is the sample one reservoir would hold after seeing both streams.
+
+        Returns
+        -------
+        self
+        """
+        if other.capacity != self.capacity:
+            raise DataError(f"ClassReservoir.merge: expected the same capacity, but got "
+                            f"{other.capacity} and {self.capacity}.")
+        if None not in (self.n_features_, other.n_features_) and self.n_features_ != other.n_features_:
+            raise DataError(f"ClassReservoir.merge: expected ATs of dimension {self.n_features_}, "
+                            f"but the other holds {other.n_features_}.")
+        for c in other.classes_:
+            self._insert(c, other._ats[c].to(device=self.device, dtype=self.dtype),
+                         other._keys[c].clone())
+            self.seen_[c] = self.seen_.get(c, 0) + other.seen_[c]
+        if self.n_features_ is None:
+            self.n_features_ = other.n_features_
+        return self
 
     @property
     def classes_(self) -> list[int]:
