@@ -16,7 +16,6 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -127,12 +126,10 @@ def iter_items(
         per id). Two frames given one stem are refused rather than one overwriting the other.
     """
     images_dir = out_dir / "images"
-    score_columns = [c for c in rows.columns
-                     if c.startswith("frame_") and c not in ("frame_id", "frame_index")]
+    score_columns = frame_score_columns(rows.columns)
     name_for = name_for or (lambda rank, frame_id: frame_stem(frame_id))
     stems: dict[str, str] = {}
-    for row in rows.to_dict("records"):
-        row = SimpleNamespace(**row)
+    for row in rows.itertuples(index=False):
         frame_id = str(row.frame_id)
         prediction = check_prediction(prediction_for(frame_id), classes, frame_id)
         height, width = prediction.shape
@@ -162,6 +159,11 @@ def iter_items(
                         score=score if np.isfinite(score) else None, image=image.resolve(),
                         prediction=prediction,
                         frame_scores={c: v for c, v in frame_scores.items() if np.isfinite(v)})
+
+
+def frame_score_columns(columns) -> list[str]:
+    """The ``frame_<score>`` columns of a frames table or queue (not ``frame_id`` / ``frame_index``)."""
+    return [c for c in columns if c.startswith("frame_") and c not in ("frame_id", "frame_index")]
 
 
 def check_prediction(prediction, classes: ClassInfo, frame_id: str) -> np.ndarray:

@@ -10,7 +10,7 @@ from ..review import heatmaps_for_run
 from ..run_dir import RunDir
 from . import export_queue, read_plan
 from .check import ExportCheck, check_export
-from .queue import select_rows
+from .queue import frame_score_columns, select_rows
 
 
 def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
@@ -38,8 +38,7 @@ def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
         queue = queue.assign(source=queue["frame_id"].astype(str).map(sources))
         # Every frame-level score of the run goes with the frame, beside the one ranked by.
         frames = run.frames()
-        scores = [c for c in frames.columns if c.startswith("frame_") and c != "frame_index"
-                  and c != "frame_id" and c not in queue.columns]
+        scores = [c for c in frame_score_columns(frames.columns) if c not in queue.columns]
         if scores:
             table = frames[["frame_id", *scores]].assign(frame_id=frames["frame_id"].astype(str))
             queue = queue.merge(table.drop_duplicates("frame_id"), on="frame_id", how="left")
