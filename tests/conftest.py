@@ -55,6 +55,17 @@ def tiny_run(tiny_model_dir, tiny_sa_dir, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray (2 CPUs, no dashboard), started once per test run for the Ray engine's
+    tests and shut down after. Ray is part of the dev install, so this never skips."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 # The real annotation tools, each in its own venv under .venv-tools/ (built by `make tools`).
 # A tool's tests skip with the reason when its venv is missing (no package index when
 # `make tools` ran), and fail instead where ``SASEG_REQUIRE_TOOLS=1`` (CI), so that a CI run

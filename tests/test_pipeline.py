@@ -20,7 +20,8 @@ from saseg.data import open_dataset
 from saseg.errors import DataError, FormatError
 from saseg.estimators import load_estimator
 from saseg.models import load_model
-from saseg.pipeline import fit, frame_seed, score
+from saseg.pipeline import fit, score
+from saseg.scoring import frame_seed
 from saseg.run_dir import RunDir
 from saseg.sampling import sample_pixels
 

@@ -33,6 +33,7 @@ from .analysis import plan as analysis_plan
 from .analysis import quality as quality_run
 from .analysis import selection
 from .data import has_splits, open_dataset
+from .distributed import RayOptions
 from .errors import SasegError
 from .export import run as export_run
 from .models.checkpoint import TRUSTED_FACTORIES_ENV
@@ -212,6 +213,11 @@ AllowMismatchOpt = Annotated[bool, typer.Option("--allow-mismatch", help="Use an
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice (recorded in the outputs).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Frames per forward pass.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+EngineOpt = Annotated[Literal["local", "ray"], typer.Option("--engine", help="local: this process; ray: a Ray cluster (pip install 'saseg[ray]'), the same rows.")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (host:6379, ray://host:10001 or auto); default: start a local Ray.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Ray actors, each with its own copy of the model.")]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="GPUs per Ray actor (then it runs on cuda).")]
+CpusOpt = Annotated[float, typer.Option("--cpus-per-worker", min=0.0, help="CPUs per Ray actor (its torch threads).")]
 OnErrorOpt = Annotated[Literal["raise", "skip"], typer.Option("--on-error", help="Bad frames: 'raise' stops, 'skip' records and continues.")]
 
 
@@ -248,6 +254,14 @@ def train(
     typer.echo(f"checkpoint: {out}  ({summary})")
 
 
+def _ray_options(engine: str, address, workers, gpus_per_worker, cpus_per_worker):
+    """The Ray options of `fit`/`score`; they only mean something with --engine ray."""
+    if engine != "ray":
+        return None
+    return RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                      cpus_per_worker=cpus_per_worker)
+
+
 @app.command()
 def fit(
     model: ModelOpt,
@@ -262,13 +276,19 @@ def fit(
     batch_size: BatchOpt = 8,
     device: DeviceOpt = "cpu",
     on_error: OnErrorOpt = "raise",
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = 1,
+    gpus_per_worker: GpusOpt = 0.0,
+    cpus_per_worker: CpusOpt = 1.0,
     quiet: QuietOpt = False,
 ):
     """Fit per-class SA models (MDSA, LSA, DSA) on training pixels (paper 5.1)."""
     meta = pipeline.fit(model, data, out, split=split, estimators=estimator,
                   pixels_per_class=pixels_per_class or None, max_images=max_images or None,
                   max_ats_per_class=max_ats or None, seed=seed, batch_size=batch_size,
-                  device=device, progress=not quiet, on_error=on_error)
+                  device=device, progress=not quiet, on_error=on_error, engine=engine,
+                  ray_options=_ray_options(engine, address, workers, gpus_per_worker, cpus_per_worker))
     typer.echo(f"SA model: {out}  estimators={','.join(meta['estimators'])}  "
                f"classes={len(meta['fitted_per_class'])}  frames={meta['data']['n_used']}")
 
@@ -291,6 +311,11 @@ def score(
     allow_mismatch: AllowMismatchOpt = False,
     features: Annotated[bool, typer.Option("--features/--no-features", help="Also compute the quality features (softmax dispersion over interiors and boundaries, geometry, false-negative mass, plug-in IoU) that `saseg quality` learns from.")] = True,
     quality: Annotated[Optional[str], typer.Option("--quality", help="Quality dir from `saseg quality fit`: add `quality` (predicted IoU) and `risk` (1 - quality) scores.")] = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = 1,
+    gpus_per_worker: GpusOpt = 0.0,
+    cpus_per_worker: CpusOpt = 1.0,
     quiet: QuietOpt = False,
 ):
     """Score frames: class SA per predicted class, z-scored group SA and frame SA."""
@@ -298,7 +323,8 @@ def score(
                       reference=reference, seed=seed, batch_size=batch_size, device=device,
                       resume=resume, save_predictions=predictions, progress=not quiet,
                       on_error=on_error, allow_mismatch=allow_mismatch, features=features,
-                      quality=quality)
+                      quality=quality, engine=engine,
+                      ray_options=_ray_options(engine, address, workers, gpus_per_worker, cpus_per_worker))
     typer.echo(f"scores: {out}  ({df['frame_id'].nunique()} frames, {len(df)} frame-class rows)")
 
 

@@ -27,9 +27,10 @@ from .io import PartStore
 from .models import as_model
 from .progress import progress_bar
 from .run_dir import RunDir
-from .sampling import ClassReservoir, sample_pixels
-from .scoring import FrameScorer, finish_scores, frame_seed, score_columns, trace_finite
-from .tracing import sample_ats
+from . import distributed
+from .collect import PixelCollector
+from .distributed import RayOptions
+from .scoring import FrameScorer, finish_scores, score_columns
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,22 @@ def check_pixels_per_class(pixels_per_class: int | None) -> None:
                         f"{pixels_per_class}.")
 
 
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: str, ray_options: RayOptions | None, device: str) -> RayOptions | None:
+    """The Ray options to run with (None for the local engine); one line for a bad choice."""
+    if engine not in ENGINES:
+        raise DataError(f"Expected engine to be one of {list(ENGINES)}, but got {engine!r}.")
+    if engine == "local":
+        return None
+    if str(device) != "cpu":
+        raise DataError(f"Expected --device cpu with --engine ray (workers take GPUs with "
+                        f"--gpus-per-worker), but got {device!r}.")
+    distributed.require_ray()
+    return ray_options or RayOptions()
+
+
 def _progress(total, desc, enabled):
     return progress_bar(total=total, desc=desc, unit="frame", enabled=enabled)
 
@@ -51,7 +68,8 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
         estimators: Sequence[str] = ("mdsa",), pixels_per_class: int | None = 100,
         max_images: int | None = 10_000, max_ats_per_class: int | None = 10_000, seed: int = 0,
         batch_size: int = 8, device: str = "cpu", progress: bool = True, on_error: str = "raise",
-        min_ats_per_class: int = 10, **estimator_options) -> dict:
+        min_ats_per_class: int = 10, engine: str = "local", ray_options: RayOptions | None = None,
+        **estimator_options) -> dict:
     """Fit per-class SA models on training pixels and save them with provenance to `out_dir`.
 
     Pixels are sampled by their *label* class (paper 5.1: 100 px per class per image from up
@@ -59,9 +77,12 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     every sampled AT into MDSA's moments (LSA and DSA need a capped reference set).
     Classes with fewer than `min_ats_per_class` ATs are left out (recorded in ``sa.json`` as
     ``dropped_classes``): their pixels get no SA (NaN) when scoring rather than a noisy one.
+    With ``engine="ray"`` frames are traced by Ray workers (`saseg.distributed`) whose
+    samples are merged: the same reservoir, and MDSA moments equal to float64 rounding.
     Returns the provenance written to ``sa.json``.
     """
     check_pixels_per_class(pixels_per_class)
+    ray_options = check_engine(engine, ray_options, device)
     estimators = tuple(e.lower() for e in estimators)
     unknown = sorted(set(estimators) - set(ESTIMATOR_NAMES))
     if unknown or not estimators:
@@ -81,36 +102,30 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     if max_images is not None and len(indices) > max_images:
         indices = np.sort(rng.choice(indices, size=max_images, replace=False))
 
-    reservoir = ClassReservoir(capacity=max_ats_per_class or 1, seed=seed)
-    mdsa_stream = make_estimator("mdsa", **estimator_options.get("mdsa", {})) if streaming else None
-    counts: dict[int, int] = {}
-    n_used = 0  # frames traced: the sampled ones less any skipped as unreadable
+    collector = PixelCollector(model, classes, pixels_per_class=pixels_per_class, seed=seed,
+                               max_ats_per_class=max_ats_per_class,
+                               mdsa_options=estimator_options.get("mdsa", {}))
     started = time.perf_counter()
-    bar = _progress(len(indices), "fit: tracing", progress)
-    for frames in iter_batches(dataset, indices, batch_size):
-        frames, _, features = trace_finite(model, dataset, frames)
-        n_used += len(frames)
-        for b, frame in enumerate(frames):
-            label = torch.as_tensor(frame.label, device=features.device)
-            gen = torch.Generator().manual_seed(frame_seed(seed, frame.frame_id))
-            ys, xs, cls = sample_pixels(label, pixels_per_class, generator=gen,
-                                        ignore_index=classes.ignore_index)
-            ats = sample_ats(features[b], ys, xs, label.shape, align_corners=model.align_corners)
-            for c, n in zip(*torch.unique(cls, return_counts=True)):
-                counts[int(c)] = counts.get(int(c), 0) + int(n)
-            if streaming:
-                mdsa_stream.partial_fit(ats.double(), cls, class_names=classes.names)
-            else:
-                reservoir.update(ats.float().cpu(), cls.cpu())
-        bar.update(len(frames))
-    bar.close()
+    if engine == "ray":
+        sample = distributed.collect_pixels(collector, dataset, indices, batch_size=batch_size,
+                                            options=ray_options, progress=progress)
+        if sample.skipped and on_error == "raise":
+            raise DataError(sample.skipped[0][1])
+    else:
+        sample = collector.empty()
+        bar = _progress(len(indices), "fit: tracing", progress)
+        for frames in iter_batches(dataset, indices, batch_size):
+            collector.add_batch(sample, frames, dataset)
+            bar.update(len(frames))
+        bar.close()
+    counts, n_used, reservoir = sample.counts, sample.n_used, sample.reservoir
     if not counts:
         raise DataError(f"Expected labelled pixels in {dataset.spec}, but every sampled pixel was ignored.")
 
     names = [classes.names[c] for c in range(classes.num_classes)]
     fitted = {}
     if streaming:
-        fitted["mdsa"] = mdsa_stream.finalize()
+        fitted["mdsa"] = sample.mdsa.finalize()
     else:
         ats, cls = reservoir.to_arrays()
         for name in estimators:
@@ -126,7 +141,7 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
         "model": {"path": model.path, "sha256": model.sha256,
                   "layer": model.layer, "capture": model.capture, "align_corners": model.align_corners},
         "data": {"spec": dataset.spec, "n_frames": len(dataset), "n_used": n_used,
-                 "skipped": dataset.skipped},
+                 "skipped": [list(s) for s in dataset.skipped + sample.skipped]},
         "sampler": {"pixels_per_class": pixels_per_class, "max_images": max_images,
                     "max_ats_per_class": max_ats_per_class, "seed": seed},
         "classes": classes.to_dict(),
@@ -148,7 +163,8 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
           batch_size: int = 8, device: str = "cpu", reference: str | Path | None = None,
           resume: bool = True, save_predictions: bool = True, chunk_frames: int | None = None,
           progress: bool = True, on_error: str = "raise", allow_mismatch: bool = False,
-          features: bool = True, quality: str | Path | None = None):
+          features: bool = True, quality: str | Path | None = None, engine: str = "local",
+          ray_options: RayOptions | None = None):
     """Score every frame: per predicted class, the mean SA of up to `pixels_per_class` pixels.
 
     With `features`, each row also holds the quality features of `saseg.quality.features`,
@@ -161,9 +177,12 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     Work is saved in chunks, so a killed run restarted with the same arguments resumes and
     ends with exactly the rows an uninterrupted run writes. Returns the scores DataFrame.
     An SA model fitted on another network, layer or class list is refused unless
-    `allow_mismatch` (then logged).
+    `allow_mismatch` (then logged). With ``engine="ray"`` the frames are scored by Ray
+    workers (`saseg.distributed`, options in `ray_options`) into the same parts and files:
+    the same rows, and a killed run resumes the same way.
     """
     check_pixels_per_class(pixels_per_class)
+    ray_options = check_engine(engine, ray_options, device)
     run = RunDir.from_scores(out)
     model = as_model(model, device)
     fitted, sa_meta = load_sa_model(sa_dir, estimators)
@@ -182,25 +201,32 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 "save_predictions": bool(save_predictions), "features": bool(features)}
     store = PartStore(run.scores_path, settings, resume=resume)
     done = store.done_chunks()
-    scorer = FrameScorer(model, fitted, pixels_per_class=pixels_per_class, softmax=softmax, seed=seed,
-                         features=features, save_predictions=run if save_predictions else None)
     n = len(dataset)
-    n_chunks = (n + chunk_frames - 1) // chunk_frames
-    bar = _progress(n, "score", progress)
-    bar.update(min(n, len(done) * chunk_frames))
-    for chunk in range(n_chunks):
-        if chunk in done:
-            continue
-        rows = []
-        skipped_before = len(dataset.skipped)
-        indices = range(chunk * chunk_frames, min(n, (chunk + 1) * chunk_frames))
-        for frames in iter_batches(dataset, indices, batch_size):
-            tables = scorer.score_batch(frames, dataset)
-            rows.extend(tables)
-            bar.update(len(tables))
-        store.write(chunk, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
-                    notes=[list(entry) for entry in dataset.skipped[skipped_before:]])
-    bar.close()
+    pending = [c for c in range((n + chunk_frames - 1) // chunk_frames) if c not in done]
+    if ray_options is not None:
+        scorer = FrameScorer(model, fitted, pixels_per_class=pixels_per_class, softmax=softmax,
+                             seed=seed, features=features)
+        timing = distributed.score_chunks(
+            scorer, dataset, pending, chunk_frames=chunk_frames, batch_size=batch_size, store=store,
+            run=run if save_predictions else None, options=ray_options, progress=progress,
+            on_error=on_error, done_frames=min(n, len(done) * chunk_frames))
+    else:
+        scorer = FrameScorer(model, fitted, pixels_per_class=pixels_per_class, softmax=softmax,
+                             seed=seed, features=features, save_predictions=run if save_predictions else None)
+        bar = _progress(n, "score", progress)
+        bar.update(min(n, len(done) * chunk_frames))
+        for chunk in pending:
+            rows = []
+            skipped_before = len(dataset.skipped)
+            indices = range(chunk * chunk_frames, min(n, (chunk + 1) * chunk_frames))
+            for frames in iter_batches(dataset, indices, batch_size):
+                tables = scorer.score_batch(frames, dataset)
+                rows.extend(tables)
+                bar.update(len(tables))
+            store.write(chunk, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
+                        notes=[list(entry) for entry in dataset.skipped[skipped_before:]])
+        bar.close()
+        timing = scorer.timing
 
     scores_df = store.finish(sort_by=["frame_index", "class_id"])
     if scores_df.empty:
@@ -212,7 +238,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
         "saseg_version": __version__, **settings, "model_path": model.path,
         "classes": classes.to_dict(), "score_columns": columns, "sa_provenance": sa_meta,
         "reference": str(reference) if reference else "self", "skipped": store.notes(),
-        "timing_this_session": scorer.timing,
+        "timing_this_session": timing, "engine": engine,
         "predictions": run.predictions_dir.name if save_predictions else None,
     })
     store.cleanup()

@@ -17,6 +17,7 @@ Everything is written atomically (`saseg.io`), so a reader sees a whole file or 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -35,7 +36,7 @@ from .estimators.sa_model import load_sa_model
 from .io import atomic_path, read_json, write_json, write_parquet
 from .models import LoadedModel, load_model
 
-__all__ = ["RunDir", "SCORES", "frame_relpath", "frame_stem"]
+__all__ = ["RunDir", "SCORES", "encode_prediction", "frame_relpath", "frame_stem"]
 
 SCORES = "scores.parquet"
 FRAMES = "frames.parquet"
@@ -59,6 +60,14 @@ def frame_relpath(frame_id: str, suffix: str) -> PurePosixPath:
         raise DataError(f"Expected a frame id that names a file inside the run (no absolute path, "
                         f"empty, '.' or '..' part), but got {frame_id!r}.")
     return PurePosixPath(*parts[:-1], parts[-1] + suffix)
+
+
+def encode_prediction(pred: torch.Tensor | np.ndarray) -> bytes:
+    """Predicted class ids (H, W) as the 8-bit PNG a run keeps (class ids < 256)."""
+    array = pred.to(torch.uint8).cpu().numpy() if torch.is_tensor(pred) else np.asarray(pred, np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def frame_stem(frame_id: str, *, max_slug: int = 48) -> str:
@@ -212,9 +221,12 @@ class RunDir:
 
     def write_prediction(self, frame_id: str, pred: torch.Tensor | np.ndarray) -> None:
         """Save predicted class ids (H, W) as an 8-bit PNG (class ids < 256)."""
-        array = pred.to(torch.uint8).cpu().numpy() if torch.is_tensor(pred) else np.asarray(pred, np.uint8)
+        self.write_prediction_png(frame_id, encode_prediction(pred))
+
+    def write_prediction_png(self, frame_id: str, png: bytes) -> None:
+        """Save a prediction already encoded by `encode_prediction` (e.g. on a Ray worker)."""
         with atomic_path(self.prediction_path(frame_id)) as tmp:
-            Image.fromarray(array).save(tmp, format="PNG")
+            tmp.write_bytes(png)
 
     def prediction(self, frame_id: str) -> np.ndarray:
         """The predicted class-id mask (H, W) int64 that `score` saved for a frame."""

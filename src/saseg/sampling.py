@@ -262,13 +262,15 @@ class ClassReservoir:
         Returns
         -------
         ats : tensor of shape (n, d)
-            Grouped by class, ascending.
+            Grouped by class, ascending, and by key within a class: the same sample gives
+            the same arrays whichever order it arrived or was merged in.
         classes : int64 tensor of shape (n,)
         """
         if not self._ats:
             raise DegenerateDataError("ClassReservoir: expected at least one AT, but got none "
                                       "(update() was never called with data).")
         cs = self.classes_
-        ats = torch.cat([self._ats[c] for c in cs])
+        order = {c: torch.argsort(self._keys[c], stable=True) for c in cs}
+        ats = torch.cat([self._ats[c][order[c].to(self._ats[c].device)] for c in cs])
         classes = torch.cat([torch.full((len(self._ats[c]),), c, dtype=torch.long) for c in cs])
         return ats, classes.to(ats.device)

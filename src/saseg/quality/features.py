@@ -115,7 +115,9 @@ def quality_features(logits: torch.Tensor, *, boundary_px: int = 2, likely_p: fl
         out[f"{name}_boundary"] = means[ids, 1].cpu().numpy()
 
     # p_c summed over pixels predicted as c (the diagonal) and over all pixels
-    mass_all = p.flatten(1).sum(1).double()
+    # float64 accumulation: fn_mass is a difference of two sums of ~n_pixels, so a float32
+    # sum's rounding (which depends on the thread count) would swamp a small false-negative mass
+    mass_all = p.flatten(1).sum(1, dtype=torch.float64)
     mass_own = torch.bincount(pred.flatten(), weights=top1.flatten().double(), minlength=n_classes)
     fn_mass = (mass_all - mass_own).clamp(min=0.0)
     area = n_pixels.double()

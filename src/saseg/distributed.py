@@ -1,0 +1,350 @@
+"""``--engine ray``: score and fit on a Ray cluster with Ray Data, the rows of one process.
+
+The pipeline is Ray Data's batch-inference shape::
+
+    from_items(frame indices) -> map_batches(decode, CPU tasks)
+                              -> map_batches(actor per worker: FrameScorer / PixelCollector)
+                              -> rows streamed back to the driver
+
+Each actor loads the model and SA estimators once (they reach it through the object store)
+and runs the same `FrameScorer.score_batch` / `PixelCollector.add_batch` as the local
+engine, so rows are equal by construction; pixels are seeded per frame id, so worker order
+cannot change them. Only a frame's rows (Arrow IPC bytes), its predicted mask (PNG bytes)
+and skip notes travel back - no feature or softmax map does. The driver writes what comes
+back with the local engine's `PartStore`: a chunk's part is written once all its frames
+are in, so a run killed anywhere resumes from its finished chunks. For `fit`, each actor
+returns one `FitSample` per batch and the driver merges them (`FitSample.merge`).
+
+Ray is an optional extra (``pip install 'saseg[ray]'``), imported only here, inside the
+functions that need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from .collect import FitSample, PixelCollector
+from .data import Dataset, Frame
+from .errors import DataError, SasegError
+from .io import PartStore
+from .models import LoadedModel
+from .progress import progress_bar
+from .run_dir import RunDir, encode_prediction
+from .scoring import FrameScorer
+
+__all__ = ["RayOptions", "require_ray", "connect", "score_chunks", "collect_pixels"]
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'saseg[ray]' (or pip install 'ray[data]')"
+
+
+@dataclass
+class RayOptions:
+    """Where and how wide the Ray engine runs.
+
+    Attributes
+    ----------
+    address : str or None
+        An existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``); None starts a
+        local Ray on this machine, or joins the one already started in this process.
+    workers : int, scoring actors (one model copy each)
+    gpus_per_worker : float, GPUs per actor (then the actor runs on ``cuda``)
+    cpus_per_worker : float, CPUs per actor
+    """
+
+    address: str | None = None
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+    def __post_init__(self):
+        if int(self.workers) < 1:
+            raise DataError(f"Expected --workers >= 1, but got {self.workers}.")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
+            raise DataError(f"Expected --gpus-per-worker and --cpus-per-worker >= 0, but got "
+                            f"{self.gpus_per_worker} and {self.cpus_per_worker}.")
+        if self.gpus_per_worker == 0 and self.cpus_per_worker == 0:
+            raise DataError("Expected each worker to reserve some CPU or GPU, but got 0 of both.")
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+
+def require_ray():
+    """The `ray` module with Ray Data, or one line saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra is ray[data], not bare ray)
+    except ImportError as exc:
+        raise SasegError(f"Expected Ray Data for --engine ray, but it is not installed ({exc}); "
+                         f"install it with: {INSTALL_HINT}.") from None
+    return ray
+
+
+def connect(options: RayOptions):
+    """Join (or start) the cluster, once per process, and quiet Ray Data's own bars and logs."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        try:
+            ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        except ConnectionError as exc:
+            raise SasegError(f"Expected a Ray cluster at --address {options.address}, but could not "
+                             f"connect: {exc}") from None
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return ray
+
+
+# ------------------------------------------------------------------------------ stages
+def _decode_frames(batch: dict, dataset: Dataset) -> dict:
+    """The CPU stage: each row is one batch of frame indices; read ``dataset[i]`` for each.
+
+    An unreadable frame becomes a note ``[frame id, reason]``, not an error: the driver
+    decides with ``on_error``.
+    """
+    out = {"indices": [], "frames": [], "notes": []}
+    for indices in batch["indices"]:
+        frames, notes = [], []
+        for i in np.asarray(indices).tolist():
+            try:
+                frames.append(dataset[i])
+            except DataError as exc:
+                notes.append((i, [str(getattr(exc, "where", None) or dataset.frame_id(i)), str(exc)]))
+        out["indices"].append(np.asarray(indices))
+        out["frames"].append(frames)
+        out["notes"].append(notes)
+    return {key: _objects(value) for key, value in out.items()}
+
+
+class _SkipLog:
+    """Stands in for a dataset's `skip` inside an actor: records, never raises."""
+
+    def __init__(self):
+        self.skipped: list[tuple[int, list]] = []
+
+    def skip(self, i: int, exc: Exception) -> None:
+        self.skipped.append((int(i), [str(getattr(exc, "where", None) or i), str(exc)]))
+
+
+class _PredictionBytes:
+    """Collects predicted masks as PNG bytes (what `RunDir.write_prediction` would write)."""
+
+    def __init__(self):
+        self.png: dict[str, bytes] = {}
+
+    def write_prediction(self, frame_id: str, pred) -> None:
+        self.png[frame_id] = encode_prediction(pred)
+
+
+def _worker_model(model: LoadedModel, options: "RayOptions") -> LoadedModel:
+    """The actor's model on its device, using the CPUs it reserved."""
+    torch.set_num_threads(max(1, int(round(options.cpus_per_worker))))
+    device = torch.device(options.device)
+    if model.device == device:
+        return model
+    return dataclasses.replace(model, net=model.net.to(device), device=device)
+
+
+class ScoreActor:
+    """A Ray Data actor: one `FrameScorer` (model + SA estimators loaded once) per worker.
+
+    In: rows of decoded batches. Out: one row per frame: its index, its rows as Arrow IPC
+    bytes, its predicted mask as PNG bytes, its skip note (JSON), and this batch's timing.
+    """
+
+    def __init__(self, scorer: FrameScorer, options: "RayOptions", save_predictions: bool):
+        self.scorer = scorer  # this actor's own copy, deserialized from the object store
+        self.scorer.model = _worker_model(scorer.model, options)
+        self.save_predictions = save_predictions
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"index": [], "rows": [], "prediction": [], "note": [], "timing": []}
+        for indices, frames, notes in zip(batch["indices"], batch["frames"], batch["notes"]):
+            skips, predictions = _SkipLog(), _PredictionBytes()
+            self.scorer.save_predictions = predictions if self.save_predictions else None
+            before = dict(self.scorer.timing)
+            rows = {}
+            for run in _same_size_runs(list(frames)):
+                for table in self.scorer.score_batch(run, skips):
+                    rows[int(table["frame_index"].iat[0])] = (table["frame_id"].iat[0], _table_bytes(table))
+            timing = {k: v - before.get(k, 0) for k, v in self.scorer.timing.items()}
+            noted = dict(list(notes) + skips.skipped)
+            for k, i in enumerate(np.asarray(indices).tolist()):
+                frame_id, data = rows.get(i, (None, b""))
+                out["index"].append(i)
+                out["rows"].append(data)
+                out["prediction"].append(predictions.png.get(frame_id, b""))
+                out["note"].append(json.dumps(noted[i]) if i in noted else "")
+                out["timing"].append(json.dumps(timing) if k == 0 else "")
+        return {key: np.array(value) if key == "index" else _objects(value) for key, value in out.items()}
+
+
+class CollectActor:
+    """A Ray Data actor: one `PixelCollector` per worker; one `FitSample` back per batch."""
+
+    def __init__(self, collector: PixelCollector, options: "RayOptions"):
+        self.collector = collector
+        self.collector.model = _worker_model(collector.model, options)
+
+    def __call__(self, batch: dict) -> dict:
+        samples = []
+        for frames, notes in zip(batch["frames"], batch["notes"]):
+            skips = _SkipLog()
+            sample = self.collector.empty()
+            for run in _same_size_runs(list(frames)):
+                self.collector.add_batch(sample, run, skips)
+            sample.skipped.extend(note for _, note in sorted(list(notes) + skips.skipped, key=lambda x: x[0]))
+            samples.append(sample)
+        return {"sample": _objects(samples)}
+
+
+# ------------------------------------------------------------------------------ drivers
+def score_chunks(scorer: FrameScorer, dataset: Dataset, chunks: Sequence[int], *, chunk_frames: int,
+                 batch_size: int, store: PartStore, run: RunDir | None, options: RayOptions,
+                 progress: bool = True, on_error: str = "raise", done_frames: int = 0) -> dict:
+    """Score the frames of `chunks` on Ray and write each chunk's part once all its frames are in.
+
+    Batches are the local engine's (`batch_size` frames from each chunk's start), so each
+    forward pass sees the same frames. `run` receives the predicted masks (None: not
+    saved). Returns the workers' timing, summed.
+    """
+    ray = connect(options)
+    n = len(dataset)
+    ranges = {c: range(c * chunk_frames, min(n, (c + 1) * chunk_frames)) for c in chunks}
+    waiting = {c: len(r) for c, r in ranges.items()}
+    tables: dict[int, list] = {c: [] for c in chunks}
+    notes: dict[int, list] = {c: [] for c in chunks}
+    timing: dict[str, float] = {}
+    workers = f"{options.workers} worker{'s' if options.workers > 1 else ''}"
+    bar = progress_bar(total=n, desc=f"score (ray, {workers})", unit="frame", enabled=progress,
+                       initial=done_frames)
+    batches = [list(r[k:k + batch_size]) for c in chunks for r in [ranges[c]]
+               for k in range(0, len(r), batch_size)]
+    if batches:
+        stream = _pipeline(ray, batches, dataset, ScoreActor,
+                           dict(scorer=scorer, options=options, save_predictions=run is not None),
+                           options=options)
+        for batch in _stream(ray, stream):
+            for i, rows, png, note, spent in zip(batch["index"].tolist(), batch["rows"],
+                                                 batch["prediction"], batch["note"], batch["timing"]):
+                if note and on_error == "raise":
+                    raise DataError(json.loads(note)[1])
+                chunk = i // chunk_frames
+                if rows:
+                    table = _table_from_bytes(rows)
+                    tables[chunk].append((i, table))
+                    if png and run is not None:
+                        run.write_prediction_png(table["frame_id"].iat[0], png)
+                if note:
+                    notes[chunk].append((i, json.loads(note)))
+                for key, value in (json.loads(spent) if spent else {}).items():
+                    timing[key] = timing.get(key, 0.0) + value
+                bar.update(1)
+                waiting[chunk] -= 1
+                if waiting[chunk] == 0:  # all its frames are in: its part, atomically
+                    parts = [t for _, t in sorted(tables.pop(chunk), key=lambda x: x[0])]
+                    store.write(chunk, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(),
+                                notes=[note for _, note in sorted(notes.pop(chunk), key=lambda x: x[0])])
+    bar.close()
+    return timing
+
+
+def collect_pixels(collector: PixelCollector, dataset: Dataset, indices: Sequence[int], *,
+                   batch_size: int, options: RayOptions, progress: bool = True) -> FitSample:
+    """`PixelCollector` over `indices` on Ray: one sample per batch, merged on the driver."""
+    ray = connect(options)
+    sample = collector.empty()
+    bar = progress_bar(total=len(indices), desc="fit: tracing (ray)", unit="frame", enabled=progress)
+    indices = [int(i) for i in indices]
+    batches = [indices[k:k + batch_size] for k in range(0, len(indices), batch_size)]
+    if batches:
+        stream = _pipeline(ray, batches, dataset, CollectActor, dict(collector=collector, options=options),
+                           options=options)
+        for batch in _stream(ray, stream):
+            for part in batch["sample"]:
+                sample.merge(part)
+                bar.update(part.n_used + len(part.skipped))
+    bar.close()
+    return sample
+
+
+def _pipeline(ray, batches: list[list[int]], dataset: Dataset, actor, actor_kwargs: dict, *,
+              options: RayOptions):
+    """from_items(batches of indices) -> decode -> actor pool. On CPU-only workers the decode
+    stage asks for the actor's CPUs, so Ray fuses it into the actor (no copy of the images
+    between processes); with GPUs it stays a separate CPU stage that feeds them."""
+    decode_cpus = 1.0 if options.gpus_per_worker > 0 else options.cpus_per_worker
+    return (ray.data.from_items([{"indices": b} for b in batches])
+            .map_batches(_decode_frames, fn_kwargs={"dataset": dataset}, batch_size=1,
+                         num_cpus=decode_cpus)
+            .map_batches(actor, fn_constructor_kwargs=actor_kwargs, batch_size=1,
+                         compute=ray.data.ActorPoolStrategy(size=int(options.workers)),
+                         num_gpus=options.gpus_per_worker or None,
+                         num_cpus=options.cpus_per_worker))
+
+
+def _stream(ray, stream) -> Iterator[dict]:
+    """The pipeline's output batches; a worker's saseg error comes out as its own one line."""
+    try:
+        yield from stream.iter_batches(batch_size=None, batch_format="numpy")
+    except ray.exceptions.RayError as exc:
+        cause = _root_cause(exc)
+        if isinstance(cause, SasegError):
+            raise cause.with_traceback(None) from None
+        raise
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = getattr(exc, "cause", None) or exc.__cause__
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+# ------------------------------------------------------------------------------ helpers
+def _same_size_runs(frames: list[Frame]) -> Iterator[list[Frame]]:
+    """Consecutive frames of one image size (one forward pass takes one size)."""
+    run: list[Frame] = []
+    for frame in frames:
+        if run and frame.image.shape != run[0].image.shape:
+            yield run
+            run = []
+        run.append(frame)
+    if run:
+        yield run
+
+
+def _objects(items: list) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def _table_bytes(table: pd.DataFrame) -> bytes:
+    sink = io.BytesIO()
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    with pa.ipc.new_stream(sink, arrow.schema) as writer:
+        writer.write_table(arrow)
+    return sink.getvalue()
+
+
+def _table_from_bytes(data: bytes) -> pd.DataFrame:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all().to_pandas()
