@@ -14,7 +14,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import __version__
 from .aggregate import ZScoreReference
