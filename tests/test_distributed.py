@@ -149,6 +149,9 @@ def test_ray_score_records_or_refuses_unreadable_and_nan_frames(ray_cluster, tin
     dict(model.net.named_modules())[model.layer].register_forward_hook(lambda m, i, o: o * float("nan"))
     with pytest.raises(DataError, match="NaN"):
         score(model, tiny_sa_dir, TEST_SPEC, tmp_path / "d" / "scores.parquet", engine="ray", **SCORE)
+    with pytest.raises(DataError, match="NaN"):  # fit stops at the first bad batch, as score does
+        fit(model, TRAIN_SPEC, tmp_path / "e", engine="ray", estimators=("mdsa",), batch_size=4, progress=False)
+    assert not (tmp_path / "e" / "mdsa.json").exists()
 
 
 def _tensors(sa_dir):

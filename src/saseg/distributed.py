@@ -264,8 +264,12 @@ def score_chunks(scorer: FrameScorer, dataset: Dataset, chunks: Sequence[int], *
 
 
 def collect_pixels(collector: PixelCollector, dataset: Dataset, indices: Sequence[int], *,
-                   batch_size: int, options: RayOptions, progress: bool = True) -> FitSample:
-    """`PixelCollector` over `indices` on Ray: one sample per batch, merged on the driver."""
+                   batch_size: int, options: RayOptions, progress: bool = True,
+                   on_error: str = "raise") -> FitSample:
+    """`PixelCollector` over `indices` on Ray: one sample per batch, merged on the driver.
+
+    A frame left out (unreadable, NaN outputs) stops the run at its batch when `on_error` is
+    "raise", as `score_chunks` does; "skip" keeps its note in the sample."""
     ray = connect(options)
     sample = collector.empty()
     bar = progress_bar(total=len(indices), desc="fit: tracing (ray)", unit="frame", enabled=progress)
@@ -276,6 +280,8 @@ def collect_pixels(collector: PixelCollector, dataset: Dataset, indices: Sequenc
                            options=options)
         for batch in _stream(ray, stream):
             for part in batch["sample"]:
+                if part.skipped and on_error == "raise":
+                    raise DataError(part.skipped[0][1])
                 sample.merge(part)
                 bar.update(part.n_used + len(part.skipped))
     bar.close()

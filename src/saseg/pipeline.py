@@ -107,9 +107,7 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     started = time.perf_counter()
     if engine == "ray":
         sample = distributed.collect_pixels(collector, dataset, indices, batch_size=batch_size,
-                                            options=ray_options, progress=progress)
-        if sample.skipped and on_error == "raise":
-            raise DataError(sample.skipped[0][1])
+                                            options=ray_options, progress=progress, on_error=on_error)
     else:
         sample = collector.empty()
         bar = _progress(len(indices), "fit: tracing", progress)

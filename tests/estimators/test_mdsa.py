@@ -216,3 +216,38 @@ def test_a_failed_fit_leaves_nothing_to_finalize():
         est.fit(np.vstack([x, x[:1]]), np.append(c, 4))  # class 4 has one AT
     with pytest.raises(NotFittedError):
         est.score(x, c)
+
+
+def test_float32_scores_by_onednn_equal_addmm_and_scipy():
+    """float32 on CPU runs oneDNN's linear on packed whiteners (the fast path the benchmark
+    measures); it must equal the addmm path and scipy, per class, NaN rows included."""
+    x, c = make_data(n=600, d=16)
+    q, qc = make_data(n=300, d=16, seed=1)
+    est = MDSA().fit(x, c)
+    q32 = torch.tensor(q, dtype=torch.float32)
+    fast = est.score(q32, qc)
+    state = est._device_cache[("cpu", torch.float32)]
+    if torch.backends.mkldnn.is_available():  # the x86/ARM wheels: a silent fallback is a defect
+        assert state["packed"] is not None and len(state["packed"]) == 3
+    covs = {k: est.covariances_[k].numpy() for k in range(3)}
+    means = {k: est.means_[k].numpy() for k in range(3)}
+    np.testing.assert_allclose(fast.numpy(), scipy_mdsa(q, qc, covs, means), rtol=2e-5)
+    state["packed"] = None  # the addmm path every other device and dtype takes
+    np.testing.assert_allclose(est.score(q32, qc).numpy(), fast.numpy(), rtol=1e-5)
+    est._device_cache.clear()
+    bad = q32.clone()
+    bad[[4, 7], 2] = float("nan")
+    bad[9, 0] = float("inf")
+    with pytest.raises(DegenerateDataError, match="3 of 300 rows"):
+        est.score(bad, qc)
+
+
+def test_scored_estimator_pickles_without_its_device_cache():
+    import pickle
+
+    x, c = make_data()
+    est = MDSA().fit(x, c)
+    before = est.score(torch.tensor(x, dtype=torch.float32), c)  # fills the cache (oneDNN tensors)
+    copy = pickle.loads(pickle.dumps(est))
+    assert "_device_cache" not in copy.__dict__
+    torch.testing.assert_close(copy.score(torch.tensor(x, dtype=torch.float32), c), before, rtol=0, atol=0)

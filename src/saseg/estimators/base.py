@@ -195,6 +195,13 @@ class SurpriseEstimator:
             self.class_names_ = {c: self.class_names_.get(c, str(c)) for c in ids}
         self._device_cache = {}
 
+    def __getstate__(self) -> dict:
+        """Pickled without the per-device scoring cache (rebuilt on first use; may hold
+        oneDNN tensors, which do not pickle)."""
+        state = dict(self.__dict__)
+        state.pop("_device_cache", None)
+        return state
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):
             raise NotFittedError(type(self).__name__)
@@ -243,16 +250,18 @@ class SurpriseEstimator:
             check_ats(ats, where)
         dtype = self._score_dtype(ats.dtype)
         ats = ats.to(dtype)
-        out = torch.empty(len(ats), dtype=dtype, device=ats.device)
         if len(ats) == 0:
-            return out
+            return torch.empty(0, dtype=dtype, device=ats.device)
         state = self._state_on(ats.device, dtype)
+        out = None  # allocated only for several classes: the one-class output is the class's scores
         for k, rows in self._groups(classes, state["classes"], where):
             if rows is None:
                 out = self._score_class(k, ats, state)
             else:
+                if out is None:
+                    out = torch.empty(len(ats), dtype=dtype, device=ats.device)
                 out[rows] = self._score_class(k, ats[rows], state)
-        if not bool(torch.isfinite(out.sum())):  # NaN/Inf propagate into the sum (or it overflowed)
+        if not math.isfinite(out.sum().item()):  # NaN/Inf propagate into the sum (or it overflowed)
             check_ats(ats, where)  # names the rows when the input is to blame
             bad = ~torch.isfinite(out)
             if not bool(bad.any()):
