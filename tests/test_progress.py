@@ -2,7 +2,7 @@
 
 import io
 
-from saseg.progress import PlainProgress, progress_bar
+from saseg.progress import PlainProgress, plural, progress_bar
 
 
 def test_plain_lines_have_counts_rate_and_postfix():
@@ -29,3 +29,8 @@ def test_iteration_and_quiet_mode(capsys):
 def test_not_a_terminal_gives_plain_progress(monkeypatch):
     monkeypatch.setattr("sys.stderr", io.StringIO())
     assert isinstance(progress_bar(total=3, desc="d"), PlainProgress)
+
+
+def test_units_take_their_english_plural():
+    assert [plural(u) for u in ("frame", "batch", "epoch", "it", "pass", "box")] == [
+        "frames", "batches", "epochs", "its", "passes", "boxes"]

@@ -104,8 +104,9 @@ def connect(options: RayOptions):
             raise SasegError(f"Expected a Ray cluster at --address {options.address}, but could not "
                              f"connect: {exc}") from None
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+    context.enable_progress_bars = False  # saseg's own bar counts frames across the cluster
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled" notice
     return ray
 
 

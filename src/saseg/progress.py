@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress_bar", "PlainProgress"]
+__all__ = ["progress_bar", "PlainProgress", "plural"]
 
 
 class PlainProgress:
@@ -59,9 +59,15 @@ class PlainProgress:
         share = f"{self.n / self.total:.0%}, " if self.total else ""
         of = f"/{self.total}" if self.total is not None else ""
         extra = f" {self.postfix}" if self.postfix else ""
-        units = self.unit + ("es" if self.unit.endswith(("s", "sh", "ch", "x")) else "s")
+        units = plural(self.unit)
         print(f"{self.desc}: {self.n}{of} {units} ({share}{rate:.1f} {units}/s){extra}",
               file=self.stream or sys.stderr, flush=True)
+
+
+def plural(unit: str) -> str:
+    """English plural of a progress unit: frames, batches, epochs (a hard "ch"), boxes."""
+    hissing = unit.endswith(("s", "sh", "x")) or (unit.endswith("ch") and not unit.endswith("och"))
+    return unit + ("es" if hissing else "s")
 
 
 def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
