@@ -127,6 +127,14 @@ def test_ray_score_killed_midway_resumes_to_the_same_rows(ray_cluster, tiny_mode
     assert_same_run(out.parent, tmp_path / "local")
 
 
+def assert_cpus_freed(ray, timeout=60.0):
+    """A run that stopped early must not keep its actors: the next run would wait for CPUs."""
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, f"actors still hold CPUs: {ray.available_resources()}"
+        time.sleep(0.5)
+
+
 def test_ray_score_records_or_refuses_unreadable_and_nan_frames(ray_cluster, tiny_model_dir, tiny_sa_dir,
                                                                 tmp_path, one_thread):
     images = tmp_path / "images"
@@ -137,6 +145,7 @@ def test_ray_score_records_or_refuses_unreadable_and_nan_frames(ray_cluster, tin
     spec = f"folder:{images}"
     with pytest.raises(DataError, match="f2"):
         score(tiny_model_dir, tiny_sa_dir, spec, tmp_path / "a" / "scores.parquet", engine="ray", **SCORE)
+    assert_cpus_freed(ray_cluster)
     ray_df = score(tiny_model_dir, tiny_sa_dir, spec, tmp_path / "b" / "scores.parquet", engine="ray",
                    on_error="skip", **SCORE)
     local_df = score(tiny_model_dir, tiny_sa_dir, spec, tmp_path / "c" / "scores.parquet",
@@ -149,9 +158,11 @@ def test_ray_score_records_or_refuses_unreadable_and_nan_frames(ray_cluster, tin
     dict(model.net.named_modules())[model.layer].register_forward_hook(lambda m, i, o: o * float("nan"))
     with pytest.raises(DataError, match="NaN"):
         score(model, tiny_sa_dir, TEST_SPEC, tmp_path / "d" / "scores.parquet", engine="ray", **SCORE)
+    assert_cpus_freed(ray_cluster)
     with pytest.raises(DataError, match="NaN"):  # fit stops at the first bad batch, as score does
         fit(model, TRAIN_SPEC, tmp_path / "e", engine="ray", estimators=("mdsa",), batch_size=4, progress=False)
     assert not (tmp_path / "e" / "mdsa.json").exists()
+    assert_cpus_freed(ray_cluster)
 
 
 def _tensors(sa_dir):

@@ -21,6 +21,7 @@ functions that need it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -239,27 +240,28 @@ def score_chunks(scorer: FrameScorer, dataset: Dataset, chunks: Sequence[int], *
         stream = _pipeline(ray, batches, dataset, ScoreActor,
                            dict(scorer=scorer, options=options, save_predictions=run is not None),
                            options=options)
-        for batch in _stream(ray, stream):
-            for i, rows, png, note, spent in zip(batch["index"].tolist(), batch["rows"],
-                                                 batch["prediction"], batch["note"], batch["timing"]):
-                if note and on_error == "raise":
-                    raise DataError(json.loads(note)[1])
-                chunk = i // chunk_frames
-                if rows:
-                    table = _table_from_bytes(rows)
-                    tables[chunk].append((i, table))
-                    if png and run is not None:
-                        run.write_prediction_png(table["frame_id"].iat[0], png)
-                if note:
-                    notes[chunk].append((i, json.loads(note)))
-                for key, value in (json.loads(spent) if spent else {}).items():
-                    timing[key] = timing.get(key, 0.0) + value
-                bar.update(1)
-                waiting[chunk] -= 1
-                if waiting[chunk] == 0:  # all its frames are in: its part, atomically
-                    parts = [t for _, t in sorted(tables.pop(chunk), key=lambda x: x[0])]
-                    store.write(chunk, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(),
-                                notes=[note for _, note in sorted(notes.pop(chunk), key=lambda x: x[0])])
+        with contextlib.closing(_stream(ray, stream)) as results:  # an early raise frees the actors
+            for batch in results:
+                for i, rows, png, note, spent in zip(batch["index"].tolist(), batch["rows"],
+                                                     batch["prediction"], batch["note"], batch["timing"]):
+                    if note and on_error == "raise":
+                        raise DataError(json.loads(note)[1])
+                    chunk = i // chunk_frames
+                    if rows:
+                        table = _table_from_bytes(rows)
+                        tables[chunk].append((i, table))
+                        if png and run is not None:
+                            run.write_prediction_png(table["frame_id"].iat[0], png)
+                    if note:
+                        notes[chunk].append((i, json.loads(note)))
+                    for key, value in (json.loads(spent) if spent else {}).items():
+                        timing[key] = timing.get(key, 0.0) + value
+                    bar.update(1)
+                    waiting[chunk] -= 1
+                    if waiting[chunk] == 0:  # all its frames are in: its part, atomically
+                        parts = [t for _, t in sorted(tables.pop(chunk), key=lambda x: x[0])]
+                        store.write(chunk, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(),
+                                    notes=[note for _, note in sorted(notes.pop(chunk), key=lambda x: x[0])])
     bar.close()
     return timing
 
@@ -279,12 +281,13 @@ def collect_pixels(collector: PixelCollector, dataset: Dataset, indices: Sequenc
     if batches:
         stream = _pipeline(ray, batches, dataset, CollectActor, dict(collector=collector, options=options),
                            options=options)
-        for batch in _stream(ray, stream):
-            for part in batch["sample"]:
-                if part.skipped and on_error == "raise":
-                    raise DataError(part.skipped[0][1])
-                sample.merge(part)
-                bar.update(part.n_used + len(part.skipped))
+        with contextlib.closing(_stream(ray, stream)) as results:  # an early raise frees the actors
+            for batch in results:
+                for part in batch["sample"]:
+                    if part.skipped and on_error == "raise":
+                        raise DataError(part.skipped[0][1])
+                    sample.merge(part)
+                    bar.update(part.n_used + len(part.skipped))
     bar.close()
     return sample
 
