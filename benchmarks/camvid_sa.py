@@ -110,7 +110,12 @@ def _aggregation_study(scores: pd.DataFrame, iou: pd.DataFrame) -> str:
 
 
 def _rho(a, b) -> float:
-    if len(a) < 3 or np.ptp(np.asarray(a, float)) == 0:
+    """Spearman rho over the pairs where both are defined (a class that is present but not
+    predicted has a row with no SA), NaN when fewer than 3 remain or `a` is constant."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 3 or np.ptp(a) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
 
