@@ -105,7 +105,7 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
                                max_ats_per_class=max_ats_per_class,
                                mdsa_options=estimator_options.get("mdsa", {}))
     started = time.perf_counter()
-    if engine == "ray":
+    if ray_options is not None:
         sample = distributed.collect_pixels(collector, dataset, indices, batch_size=batch_size,
                                             options=ray_options, progress=progress, on_error=on_error)
     else:
@@ -200,18 +200,19 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     done = store.done_chunks()
     n = len(dataset)
     pending = [c for c in range((n + chunk_frames - 1) // chunk_frames) if c not in done]
+    done_frames = min(n, len(done) * chunk_frames)
+    predictions = run if save_predictions else None
+    # on Ray the masks come back as PNG bytes and the driver writes them: workers save none
+    scorer = FrameScorer(model, fitted, pixels_per_class=pixels_per_class, softmax=softmax, seed=seed,
+                         features=features, save_predictions=None if ray_options else predictions)
     if ray_options is not None:
-        scorer = FrameScorer(model, fitted, pixels_per_class=pixels_per_class, softmax=softmax,
-                             seed=seed, features=features)
         timing = distributed.score_chunks(
             scorer, dataset, pending, chunk_frames=chunk_frames, batch_size=batch_size, store=store,
-            run=run if save_predictions else None, options=ray_options, progress=progress,
-            on_error=on_error, done_frames=min(n, len(done) * chunk_frames))
+            run=predictions, options=ray_options, progress=progress, on_error=on_error,
+            done_frames=done_frames)
     else:
-        scorer = FrameScorer(model, fitted, pixels_per_class=pixels_per_class, softmax=softmax,
-                             seed=seed, features=features, save_predictions=run if save_predictions else None)
         bar = _progress(n, "score", progress)
-        bar.update(min(n, len(done) * chunk_frames))
+        bar.update(done_frames)
         for chunk in pending:
             rows = []
             skipped_before = len(dataset.skipped)
