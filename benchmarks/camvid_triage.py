@@ -40,7 +40,7 @@ from saseg.analysis.shift import pool_shift
 from saseg.analysis.tradeoff import max_skip, tradeoff_curve
 from saseg.evaluation import evaluate
 from saseg.pipeline import fit, score
-from saseg.run_dir import RunDir
+from saseg.layout import RunDir
 
 CLASSES = ("Sky", "Building", "Road", "Pavement", "Tree", "Car", "Pedestrian")
 SCORES = ("mdsa", "lsa", "entropy", "max_softmax", "margin", "risk")

@@ -64,7 +64,7 @@ def test_export_check_reads_back_and_exits_1_on_a_difference(tiny_run, tmp_path,
                      "--no-heatmaps")
         assert f"{to}: {n} frames, {n}/{n} masks verified, order verified" in out
     # The run's saved masks changed since: the export no longer matches them.
-    from saseg.run_dir import RunDir
+    from saseg.layout import RunDir
     saved = RunDir.prediction
 
     def changed(self, frame_id):
@@ -72,8 +72,7 @@ def test_export_check_reads_back_and_exits_1_on_a_difference(tiny_run, tmp_path,
         mask[0, 0] = (mask[0, 0] + 1) % 3
         return mask
 
-    from saseg.export import check as export_check
-    real_check = export_check.check_export
+    from saseg.export import check_export as real_check
     monkeypatch.setattr("saseg.export.run.check_export", lambda out, to, prediction_for, expected_order:
                         real_check(out, to, prediction_for=changed.__get__(RunDir(tiny_run)),
                                    expected_order=expected_order))

@@ -22,7 +22,7 @@ from saseg.estimators import load_estimator
 from saseg.models import load_model
 from saseg.pipeline import fit, score
 from saseg.scoring import frame_seed
-from saseg.run_dir import RunDir
+from saseg.layout import RunDir
 from saseg.sampling import sample_pixels
 
 

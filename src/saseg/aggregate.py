@@ -21,16 +21,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .columns import KEY_COLUMNS, frame_column, group_column, require_columns
 from .data.classes import ClassInfo
 from .errors import DataError, FormatError
 from .io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["class_scores", "zscore_reference", "ZScoreReference", "frame_scores", "KEY_COLUMNS",
+__all__ = ["class_scores", "zscore_reference", "ZScoreReference", "frame_scores",
            "predicted_rows"]
 
-KEY_COLUMNS = ["frame_id", "frame_index", "source"]
 _REF_COLUMNS = ["class_id", "score", "mean", "std", "n_frames"]
 _FORMAT_VERSION = 1
 
@@ -108,7 +108,7 @@ def zscore_reference(scores_df: pd.DataFrame, columns: Sequence[str]) -> pd.Data
     DataFrame with columns ``class_id``, ``score``, ``mean``, ``std``, ``n_frames`` (frames
     with a finite class SA), one row per (class, score).
     """
-    _require(scores_df, ["class_id", *columns], "scores table")
+    require_columns(scores_df, ["class_id", *columns], "scores table")
     scores_df = predicted_rows(scores_df)
     rows = []
     for col in columns:
@@ -132,7 +132,7 @@ class ZScoreReference:
     """
 
     def __init__(self, table: pd.DataFrame):
-        _require(table, _REF_COLUMNS, "z-score reference")
+        require_columns(table, _REF_COLUMNS, "z-score reference")
         self.table = table[_REF_COLUMNS].reset_index(drop=True)
 
     @classmethod
@@ -199,12 +199,12 @@ def frame_scores(scores_df: pd.DataFrame, classes: ClassInfo, columns: Sequence[
     ``n_segments`` (number of predicted classes), then ``group_<g>_<s>`` and ``frame_<s>``.
     """
     columns = list(columns)
-    _require(scores_df, [*KEY_COLUMNS, "class_id", *columns], "scores table")
+    require_columns(scores_df, [*KEY_COLUMNS, "class_id", *columns], "scores table")
     if reference is None:
         ref = zscore_reference(scores_df, columns)
     else:
         ref = reference.table if isinstance(reference, ZScoreReference) else reference
-        _require(ref, _REF_COLUMNS, "z-score reference")
+        require_columns(ref, _REF_COLUMNS, "z-score reference")
         missing = sorted(set(columns) - set(ref["score"]))
         if missing:
             raise DataError(f"z-score reference: expected statistics for scores {missing}, "
@@ -219,8 +219,8 @@ def frame_scores(scores_df: pd.DataFrame, classes: ClassInfo, columns: Sequence[
         by_frame = z.groupby(df["frame_id"], sort=False)
         for group, ids in classes.groups.items():
             in_group = df["class_id"].isin(ids)
-            result[f"group_{group}_{col}"] = z[in_group].groupby(df["frame_id"][in_group]).mean()
-        result[f"frame_{col}"] = by_frame.mean()
+            result[group_column(group, col)] = z[in_group].groupby(df["frame_id"][in_group]).mean()
+        result[frame_column(col)] = by_frame.mean()
     for name, series in result.items():
         frames[name] = series.reindex(frames.index).astype("float64")
     out = frames.reset_index()[["frame_id", "frame_index", "source",
@@ -240,11 +240,6 @@ def _zscores(df: pd.DataFrame, col: str, ref: pd.DataFrame) -> pd.Series:
     z = (df[col].astype("float64") - mean) / std
     return z.where(~((std == 0) & df[col].notna() & mean.notna()), 0.0)
 
-
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(f"{what}: expected columns {missing}, but got {list(df.columns)}.")
 
 
 def _none_if_nan(x) -> float | None:

@@ -35,7 +35,9 @@ from .analysis import selection
 from .data import has_splits, open_dataset
 from .distributed import RayOptions
 from .errors import SasegError
+from .export import EXPORTERS, exporter
 from .export import run as export_run
+from .layout import PlanDir
 from .models.checkpoint import TRUSTED_FACTORIES_ENV
 from .models.train import train as train_model
 
@@ -204,6 +206,17 @@ def parse_count_or_fraction(text: str) -> float:
     return value
 
 
+def registered(registry: dict, what: str):
+    """An option callback that accepts only names in `registry`, read when the option is parsed,
+    so a tool registered after import (`saseg.export.register_exporter`) is accepted without
+    editing the CLI."""
+    def check(value: str) -> str:
+        if value not in registry:
+            raise typer.BadParameter(f"expected {what} in {list(registry)}, got {value!r}")
+        return value
+    return check
+
+
 # Shared option types, defined once.
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Checkpoint dir (model.pt + model.json).")]
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset spec, e.g. camvid:PATH, folder:IMAGES[:LABELS], video:FILE, synthetic:n=200.")]
@@ -365,13 +378,13 @@ def plan(
                            calibration=calibration, confidence=confidence, targets=targets or ["frame"],
                            threshold=iou_below, annotators=annotators)
     typer.echo(result.describe())
-    typer.echo(f"plan: {out}/plan.csv")
+    typer.echo(f"plan: {PlanDir(out).queue_path}")
 
 
 @app.command()
 def export(
     plan_path: Annotated[str, typer.Option("--plan", "-p", help="plan.csv from `saseg plan` (inside or beside the scored run).")],
-    to: Annotated[Literal["labelstudio", "cvat", "fiftyone"], typer.Option("--to", help="Labelling tool.")],
+    to: Annotated[str, typer.Option("--to", callback=registered(EXPORTERS, "a labelling tool"), help=f"Labelling tool: {', '.join(EXPORTERS)}.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Export dir to write.")],
     run: Annotated[Optional[str], typer.Option("--run", help="Scored run dir (default: found beside/above the plan).")] = None,
     copy: Annotated[bool, typer.Option("--copy", help="Copy frames into the export instead of referencing them.")] = False,
@@ -382,7 +395,7 @@ def export(
     check: Annotated[bool, typer.Option("--check", help="Re-read the export as the tool will (images, masks, order) and exit 1 if anything differs.")] = False,
 ):
     """Hand the labelling queue to Label Studio, CVAT or FiftyOne, with predictions as pre-annotations."""
-    options = {"image_root": image_root} if image_root and to == "labelstudio" else {}
+    options = {"image_root": image_root} if image_root and "image_root" in exporter(to).options else {}
     path = export_run.export_plan(plan_path, to=to, out_dir=out, run_dir=run, heatmaps=heatmaps, device=device,
                        copy=copy, include_skipped=include_skipped, **options)
     typer.echo(f"{to} export: {path}  (import steps in {path}/IMPORT.md)")

@@ -18,17 +18,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis.plan import PLAN_CSV, plan_from_run
+from .analysis.plan import plan_from_run
 from .analysis.quality import apply_quality, fit_quality
 from .data import open_dataset
 from .evaluation import evaluate
-from .export import TOOLS
+from .export import EXPORTERS
 from .export.run import export_plan
 from .models.train import train
 from .pipeline import fit, score
 from .report import write_report
 from .review import write_gallery, write_review_video
-from .run_dir import RunDir
+from .columns import RISK, frame_column, frame_target_iou
+from .layout import EvalDir, PlanDir, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +80,17 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     result = evaluate(run.scores_path, test_spec, run.eval_dir, progress=progress)
     lap("evaluate")
     guaranteed = dict(max_risk=ALPHA, calibration=pilot.eval_dir, confidence=CONFIDENCE,
-                      threshold=IOU_BELOW, score="frame_risk")
+                      threshold=IOU_BELOW, score=frame_column(RISK))
     the_plan = plan_from_run(run.scores_path, run.plan_dir, **guaranteed)
-    realised = _realised(the_plan, pd.read_parquet(run.eval_dir / "iou.parquet"))
+    realised = _realised(the_plan, EvalDir(run.eval_dir).iou())
     night_spec = spec.format(n=cfg["n_night"], s=seed + 5, size=cfg["size"], split="test") + ",conditions=night"
     night = RunDir(out / "night")
     score(model_dir, out / "sa", night_spec, night.scores_path, pixels_per_class=cfg["ppc"], seed=seed,
           progress=progress, quality=out / "quality")
     night_plan = plan_from_run(night.scores_path, night.plan_dir, **guaranteed)
     lap("plan")
-    for tool in TOOLS:
-        export_plan(run.plan_dir / PLAN_CSV, to=tool, out_dir=out / "export" / tool)
+    for tool in EXPORTERS:
+        export_plan(PlanDir(run.plan_dir).queue_path, to=tool, out_dir=out / "export" / tool)
     lap("export")
     write_review_video(model_dir, out / "sa", test_spec, out / "review.mp4",
                        max_frames=cfg["video_frames"], progress=progress)
@@ -99,7 +100,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
 
     frames = run.frames()
     by_condition = _by_condition(open_dataset(test_spec), frames,
-                                 pd.read_parquet(run.eval_dir / "iou.parquet"))
+                                 EvalDir(run.eval_dir).iou())
     lines = [
         "saseg demo: generated plain-daytime training drives, shifted test drives",
         f"  model: small CNN, validation mIoU {_last(summary, 'val_miou')}",
@@ -116,7 +117,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         "",
         "Max skip at 5 % of skipped frames below IoU 0.5, read off the test pool's own labels "
         "(hindsight, for comparison):",
-        _max_skip_line(run.eval_dir),
+        _max_skip_line(EvalDir(run.eval_dir)),
         "",
         f"Guaranteed plan for the test pool (calibrated on the {cfg['n_pilot']}-frame pilot):",
         the_plan.describe(),
@@ -132,7 +133,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         f"  scores             {run.scores_path} and {run.frames_path}",
         f"  evaluation         {run.eval_dir} (correlation.csv, tradeoff.csv, *.png)",
         f"  pilot + quality    {pilot.root}, {out / 'quality'}",
-        f"  labelling plan     {run.plan_dir / PLAN_CSV} (night pool: {night.plan_dir / PLAN_CSV})",
+        f"  labelling plan     {PlanDir(run.plan_dir).queue_path} (night pool: {PlanDir(night.plan_dir).queue_path})",
         f"  labelling exports  {out / 'export'} (labelstudio, cvat, fiftyone; see IMPORT.md)",
         f"  review video       {out / 'review.mp4'}",
         f"  HTML report        {report}",
@@ -145,14 +146,14 @@ def _realised(the_plan, iou) -> str:
     skipped = the_plan.queue.loc[the_plan.queue["action"] == "skip", "frame_id"]
     if skipped.empty:
         return "Realised on the labelled pool: nothing skipped."
-    frame_iou = iou[iou["kind"] == "class"].groupby("frame_id")["iou"].mean()
+    frame_iou = frame_target_iou(iou)
     below = float((frame_iou.reindex(skipped) < IOU_BELOW).mean())
     return (f"Realised on the labelled pool: {below:.1%} of the {len(skipped)} skipped frames have mean "
             f"class IoU below {IOU_BELOW:g} (bound: {ALPHA:.0%}).")
 
 
-def _max_skip_line(eval_dir: Path) -> str:
-    table = pd.read_csv(eval_dir / "max_skip.csv") if (eval_dir / "max_skip.csv").exists() else None
+def _max_skip_line(eval_dir: EvalDir) -> str:
+    table = pd.read_csv(eval_dir.max_skip_path) if eval_dir.max_skip_path.exists() else None
     if table is None:
         return "  (no max_skip.csv)"
     rows = table[table["target"] == "frame"]
@@ -167,7 +168,7 @@ def _last(summary, key):
 def _by_condition(dataset, frames, iou) -> str:
     """Mean frame SA and mean class IoU per generator condition: are shifted frames surprising?"""
     condition = {dataset.frame_id(i): dataset.condition(i) for i in range(len(dataset))}
-    frame_iou = iou[iou["kind"] == "class"].groupby("frame_id")["iou"].mean()
+    frame_iou = frame_target_iou(iou)
     table = frames.assign(condition=frames["frame_id"].map(condition),
                           mean_class_iou=frames["frame_id"].map(frame_iou))
     summary = table.groupby("condition").agg(frames=("frame_id", "size"),

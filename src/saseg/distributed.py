@@ -40,7 +40,7 @@ from .errors import DataError, SasegError
 from .io import PartStore
 from .models import LoadedModel
 from .progress import progress_bar
-from .run_dir import RunDir, encode_prediction
+from .layout import RunDir, encode_prediction
 from .scoring import FrameScorer
 
 __all__ = ["RayOptions", "require_ray", "connect", "score_chunks", "collect_pixels"]

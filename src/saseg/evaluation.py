@@ -20,7 +20,7 @@ from .errors import DataError
 from .io import write_csv, write_json, write_parquet
 from .metrics import ConfusionMatrix, frame_iou
 from .progress import progress_bar
-from .run_dir import RunDir
+from .layout import EvalDir, RunDir
 from .viz.plots import plot_iou_vs_sa, plot_tradeoff
 
 log = logging.getLogger(__name__)
@@ -62,26 +62,26 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
                         f"{dataset.spec}, e.g. {sorted(wanted)[:3]}.")
     iou_df = pd.concat(tables, ignore_index=True)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet(out_dir / "iou.parquet", iou_df)
+    out = EvalDir(out_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
+    write_parquet(out.iou_path, iou_df)
     corr = correlation_table(scores_df, frames_df, iou_df, columns, classes)
-    write_csv(out_dir / "correlation.csv", corr)
+    write_csv(out.correlation_path, corr)
     agreement = None
     if {"mdsa", "lsa"} <= set(columns):
         agreement = score_agreement(scores_df, "mdsa", "lsa", frames_df=frames_df, classes=classes)
-        write_csv(out_dir / "agreement.csv", agreement)
+        write_csv(out.agreement_path, agreement)
     curves = tradeoff_table(scores_df, frames_df, iou_df, columns, classes, thresholds=thresholds)
-    write_csv(out_dir / "tradeoff.csv", curves)
+    write_csv(out.tradeoff_path, curves)
     skips = max_skip_table(curves, threshold=thresholds[0], risk=risk)
-    write_csv(out_dir / "max_skip.csv", skips)
+    write_csv(out.max_skip_path, skips)
     pngs = []
     if plots:
         pairs = paired_table(scores_df, frames_df, iou_df, columns, classes)
         for column in columns:
-            pngs.append(plot_iou_vs_sa(pairs, out_dir / f"iou_vs_{column}.png", score=column,
+            pngs.append(plot_iou_vs_sa(pairs, out.iou_plot_path(column), score=column,
                                        correlations=corr))
-        pngs.append(plot_tradeoff(curves, out_dir / f"tradeoff_{columns[0]}.png", score=columns[0]))
+        pngs.append(plot_tradeoff(curves, out.tradeoff_plot_path(columns[0]), score=columns[0]))
     summary = {
         "scores": str(run.scores_path.resolve()), "data": dataset.spec, "n_frames": int(iou_df["frame_id"].nunique()),
         "score_columns": columns, "thresholds": list(thresholds), "risk": risk,
@@ -90,7 +90,7 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
         "dataset_iou": dict(zip(classes.names, cm.compute().tolist())),
         "dataset_miou": cm.miou(),
     }
-    write_json(out_dir / "eval.json", summary)
+    write_json(out.summary_path, summary)
     return summary
 
 

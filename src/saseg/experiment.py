@@ -50,7 +50,7 @@ from .estimators.sa_model import load_sa_model
 from .io import check_settings, compare_settings, read_json, write_csv, write_json, write_parquet
 from .models import train
 from .models.train import dataset_confusion
-from .run_dir import RunDir
+from .layout import RunDir
 from .viz.retrain import plot_retrain
 
 log = logging.getLogger(__name__)

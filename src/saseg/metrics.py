@@ -19,7 +19,7 @@ import torch
 from .data.classes import ClassInfo
 from .errors import DataError, UnknownClassError
 
-__all__ = ["ConfusionMatrix", "confusion_matrix", "iou_from_confusion", "frame_iou", "IOU_COLUMNS"]
+__all__ = ["ConfusionMatrix", "confusion_matrix", "iou_from_confusion", "frame_iou", "IOU_COLUMNS", "spearman"]
 
 IOU_COLUMNS = ["target", "kind", "class_id", "iou", "n_label", "n_pred"]
 
@@ -191,3 +191,21 @@ def frame_iou(pred, label, classes: ClassInfo) -> pd.DataFrame:
             rows.append((group, "group", -1, g_tp / (g_label + g_pred - g_tp), g_label, g_pred))
     df = pd.DataFrame(rows, columns=IOU_COLUMNS)
     return df.astype({"class_id": "int64", "iou": "float64", "n_label": "int64", "n_pred": "int64"})
+
+
+def spearman(x, y) -> tuple[float, float, str]:
+    """Spearman rho and two-sided p of two (n,) arrays, or (NaN, NaN, reason) when undefined.
+
+    Undefined means fewer than 3 pairs or a constant input (ranks without spread); checking
+    first keeps scipy from warning once per target.
+    """
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 3:
+        return float("nan"), float("nan"), f"fewer than 3 frames ({len(x)})"
+    for what, v in (("SA", x), ("IoU", y)):
+        if np.ptp(v) == 0:
+            return float("nan"), float("nan"), f"constant {what}"
+    res = spearmanr(x, y)
+    return float(res.statistic), float(res.pvalue), ""

@@ -2,7 +2,7 @@
 
 ``fit`` samples labelled pixels, reads their ATs and fits the estimators (an SA model dir,
 `saseg.estimators.sa_model`); ``score`` samples predicted pixels, scores them and aggregates
-class, group and frame SA into a run dir (`saseg.run_dir.RunDir`).
+class, group and frame SA into a run dir (`saseg.layout.RunDir`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .estimators.sa_model import check_fitted_on, load_sa_model, sa_model_sha256
 from .io import PartStore
 from .models import as_model
 from .progress import progress_bar
-from .run_dir import RunDir
+from .layout import RunDir
 from . import distributed
 from .collect import PixelCollector
 from .distributed import RayOptions

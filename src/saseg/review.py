@@ -12,13 +12,14 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .columns import default_ranking_score
 from .data import Dataset, Frame, as_dataset
 from .errors import DataError
 from .estimators import pixel_sa_map
 from .estimators.sa_model import check_fitted_on, load_sa_model
 from .io import write_json
 from .models import as_model
-from .run_dir import RunDir, frame_stem
+from .layout import RunDir, frame_stem
 from .viz.heatmap import scale_from_values
 from .viz.review_frame import review_frame, save_png
 from .viz.video import write_video
@@ -98,7 +99,7 @@ def write_gallery(run_dir: str | Path | RunDir, *, n: int = 6, score: str | None
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     frames_df = run.frames()
-    score = score or f"frame_{run.score_columns()[0]}"
+    score = score or default_ranking_score(frames_df.columns, run.score_columns())
     ranked = frames_df.dropna(subset=[score]).sort_values(score, ascending=False, kind="stable")
     picks = [("top", ranked.head(n)), ("bottom", ranked.tail(n).iloc[::-1])]
     frame_for = run.frame_lookup()

@@ -26,7 +26,7 @@ from .estimators.softmax import SOFTMAX_NAMES
 from .models import LoadedModel
 from .models.checkpoint import nonfinite_frames
 from .quality.features import quality_features
-from .run_dir import RunDir
+from .layout import RunDir
 from .sampling import sample_pixels
 from .tracing import sample_ats
 

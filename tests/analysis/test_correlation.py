@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from saseg.analysis.correlation import (correlation_table, format_table, paired_table,
-                                        score_agreement, spearman)
+from saseg.analysis.correlation import correlation_table, format_table, paired_table, score_agreement
 from saseg.data.classes import from_names
 from saseg.errors import DataError
+from saseg.metrics import spearman
 
 CLASSES = from_names(["road", "car", "bike"], groups={"vehicles": [1, 2]})
 

@@ -11,7 +11,7 @@ from saseg.analysis.quality import RunQuality, apply_quality, drive_of, fit_qual
 from saseg.errors import DataError, FormatError
 from saseg.evaluation import evaluate
 from saseg.pipeline import score
-from saseg.run_dir import RunDir
+from saseg.layout import RunDir
 
 PILOT = "synthetic:n=24,seed=5,size=64x48,split=test,drive_len=6"
 POOL = "synthetic:n=12,seed=6,size=64x48,split=test,drive_len=6"
@@ -58,7 +58,7 @@ def test_pilot_gets_out_of_fold_risk(pilot_and_pool, tmp_path):
     np.testing.assert_allclose(frames["frame_quality"], frames["frame_id"].map(oof))
     in_sample = fitted.models_["frame"].predict(
         target_features(RunDir(root / "pilot").scores(), RunDir(root / "pilot").frames(),
-                        fitted.score_columns_, None, "frame_").reset_index(drop=True))
+                        fitted.score_columns_, None, "frame").reset_index(drop=True))
     assert not np.allclose(in_sample, frames["frame_quality"])
 
 

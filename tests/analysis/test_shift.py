@@ -46,7 +46,7 @@ def day_model(tmp_path_factory):
 
 def _run(root, spec):
     from saseg.pipeline import score
-    from saseg.run_dir import RunDir
+    from saseg.layout import RunDir
 
     out = root / spec.replace(":", "_").replace(",", "_").replace("=", "")
     score(root / "model", root / "sa", spec, out / "scores.parquet", pixels_per_class=30, batch_size=8,

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from saseg.export import export_queue
-from saseg.export.check import check_export
+from saseg.export import check_export
 
 
 def _export(q, to, **kw):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from saseg.data.classes import ClassInfo
-from saseg.run_dir import frame_stem
+from saseg.layout import frame_stem
 from saseg.errors import DataError
 from saseg.export import export_labelstudio, export_queue, rle
 

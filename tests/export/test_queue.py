@@ -9,8 +9,8 @@ import pytest
 
 from saseg.data.classes import ClassInfo
 from saseg.errors import DataError, UnknownClassError
-from saseg.export import TOOLS, export_queue, read_plan
-from saseg.run_dir import frame_stem
+from saseg.export import EXPORTERS, export_queue, read_plan
+from saseg.layout import frame_stem
 
 CLASSES = ClassInfo(names=("a", "b"), colours=((1, 2, 3), (4, 5, 6)), ignore_index=255)
 
@@ -29,19 +29,19 @@ def _run(tmp_path, to, queue=None, pred=None, image=None, **kw):
                         classes=CLASSES, prediction_for=pred, image_for=image, **kw)
 
 
-@pytest.mark.parametrize("to", TOOLS)
+@pytest.mark.parametrize("to", EXPORTERS)
 def test_missing_columns(tmp_path, to):
     with pytest.raises(DataError, match=r"lacks \['score'\]"):
         _run(tmp_path, to, queue=_queue().drop(columns="score"))
 
 
-@pytest.mark.parametrize("to", TOOLS)
+@pytest.mark.parametrize("to", EXPORTERS)
 def test_prediction_size_differs_from_image(tmp_path, to):
     with pytest.raises(DataError, match="Frame 'x/2'.*4x5, but got 4x6"):
         _run(tmp_path, to, pred=lambda fid: np.zeros((4, 6), np.int64))
 
 
-@pytest.mark.parametrize("to", TOOLS)
+@pytest.mark.parametrize("to", EXPORTERS)
 def test_prediction_not_a_class_mask(tmp_path, to):
     with pytest.raises(DataError, match="Frame 'x/2'.*integer class-id"):
         _run(tmp_path, to, pred=lambda fid: np.zeros((4, 5), np.float32))
@@ -49,7 +49,7 @@ def test_prediction_not_a_class_mask(tmp_path, to):
         _run(tmp_path, to, pred=lambda fid: np.full((4, 5), 7))
 
 
-@pytest.mark.parametrize("to", TOOLS)
+@pytest.mark.parametrize("to", EXPORTERS)
 def test_non_file_source_needs_image_for(tmp_path, to):
     with pytest.raises(DataError, match="Frame 'x/2'.*image_for"):
         export_queue(_queue(), to=to, out_dir=tmp_path / to, classes=CLASSES,

@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import TEST_SPEC
 from saseg.data import open_dataset
 from saseg.errors import DataError, SasegError
-from saseg.export import TOOLS, rle
+from saseg.export import EXPORTERS, rle
 from saseg.export.run import export_plan
 
 
@@ -135,7 +135,7 @@ def test_fiftyone_without_heatmaps_needs_no_model(labelled_run, tmp_path):
     assert len(samples) == len(planned(run)) and all("heatmap" not in s for s in samples)
 
 
-@pytest.mark.parametrize("to", TOOLS)
+@pytest.mark.parametrize("to", EXPORTERS)
 def test_plan_outside_the_run_needs_run_dir(labelled_run, tmp_path, to):
     plan = tmp_path / "elsewhere" / "plan.csv"
     plan.parent.mkdir()

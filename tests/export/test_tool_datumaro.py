@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from saseg.export import export_cvat
-from saseg.export.check import check_export
+from saseg.export import check_export
 
 READ_WITH_DATUMARO = """
 import json, sys

@@ -258,7 +258,7 @@ def test_bad_inputs(tmp_path):
     corr = run / "eval" / "correlation.csv"
     good = corr.read_bytes()
     pd.DataFrame({"target": ["a"], "rho": [0.1]}).to_csv(corr, index=False)
-    with pytest.raises(FormatError, match=r"Expected columns \['kind', 'score', 'n_frames', 'p'\]"):
+    with pytest.raises(FormatError, match=r"expected columns \['kind', 'score', 'n_frames', 'p'\]"):
         write_report(run)
     corr.write_text("")
     with pytest.raises(FormatError, match="cannot be read"):

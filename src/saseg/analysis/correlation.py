@@ -18,12 +18,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..columns import FRAME, frame_column, frame_target_iou, group_column, require_columns
 from ..data.classes import ClassInfo
 from ..errors import DataError
+from ..metrics import spearman
 
 log = logging.getLogger(__name__)
 
-__all__ = ["paired_table", "spearman", "correlation_table", "format_table", "score_agreement"]
+__all__ = ["paired_table", "correlation_table", "format_table", "score_agreement"]
 
 PAIR_COLUMNS = ["target", "kind", "score", "frame_id", "frame_index", "sa", "iou"]
 
@@ -52,8 +54,8 @@ def paired_table(scores_df: pd.DataFrame, frames_df: pd.DataFrame | None, iou_df
     ``frame_index`` order within a target.
     """
     score_columns = list(score_columns)
-    _require(scores_df, ["frame_id", "frame_index", "class_id", *score_columns], "scores table")
-    _require(iou_df, ["frame_id", "kind", "target", "class_id", "iou"], "IoU table")
+    require_columns(scores_df, ["frame_id", "frame_index", "class_id", *score_columns], "scores table")
+    require_columns(iou_df, ["frame_id", "kind", "target", "class_id", "iou"], "IoU table")
     parts = []
     class_iou = iou_df.loc[iou_df["kind"] == "class", ["frame_id", "class_id", "iou"]]
     joined = scores_df.merge(class_iou, on=["frame_id", "class_id"], how="inner")
@@ -64,17 +66,17 @@ def paired_table(scores_df: pd.DataFrame, frames_df: pd.DataFrame | None, iou_df
     if frames_df is not None and classes.groups:
         group_iou = iou_df.loc[iou_df["kind"] == "group", ["frame_id", "target", "iou"]]
         for g in classes.groups:
-            cols = [f"group_{g}_{s}" for s in score_columns]
-            _require(frames_df, ["frame_id", "frame_index", *cols], "frames table")
+            cols = [group_column(g, s) for s in score_columns]
+            require_columns(frames_df, ["frame_id", "frame_index", *cols], "frames table")
             rows = frames_df.merge(group_iou[group_iou["target"] == g], on="frame_id", how="inner")
             for s, col in zip(score_columns, cols):
                 parts.append(_pairs(rows, g, "group", s, rows[col]))
-    frame_cols = {s: f"frame_{s}" for s in score_columns}
+    frame_cols = {s: frame_column(s) for s in score_columns}
     if frames_df is not None and all(c in frames_df.columns for c in frame_cols.values()):
-        miou = class_iou.groupby("frame_id")["iou"].mean().rename("iou").reset_index()
+        miou = frame_target_iou(iou_df).reset_index()
         rows = frames_df.merge(miou, on="frame_id", how="inner")
         for s, col in frame_cols.items():
-            parts.append(_pairs(rows, "frame", "frame", s, rows[col]))
+            parts.append(_pairs(rows, FRAME, FRAME, s, rows[col]))
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
             PAIR_COLUMNS, [str, str, str, str, "int64", "float64", "float64"])})
@@ -89,24 +91,6 @@ def _pairs(rows: pd.DataFrame, target: str, kind: str, score: str, sa: pd.Series
                         "sa": sa.astype("float64").to_numpy(),
                         "iou": rows["iou"].astype("float64").to_numpy()}, columns=PAIR_COLUMNS)
     return out.sort_values(["frame_index", "frame_id"], kind="stable")
-
-
-def spearman(x, y) -> tuple[float, float, str]:
-    """Spearman rho and two-sided p of two (n,) arrays, or (NaN, NaN, reason) when undefined.
-
-    Undefined means fewer than 3 pairs or a constant input (ranks without spread); checking
-    first keeps scipy from warning once per target.
-    """
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 3:
-        return float("nan"), float("nan"), f"fewer than 3 frames ({len(x)})"
-    for what, v in (("SA", x), ("IoU", y)):
-        if np.ptp(v) == 0:
-            return float("nan"), float("nan"), f"constant {what}"
-    res = spearmanr(x, y)
-    return float(res.statistic), float(res.pvalue), ""
 
 
 def correlation_table(scores_df: pd.DataFrame, frames_df: pd.DataFrame | None,
@@ -139,7 +123,7 @@ def format_table(df: pd.DataFrame) -> str:
     Columns: target, kind, n (largest ``n_frames`` over the scores), then ``rho_<score>`` and
     ``p_<score>`` for each score; "-" where rho is undefined.
     """
-    _require(df, ["target", "kind", "score", "n_frames", "rho", "p"], "correlation table")
+    require_columns(df, ["target", "kind", "score", "n_frames", "rho", "p"], "correlation table")
     if df.empty:
         return "(no targets with both SA and IoU)"
     scores = list(dict.fromkeys(df["score"]))
@@ -169,7 +153,7 @@ def score_agreement(scores_df: pd.DataFrame, a: str = "mdsa", b: str = "lsa", *,
     DataFrame with columns ``target``, ``kind``, ``score`` ("<a>~<b>"), ``n_frames``, ``rho``,
     ``p``, ``reason``.
     """
-    _require(scores_df, ["frame_id", "class_id", a, b], "scores table")
+    require_columns(scores_df, ["frame_id", "class_id", a, b], "scores table")
     parts = []
     for cid, g in scores_df.groupby("class_id", sort=True):
         name = (classes.name(int(cid)) if classes is not None
@@ -178,8 +162,8 @@ def score_agreement(scores_df: pd.DataFrame, a: str = "mdsa", b: str = "lsa", *,
                                    "y": g[b].to_numpy(float)}))
     if frames_df is not None and classes is not None:
         for grp in classes.groups:
-            ca, cb = f"group_{grp}_{a}", f"group_{grp}_{b}"
-            _require(frames_df, [ca, cb], "frames table")
+            ca, cb = group_column(grp, a), group_column(grp, b)
+            require_columns(frames_df, [ca, cb], "frames table")
             parts.append(pd.DataFrame({"target": grp, "kind": "group",
                                        "x": frames_df[ca].to_numpy(float),
                                        "y": frames_df[cb].to_numpy(float)}))
@@ -190,8 +174,3 @@ def score_agreement(scores_df: pd.DataFrame, a: str = "mdsa", b: str = "lsa", *,
     pairs.insert(2, "score", f"{a}~{b}")
     return _correlate(pairs, "x", "y")
 
-
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(f"{what}: expected columns {missing}, but got {list(df.columns)}.")

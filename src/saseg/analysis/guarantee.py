@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import beta as beta_dist
 
+from ..columns import FRAME, frame_target_iou
 from ..errors import DataError
 
 __all__ = ["binomial_cdf", "clopper_pearson_upper", "frames_needed", "learn_then_test", "Guarantee",
@@ -73,10 +74,9 @@ def failures_from_iou(frames: pd.DataFrame, iou_df: pd.DataFrame, targets: Seque
     a group name, matched against ``iou_df`` (`saseg.metrics.frame_iou` rows)."""
     ids = frames["frame_id"].astype(str)
     out = {}
-    class_iou = iou_df[iou_df["kind"] == "class"]
     for target in targets:
-        if target == "frame":
-            iou = class_iou.groupby("frame_id")["iou"].mean()
+        if target == FRAME:
+            iou = frame_target_iou(iou_df)
         else:
             rows = iou_df[iou_df["target"] == target]
             if rows.empty and target not in set(iou_df["target"]):

@@ -32,9 +32,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..columns import default_ranking_score, parse_score_column, require_columns
 from ..errors import DataError
-from ..io import read_json, write_csv, write_json
-from ..run_dir import RunDir
+from ..io import write_csv, write_json
+from ..layout import EvalDir, PlanDir, RunDir
 from .guarantee import Guarantee, failures_from_iou, learn_then_test
 from .shift import ShiftCheck, pool_shift
 from .tradeoff import max_skip, n_skipped, one_curve, skip_order
@@ -42,9 +43,7 @@ from ..viz.plots import plot_risk_coverage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate", "PLAN_CSV"]
-
-PLAN_CSV = "plan.csv"
+__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate"]
 
 
 @dataclass(frozen=True)
@@ -114,10 +113,10 @@ class Plan:
 
         Returns the path of ``plan.csv`` (what ``saseg export --plan`` reads).
         """
-        directory = Path(directory)
-        write_csv(directory / PLAN_CSV, self.queue)
-        write_json(directory / "plan.json", self.summary)
-        return directory / PLAN_CSV
+        out = PlanDir(directory)
+        write_csv(out.queue_path, self.queue)
+        write_json(out.summary_path, self.summary)
+        return out.queue_path
 
     def describe(self) -> str:
         s = self.summary
@@ -185,9 +184,7 @@ def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: floa
     needed = ["frame_id", "frame_index", "source", score]
     if price.segments_per_frame is None:
         needed.append("n_segments")
-    missing = [c for c in needed if c not in frames_df.columns]
-    if missing:
-        raise DataError(f"plan: expected columns {missing} in the frames table, but got {list(frames_df.columns)}.")
+    require_columns(frames_df, needed, "plan: the frames table")
     if skip_ratio is not None and not 0 <= skip_ratio <= 1:
         raise DataError(f"plan: expected skip_ratio in [0, 1], but got {skip_ratio}.")
     if budget is not None and (int(budget) != budget or budget < 0):
@@ -297,12 +294,11 @@ def plan_from_run(scores: str | PathLike, out: str | PathLike, *, score: str | N
     """
     run = RunDir.from_scores(scores)
     frames_df = run.frames()
-    if score is None:  # the learned risk where the run has it, else the paper's MDSA
-        score = ("frame_risk" if "frame_risk" in frames_df.columns
-                 else f"frame_{run.score_columns()[0]}" if run.is_scored else "frame_mdsa")
+    if score is None:
+        score = default_ranking_score(frames_df.columns, run.score_columns() if run.is_scored else ())
     pilot = None
     if eval_dir is not None:
-        curve_path = Path(eval_dir) / "tradeoff.csv"
+        curve_path = EvalDir(eval_dir).tradeoff_path
         if not curve_path.exists():
             raise DataError(f"Expected a pilot trade-off curve at {curve_path} (from `saseg "
                             "evaluate`), but it does not exist.")
@@ -320,8 +316,8 @@ def plan_from_run(scores: str | PathLike, out: str | PathLike, *, score: str | N
                   price=PriceModel(annotators=annotators))
     result.save(out)
     if guarantee is not None:
-        write_csv(Path(out) / "guarantee_curve.csv", guarantee.curve)
-        plot_risk_coverage(guarantee.curve, Path(out) / "risk_coverage.png", alpha=max_risk,
+        write_csv(PlanDir(out).guarantee_curve_path, guarantee.curve)
+        plot_risk_coverage(guarantee.curve, PlanDir(out).risk_coverage_path, alpha=max_risk,
                            confidence=confidence, iou_below=threshold, score=score,
                            threshold=guarantee.threshold)
     return result
@@ -333,19 +329,14 @@ def calibrate(eval_dir: str | PathLike, *, score: str, alpha: float, delta: floa
 
     Returns the guarantee and the pilot run (for the shift check).
     """
-    eval_dir = Path(eval_dir)
-    iou_path = eval_dir / "iou.parquet"
-    summary_path = eval_dir / "eval.json"
-    if not iou_path.is_file() or not summary_path.is_file():
-        raise DataError(f"Expected a pilot eval dir with iou.parquet and eval.json (from `saseg evaluate`), "
-                        f"but {eval_dir} lacks them.")
-    recorded = Path(str(read_json(summary_path).get("scores", "")))
-    pilot_run = RunDir.from_scores(recorded) if recorded.is_file() else RunDir.near(eval_dir)
+    pilot_eval = EvalDir(eval_dir).require("a pilot eval dir")
+    recorded = Path(str(pilot_eval.summary().get("scores", "")))
+    pilot_run = RunDir.from_scores(recorded) if recorded.is_file() else RunDir.near(pilot_eval.root)
     frames = pilot_run.frames()
     if score not in frames.columns:
         raise DataError(f"Expected the pilot run {pilot_run.root} to have the column {score!r}; score it (and "
                         f"apply the same quality model) like the pool.")
-    iou = pd.read_parquet(iou_path)
+    iou = pilot_eval.iou()
     failures = failures_from_iou(frames, iou, list(targets), iou_below)
     guarantee = learn_then_test(frames[score].to_numpy(dtype=np.float64), failures, alpha=alpha,
                                 delta=delta, iou_below=iou_below, score=score)
@@ -357,13 +348,7 @@ def pilot_curve_for(table: pd.DataFrame, column: str, where: str = "trade-off ta
 
     ``frame_<s>`` matches target "frame" and score s; ``group_<g>_<s>`` matches group g, score s.
     """
-    candidates = []
-    if column.startswith("frame_"):
-        candidates.append(("frame", column[len("frame_"):]))
-    elif column.startswith("group_"):
-        for g in table.loc[table["kind"] == "group", "target"].unique():
-            if column.startswith(f"group_{g}_"):
-                candidates.append((g, column[len(f"group_{g}_"):]))
+    candidates = parse_score_column(column, table.loc[table["kind"] == "group", "target"].unique())
     for target, s in candidates:
         rows = table[(table["target"] == target) & (table["score"] == s)]
         if "order" in rows.columns:

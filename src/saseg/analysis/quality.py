@@ -22,7 +22,6 @@ predictions are written instead of in-sample ones, so a calibration on the pilot
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -32,12 +31,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..columns import FRAME, frame_target_iou, id_set_sha256, require_columns, target_column
 from ..data import ClassInfo
 from ..errors import DataError, FormatError
 from ..io import read_json, write_json, write_parquet
 from ..quality import QualityModel
 from ..quality.features import FEATURE_COLUMNS
-from ..run_dir import RunDir
+from ..layout import EvalDir, QualityDir, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def drive_of(frame_id: str) -> str:
 
 def class_features(scores_df: pd.DataFrame, score_columns: Sequence[str], classes: ClassInfo) -> pd.DataFrame:
     """(n_rows, p) features of each (frame, class) row, in the row order of `scores_df`."""
-    _require(scores_df, ["class_id", "n_pixels", *FEATURE_COLUMNS], "scores table (scored with features)")
+    require_columns(scores_df, ["class_id", "n_pixels", *FEATURE_COLUMNS], "scores table (scored with features)")
     columns = ["n_pixels", *FEATURE_COLUMNS]
     for s in score_columns:
         columns += [c for c in (s, f"{s}_q90") if c in scores_df.columns]
@@ -72,13 +72,13 @@ def class_features(scores_df: pd.DataFrame, score_columns: Sequence[str], classe
 
 
 def target_features(scores_df: pd.DataFrame, frames_df: pd.DataFrame, score_columns: Sequence[str],
-                    class_ids: Sequence[int] | None, prefix: str) -> pd.DataFrame:
+                    class_ids: Sequence[int] | None, target: str) -> pd.DataFrame:
     """(n_frames, p) features of one frame-level target, indexed by ``frame_id``.
 
-    `class_ids` are the target's classes (None: all); `prefix` names its frames-table
-    columns (``frame_`` or ``group_<g>_``).
+    `class_ids` are the target's classes (None: all); `target` (``"frame"`` or a group name)
+    names its frames-table columns (`saseg.columns.target_column`).
     """
-    _require(scores_df, ["frame_id", "class_id", "n_pixels", *FEATURE_COLUMNS], "scores table (scored with features)")
+    require_columns(scores_df, ["frame_id", "class_id", "n_pixels", *FEATURE_COLUMNS], "scores table (scored with features)")
     rows = scores_df if class_ids is None else scores_df[scores_df["class_id"].isin(list(class_ids))]
     frame_ids = frames_df["frame_id"].astype(str)
     predicted = rows[rows["n_pixels"] > 0]
@@ -96,19 +96,20 @@ def target_features(scores_df: pd.DataFrame, frames_df: pd.DataFrame, score_colu
         out[col] = out[col].fillna(0.0)
     indexed = frames_df.set_index(frame_ids)
     for s in score_columns:
-        if f"{prefix}{s}" in indexed.columns:
-            out[f"{prefix}{s}"] = indexed[f"{prefix}{s}"]
+        column = target_column(target, s)
+        if column in indexed.columns:
+            out[column] = indexed[column]
     return out.astype("float64")
 
 
 def target_iou(iou_df: pd.DataFrame, target: str) -> pd.Series:
     """IoU per frame (for ``frame`` or a group name) or per (frame, class) (``class``)."""
-    _require(iou_df, ["frame_id", "kind", "target", "class_id", "iou"], "IoU table")
+    require_columns(iou_df, ["frame_id", "kind", "target", "class_id", "iou"], "IoU table")
     class_iou = iou_df[iou_df["kind"] == "class"]
     if target == "class":
         return class_iou.set_index(["frame_id", "class_id"])["iou"]
-    if target == "frame":
-        return class_iou.groupby("frame_id")["iou"].mean()
+    if target == FRAME:
+        return frame_target_iou(iou_df)
     rows = iou_df[(iou_df["kind"] == "group") & (iou_df["target"] == target)]
     return rows.set_index("frame_id")["iou"]
 
@@ -160,9 +161,9 @@ class RunQuality:
         keys = pd.MultiIndex.from_arrays([scores_df["frame_id"].astype(str), scores_df["class_id"].astype(int)])
         tables = {"class": (class_features(scores_df, self.score_columns_, self.classes_), keys)}
         for g, ids in self.classes_.groups.items():
-            X = target_features(scores_df, frames_df, self.score_columns_, ids, f"group_{g}_")
+            X = target_features(scores_df, frames_df, self.score_columns_, ids, g)
             tables[g] = (X.reset_index(drop=True), pd.Index(X.index))
-        X = target_features(scores_df, frames_df, self.score_columns_, None, "frame_")
+        X = target_features(scores_df, frames_df, self.score_columns_, None, FRAME)
         tables["frame"] = (X.reset_index(drop=True), pd.Index(X.index))
         return tables
 
@@ -194,22 +195,22 @@ class RunQuality:
             if target == "class":
                 scores_df["quality"], scores_df["risk"] = quality, 1.0 - quality
             else:
-                prefix = "frame_" if target == "frame" else f"group_{target}_"
                 series = pd.Series(quality, index=keys)
                 values = frames_df["frame_id"].astype(str).map(series).to_numpy(dtype=np.float64)
-                frames_df[f"{prefix}quality"], frames_df[f"{prefix}risk"] = values, 1.0 - values
+                frames_df[target_column(target, "quality")] = values
+                frames_df[target_column(target, "risk")] = 1.0 - values
         return scores_df, frames_df
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        directory = Path(directory)
+        out = QualityDir(directory)
         names = {}
         for i, (target, model) in enumerate(self.models_.items()):
-            sub = "class" if target == "class" else "frame" if target == "frame" else f"group{i}"
+            sub = out.target_folder(target, i)
             names[target] = sub
-            model.save(directory / sub)
-            write_parquet(directory / sub / "oof.parquet", self.oof_[target])
-        write_json(directory / "run_quality.json", {
+            model.save(out.model_dir(sub))
+            write_parquet(out.oof_path(sub), self.oof_[target])
+        write_json(out.summary_path, {
             "format": QUALITY_FORMAT, "format_version": _VERSION, "targets": names,
             "classes": self.classes_.to_dict(), "score_columns": self.score_columns_,
             "pilot": self.pilot_, "model_options": self.model_options})
@@ -217,8 +218,8 @@ class RunQuality:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "RunQuality":
-        directory = Path(directory)
-        path = directory / "run_quality.json"
+        folder = QualityDir(directory)
+        path = folder.summary_path
         meta = read_json(path)
         if not isinstance(meta, dict) or meta.get("format") != QUALITY_FORMAT or meta.get("format_version") != _VERSION:
             raise FormatError(f"{path}: expected a saseg quality dir (format {QUALITY_FORMAT} v{_VERSION}, "
@@ -229,10 +230,8 @@ class RunQuality:
         self.pilot_ = dict(meta["pilot"])
         self.models_, self.oof_ = {}, {}
         for target, sub in meta["targets"].items():
-            if not re.fullmatch(r"class|frame|group\d+", str(sub)):
-                raise FormatError(f"{path}: bad target folder {sub!r}.")
-            self.models_[target] = QualityModel.load(directory / sub)
-            self.oof_[target] = pd.read_parquet(directory / sub / "oof.parquet")
+            self.models_[target] = QualityModel.load(folder.model_dir(sub))
+            self.oof_[target] = pd.read_parquet(folder.oof_path(sub))
         return self
 
     def describe(self) -> str:
@@ -242,10 +241,7 @@ class RunQuality:
 def fit_quality(run: str | os.PathLike, eval_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 **model_options) -> RunQuality:
     """``saseg quality fit``: fit on a pilot run and its eval dir, save to `out_dir`."""
-    iou_path = Path(eval_dir) / "iou.parquet"
-    if not iou_path.is_file():
-        raise DataError(f"Expected {iou_path} (from `saseg evaluate` on the pilot), but it does not exist.")
-    quality = RunQuality(**model_options).fit(_run(run), pd.read_parquet(iou_path))
+    quality = RunQuality(**model_options).fit(_run(run), EvalDir(eval_dir).iou())
     quality.save(out_dir)
     return quality
 
@@ -275,14 +271,7 @@ def _identity(run: RunDir, frames_df: pd.DataFrame) -> dict:
     across generated data sets)."""
     meta = run.meta()
     return {"data": meta.get("data"), "model_sha256": meta.get("model_sha256"),
-            "frame_ids_sha256": _ids_sha256(frames_df["frame_id"])}
-
-
-def _ids_sha256(frame_ids) -> str:
-    digest = hashlib.sha256()
-    for f in sorted(map(str, frame_ids)):
-        digest.update(f.encode("utf-8", "surrogatepass") + b"\0")
-    return digest.hexdigest()
+            "frame_ids_sha256": id_set_sha256(frames_df["frame_id"])}
 
 
 def _key_strings(keys: pd.Index) -> list[str]:
@@ -294,8 +283,3 @@ def _key_strings(keys: pd.Index) -> list[str]:
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "class"
 
-
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(f"{what}: expected columns {missing}, but got {list(df.columns)}.")

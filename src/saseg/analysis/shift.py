@@ -27,8 +27,9 @@ import pandas as pd
 from scipy.stats import ks_2samp, mannwhitneyu
 
 from ..aggregate import frame_scores
+from ..columns import frame_column
 from ..errors import DataError
-from ..run_dir import RunDir
+from ..layout import RunDir
 
 __all__ = ["ShiftCheck", "shift_check", "shift_checks", "pool_shift"]
 
@@ -93,7 +94,8 @@ def pool_shift(pilot: RunDir, pool: RunDir, columns: Sequence[str] = (), **optio
     classes = pilot.classes()
     pilot_sa = frame_scores(pilot.scores(), classes, [sa], reference=reference)
     pool_sa = frame_scores(pool.scores(), classes, [sa], reference=reference)
-    checks = [shift_check(pilot_sa[f"frame_{sa}"], pool_sa[f"frame_{sa}"],
-                          column=f"frame_{sa} (pilot reference)", **options)]
-    others = [c for c in columns if c != f"frame_{sa}"]
+    column = frame_column(sa)
+    checks = [shift_check(pilot_sa[column], pool_sa[column],
+                          column=f"{column} (pilot reference)", **options)]
+    others = [c for c in columns if c != column]
     return checks + shift_checks(pilot.frames(), pool.frames(), others, **options)

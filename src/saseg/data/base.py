@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..columns import ids_sha256
 from ..errors import DataError
 from .classes import ClassInfo
 
@@ -96,10 +96,8 @@ class Dataset:
         Recorded by resumable runs, so a resumed run refuses data that changed underneath it
         (another seed, files added or renamed) even when the frame count is the same.
         """
-        digest = hashlib.sha256()
-        for i in range(len(self)):
-            digest.update(self.frame_id(i).encode("utf-8", "surrogatepass") + b"\0")
-        return {"n_frames": len(self), "ids_sha256": digest.hexdigest()}
+        ids = (self.frame_id(i) for i in range(len(self)))
+        return {"n_frames": len(self), "ids_sha256": ids_sha256(ids)}
 
 
 def iter_batches(dataset: Dataset, indices: Iterable[int], batch_size: int) -> Iterator[list[Frame]]:

@@ -26,13 +26,14 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError, FormatError
+from ..errors import FormatError
 from . import rle
 from .queue import PredictionFn
 
@@ -74,25 +75,29 @@ class ExportCheck:
         return line + shown + more
 
 
-def check_export(out_dir: str | os.PathLike, to: str, *, prediction_for: PredictionFn | None = None,
-                 expected_order: list[str] | None = None) -> ExportCheck:
-    """Re-read the export in `out_dir` for tool `to` and compare it with the predictions.
+Checker = Callable[[Path, ExportCheck], list]
+"""One tool's reader: (export dir, check to note problems in) -> [(frame_id, rank, DecodedMask | None)]."""
+
+
+def verify_export(out_dir: str | os.PathLike, tool: str, checker: Checker, *,
+                  prediction_for: PredictionFn | None = None,
+                  expected_order: list[str] | None = None) -> ExportCheck:
+    """Re-read the export in `out_dir` with `checker` (one tool's reader) and compare it with
+    the predictions; `saseg.export.check_export` picks the checker by tool name.
 
     Parameters
     ----------
     out_dir : path
-    to : {"labelstudio", "cvat", "fiftyone"}
+    tool : str, the tool's name (for the messages)
+    checker : callable (out_dir, ExportCheck) -> list of (frame_id, rank, DecodedMask or None)
     prediction_for : callable frame_id -> ndarray of shape (H, W), int, optional
     expected_order : list of str, optional
         Frame ids in queue order.
     """
-    checkers = {"labelstudio": check_labelstudio, "cvat": check_cvat, "fiftyone": check_fiftyone}
-    if to not in checkers:
-        raise DataError(f"Expected an export target in {list(checkers)}, but got {to!r}.")
     out_dir = Path(out_dir)
-    check = ExportCheck(to)
+    check = ExportCheck(tool)
     try:
-        frames = checkers[to](out_dir, check)
+        frames = checker(out_dir, check)
     except (OSError, ValueError, KeyError, TypeError, FormatError, zipfile.BadZipFile,
             ElementTree.ParseError) as exc:
         check.problems.append(f"cannot read the export in {out_dir}: {exc}")

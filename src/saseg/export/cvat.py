@@ -40,7 +40,7 @@ import numpy as np
 from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import atomic_path, write_json, write_text
-from ..run_dir import frame_stem
+from ..layout import frame_stem
 from .queue import ImageFn, PredictionFn, encode_png, iter_items, prune, select_rows
 
 logger = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ import numpy as np
 from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import write_json, write_text
-from ..run_dir import frame_stem
+from ..layout import frame_stem
 from .queue import ImageFn, PredictionFn, iter_items, prune, select_rows, write_png
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def export_fiftyone(
         raise DataError(f"Expected heatmap_range as (lo, hi) with lo < hi, but got {heatmap_range}.")
     rows = select_rows(queue, include_skipped=include_skipped)
     samples, written = [], {"images": set(), "masks": set(), "heatmaps": set()}
+    score_fields: set[str] = set()
     for item in iter_items(rows, out_dir=out_dir, classes=classes, prediction_for=prediction_for,
                            image_for=image_for, materialise="copy" if copy else "reference"):
         stem = frame_stem(item.frame_id)
@@ -104,6 +105,7 @@ def export_fiftyone(
         write_png(mask_path, item.prediction.astype(dtype))
         written["images"].add(item.image)
         written["masks"].add(mask_path)
+        score_fields.update(item.frame_scores)
         sample = {
             "filepath": str(item.image), "tags": [], "frame_id": item.frame_id,
             "frame_index": item.frame_index, "rank": item.rank, "surprise": item.score,
@@ -127,7 +129,9 @@ def export_fiftyone(
         "media_type": "image",
         "info": {"classes": list(classes.names),
                  "default_mask_targets": {str(i): n for i, n in enumerate(classes.names)},
-                 "ignore_index": classes.ignore_index},
+                 "ignore_index": classes.ignore_index,
+                 "score_fields": list(dict.fromkeys(k for item in samples for k in item
+                                                    if k in score_fields))},
     })
     write_json(out_dir / "samples.json", {"samples": samples})
     write_text(out_dir / "import_fiftyone.py", IMPORT_SNIPPET)
@@ -247,9 +251,9 @@ def load(name="saseg-queue"):
             rank=r["rank"], surprise=r["surprise"],
             prediction=fo.Segmentation(mask_path=r["prediction"]["mask_path"]),
         )
-        for key, value in r.items():
-            if key.startswith("frame_") and key not in ("frame_id", "frame_index"):
-                sample[key] = value
+        for key in info.get("score_fields", []):
+            if key in r:
+                sample[key] = r[key]
         if "heatmap" in r:
             sample["heatmap"] = fo.Heatmap(map_path=r["heatmap"]["map_path"],
                                            range=r["heatmap"]["range"])

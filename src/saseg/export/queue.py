@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..columns import frame_score_columns
 from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import atomic_path, write_bytes
-from ..run_dir import frame_stem
+from ..layout import frame_stem
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +160,6 @@ def iter_items(
                         score=score if np.isfinite(score) else None, image=image.resolve(),
                         prediction=prediction,
                         frame_scores={c: v for c, v in frame_scores.items() if np.isfinite(v)})
-
-
-def frame_score_columns(columns) -> list[str]:
-    """The ``frame_<score>`` columns of a frames table or queue (not ``frame_id`` / ``frame_index``)."""
-    return [c for c in columns if c.startswith("frame_") and c not in ("frame_id", "frame_index")]
 
 
 def check_prediction(prediction, classes: ClassInfo, frame_id: str) -> np.ndarray:

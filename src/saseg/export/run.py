@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..columns import frame_score_columns
 from ..errors import DataError
+from ..layout import RunDir
 from ..review import heatmaps_for_run
-from ..run_dir import RunDir
-from . import export_queue, read_plan
-from .check import ExportCheck, check_export
-from .queue import frame_score_columns, select_rows
+from .check import ExportCheck
+from .queue import read_plan, select_rows
+from .registry import check_export, export_queue, exporter
 
 
 def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
@@ -43,7 +44,7 @@ def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
             table = frames[["frame_id", *scores]].assign(frame_id=frames["frame_id"].astype(str))
             queue = queue.merge(table.drop_duplicates("frame_id"), on="frame_id", how="left")
     frame_for = run.frame_lookup()
-    heatmap_for = heatmaps_for_run(run, device=device) if to == "fiftyone" and heatmaps else None
+    heatmap_for = heatmaps_for_run(run, device=device) if exporter(to).heatmaps and heatmaps else None
     return export_queue(queue, to=to, out_dir=out_dir, classes=run.classes(),
                         prediction_for=run.prediction,
                         image_for=lambda fid: frame_for(fid).image, heatmap_for=heatmap_for,

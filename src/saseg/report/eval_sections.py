@@ -12,7 +12,7 @@ from .markup import esc, note, number, table, td
 
 
 def correlation(r: Run) -> str:
-    corr = r.eval_csv("correlation.csv", ["target", "kind", "score", "n_frames", "rho", "p"])
+    corr = r.eval_csv(r.evaluation.correlation_path, ["target", "kind", "score", "n_frames", "rho", "p"])
     if corr is None:
         return note("No eval/correlation.csv: run `saseg evaluate` on labelled frames to see "
                     "whether the model does worse on more surprising frames.")
@@ -50,7 +50,7 @@ def correlation(r: Run) -> str:
 
 
 def agreement(r: Run) -> str:
-    agr = r.eval_csv("agreement.csv", ["target", "kind", "n_frames", "rho", "p"])
+    agr = r.eval_csv(r.evaluation.agreement_path, ["target", "kind", "n_frames", "rho", "p"])
     if agr is None:
         return note("No eval/agreement.csv (written when both MDSA and LSA are scored).")
     rows = [[td(a.target, cls="t"), td(a.kind, cls="kind"), td(a.n_frames, a.n_frames),
@@ -62,13 +62,14 @@ def agreement(r: Run) -> str:
 
 
 def figures(r: Run) -> str:
-    if not r.eval.is_dir():
+    if not r.evaluation.root.is_dir():
         return note("No eval/ folder: figures need labelled frames (`saseg evaluate`).")
     out, baselines = [], []
-    for prefix, caption in (("iou_vs_", "IoU against {} per class and group (Figure 7)"),
-                            ("tradeoff_", "Share of skipped frames below the IoU threshold against "
-                             "the skip ratio, {} order with random and oracle references (Figure 9)")):
-        found = {p.stem[len(prefix):]: p for p in sorted(r.eval.glob(f"{prefix}*.png"))}
+    for path_of, caption in ((r.evaluation.iou_plot_path, "IoU against {} per class and group (Figure 7)"),
+                             (r.evaluation.tradeoff_plot_path, "Share of skipped frames below the IoU "
+                              "threshold against the skip ratio, {} order with random and oracle "
+                              "references (Figure 9)")):
+        found = {s: path_of(s) for s in r.scores if path_of(s).is_file()}
         for s in _order(found, r.scores):
             img = r.image(found[s], found[s].name, PLOT_WIDTH)
             fig = (note(f"Could not read {found[s].name}.") if img is None else
@@ -84,7 +85,7 @@ def figures(r: Run) -> str:
 
 def _glance(r: Run) -> str:
     """Trade-off values at a few skip ratios: SA order next to its references."""
-    curve = r.eval_csv("tradeoff.csv", ["target", "score", "order", "skip_ratio", "metric",
+    curve = r.eval_csv(r.evaluation.tradeoff_path, ["target", "score", "order", "skip_ratio", "metric",
                                          "threshold", "value"])
     if curve is None:
         return note("No eval/tradeoff.csv.")
@@ -113,7 +114,7 @@ def _glance(r: Run) -> str:
 
 
 def max_skip(r: Run) -> str:
-    ms = r.eval_csv("max_skip.csv", ["target", "kind", "score", "max_skip_ratio"])
+    ms = r.eval_csv(r.evaluation.max_skip_path, ["target", "kind", "score", "max_skip_ratio"])
     if ms is None:
         return note("No eval/max_skip.csv: needs a labelled evaluation.")
     scores = _order(ms["score"], r.scores)

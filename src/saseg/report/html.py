@@ -22,9 +22,10 @@ from string import Template
 import numpy as np
 
 from .. import __version__
+from ..columns import default_ranking_score
 from ..errors import DataError, FormatError
 from ..io import read_json, write_text
-from ..run_dir import RunDir
+from ..layout import RunDir
 from . import eval_sections
 from .inputs import PLOT_WIDTH, SOFTMAX, THUMB_WIDTH, Run, copy_file, read_csv, read_parquet, require_columns
 from .markup import amount, esc, histogram, note, number, table, td
@@ -95,17 +96,17 @@ def _cards(r: Run) -> str:
     cards = []
     if r.frames is not None:
         cards.append(("frames scored", f"{len(r.frames):,}"))
-    if (r.eval / "eval.json").exists():
-        miou = read_json(r.eval / "eval.json").get("mean_iou")
+    if r.evaluation.summary_path.exists():
+        miou = read_json(r.evaluation.summary_path).get("mean_iou")
         if isinstance(miou, (int, float)) and math.isfinite(miou):
             cards.append(("mean class IoU", f"{miou:.3f}"))
-    corr = r.eval_csv("correlation.csv", ["target", "score", "rho"])
+    corr = r.eval_csv(r.evaluation.correlation_path, ["target", "score", "rho"])
     if corr is not None and r.scores:
         hit = corr[(corr["target"] == "frame") & (corr["score"] == r.scores[0])]
         if len(hit) and np.isfinite(hit["rho"].iloc[0]):
             cards.append((f"rho(frame {r.scores[0]}, mIoU)", f"{hit['rho'].iloc[0]:.3f}"))
-    if (r.plan_dir / "plan.json").exists():
-        s = read_json(r.plan_dir / "plan.json")
+    if r.planning.summary_path.exists():
+        s = read_json(r.planning.summary_path)
         if isinstance(s.get("n_label"), int):
             cards.append(("frames to label", f"{s['n_label']:,}"))
         if isinstance(s.get("saved_usd"), (int, float)):
@@ -179,8 +180,8 @@ def _retraining(r: Run, experiment) -> str:
 
 
 def _plan(r: Run) -> str:
-    summary = read_json(r.plan_dir / "plan.json") if (r.plan_dir / "plan.json").exists() else None
-    queue = read_csv(r.plan_dir / "plan.csv", ["rank", "frame_id", "action"], nrows=QUEUE_ROWS)
+    summary = read_json(r.planning.summary_path) if r.planning.summary_path.exists() else None
+    queue = read_csv(r.planning.queue_path, ["rank", "frame_id", "action"], nrows=QUEUE_ROWS)
     if summary is None and queue is None:
         return note("No plan: run `saseg plan` to get a labelling queue and its cost.")
     out = []
@@ -202,21 +203,21 @@ def _plan(r: Run) -> str:
             out.append(note(("Shift alarm: " if check["shifted"] else "") + check["statement"]
                             + (" The guarantee may not hold: label a pilot from the new conditions."
                                if check["shifted"] else "")))
-        if (r.plan_dir / "risk_coverage.png").exists():
-            img = r.image(r.plan_dir / "risk_coverage.png", "risk_coverage.png", PLOT_WIDTH)
+        if r.planning.risk_coverage_path.exists():
+            img = r.image(r.planning.risk_coverage_path, r.planning.risk_coverage_path.name, PLOT_WIDTH)
             if img:
                 out.append(f'<figure class="plot"><img src="{img[0]}" width="{img[1]}" height="{img[2]}" '
                            f'alt="risk-coverage of the guaranteed rule"><figcaption>Risk-coverage of the '
                            f'guaranteed rule on the pilot: failing share of the skipped frames against the '
                            f'share skipped</figcaption></figure>')
     if queue is not None:
-        copy_file(r.plan_dir / "plan.csv", r.out / "plan.csv")
+        copy_file(r.planning.queue_path, r.out / r.planning.queue_path.name)
         cols = [c for c in queue.columns if c != "source"]
         rows = [[td(v, cls="t") if c == "frame_id" else td(v, cls=f"t {v}") if c == "action"
                  else td(v, v) for c, v in zip(cols, row)]
                 for row in queue[cols].itertuples(index=False)]
-        out.append(f'<h3>Queue: the first {len(queue)} frames (<a href="plan.csv">full plan.csv'
-                   f'</a>)</h3>' + table(cols, rows, sortable=True))
+        out.append(f'<h3>Queue: the first {len(queue)} frames (<a href="{r.planning.QUEUE}">full '
+                   f'{r.planning.QUEUE}</a>)</h3>' + table(cols, rows, sortable=True))
     return "".join(out)
 
 
@@ -266,9 +267,10 @@ def _video(r: Run) -> str:
 
 def _frames(r: Run) -> str:
     df = r.frames
-    col = next((f"frame_{s}" for s in r.scores if f"frame_{s}" in getattr(df, "columns", [])), None)
-    if col is None:
-        return note("No frames.parquet with a frame SA column.")
+    try:
+        col = default_ranking_score(getattr(df, "columns", []), r.scores)
+    except DataError:
+        return note("No frames.parquet with a frame score column.")
     require_columns(df, ["frame_id", "frame_index"], r.dir.frames_path)
     df = df[np.isfinite(df[col].to_numpy(dtype=float))]
     order = df.sort_values([col, "frame_index"], ascending=[False, True], kind="stable")

@@ -15,10 +15,11 @@ from urllib.parse import quote
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from ..columns import frame_score_names, require_columns as require
 from ..errors import FormatError
 from ..estimators.softmax import SOFTMAX_NAMES
 from ..io import atomic_path
-from ..run_dir import RunDir
+from ..layout import EvalDir, PlanDir, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,19 @@ class Run:
     def __init__(self, run: Path, out: Path):
         self.run, self.out = run, out
         self.dir = RunDir(run)
-        self.eval = self.dir.eval_dir
+        self.evaluation = EvalDir(self.dir.eval_dir)
         self.meta = self.dir.meta() if self.dir.is_scored else {}
         self.sa = self.meta.get("sa_provenance") or {}
         self.frames = read_parquet(self.dir.frames_path)
-        self.plan_dir = self.dir.plan_dir if self.dir.plan_dir.is_dir() else run
+        self.planning = PlanDir(self.dir.plan_dir if self.dir.plan_dir.is_dir() else run)
         cols = list(self.meta.get("score_columns") or [])
         if not cols and self.frames is not None:  # no score.json: the frame SA columns tell
-            cols = [c[len("frame_"):] for c in self.frames.columns
-                    if c.startswith("frame_") and c not in ("frame_id", "frame_index")]
+            cols = frame_score_names(self.frames.columns)
         self.scores = [c for c in cols if c not in SOFTMAX] + [c for c in SOFTMAX if c in cols]
 
-    def eval_csv(self, name: str, required: list[str]) -> pd.DataFrame | None:
-        return read_csv(self.eval / name, required)
+    def eval_csv(self, path: Path, required: list[str]) -> pd.DataFrame | None:
+        """A CSV of the eval folder (`EvalDir` names it), or None when absent."""
+        return read_csv(path, required)
 
     def image(self, src: Path, name: str, max_width: int, fmt: str = "PNG"):
         """Copy (or shrink to `max_width`) an image into ``img/``: (href, width, height) or None."""
@@ -96,6 +97,5 @@ def read_parquet(path: Path) -> pd.DataFrame | None:
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], path) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise FormatError(f"Expected columns {missing} in {path}, but got {list(df.columns)}.")
+    """`saseg.columns.require_columns` for a file the report reads (a `FormatError`)."""
+    require(df, columns, path, error=FormatError)

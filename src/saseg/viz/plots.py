@@ -15,9 +15,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis.correlation import spearman
+from ..columns import require_columns
 from ..errors import DataError
 from ..io import atomic_path
+from ..metrics import spearman
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def plot_iou_vs_sa(pairs: pd.DataFrame, path: str | PathLike, *, score: str = "m
     """
     from matplotlib.figure import Figure
 
-    _require(pairs, ["target", "kind", "score", "sa", "iou"], "pairs table")
+    require_columns(pairs, ["target", "kind", "score", "sa", "iou"], "pairs table")
     sub = pairs[pairs["score"] == score]
     if sub.empty:
         raise DataError(f"plot_iou_vs_sa: expected pairs for score {score!r}, but got scores "
@@ -99,7 +100,7 @@ def plot_tradeoff(table: pd.DataFrame, path: str | PathLike, *, score: str = "md
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    _require(table, ["target", "score", "order", "skip_ratio", "metric", "threshold", "value"],
+    require_columns(table, ["target", "score", "order", "skip_ratio", "metric", "threshold", "value"],
              "trade-off table")
     sub = table[table["score"] == score]
     if targets is not None:
@@ -156,7 +157,7 @@ def plot_risk_coverage(curve: pd.DataFrame, path: str | PathLike, *, alpha: floa
     with its Clopper-Pearson bound, the bound alpha and the calibrated threshold."""
     from matplotlib.figure import Figure
 
-    _require(curve, ["threshold", "coverage", "risk", "upper"], "risk-coverage curve")
+    require_columns(curve, ["threshold", "coverage", "risk", "upper"], "risk-coverage curve")
     fig = Figure(figsize=(5.5, 3.6), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     ax.step(curve["coverage"], curve["risk"], where="post", label=f"pilot: skipped with IoU < {iou_below:g}")
@@ -187,8 +188,3 @@ def _save(fig, path: str | PathLike) -> Path:
     log.info("wrote %s", path)
     return path
 
-
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(f"{what}: expected columns {missing}, but got {list(df.columns)}.")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from saseg.errors import DataError, FormatError
-from saseg.run_dir import RunDir, frame_relpath
+from saseg.layout import RunDir, frame_relpath
 
 
 @pytest.mark.parametrize("frame_id", ["/etc/passwd", "../x", "a/../../b", "a//b", "", ".", "a/./b",

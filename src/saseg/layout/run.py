@@ -28,13 +28,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .aggregate import ZScoreReference
-from .data import ClassInfo, Dataset, Frame, open_dataset
-from .errors import DataError, FormatError
-from .estimators.base import SurpriseEstimator
-from .estimators.sa_model import load_sa_model
-from .io import atomic_path, read_json, write_json, write_parquet
-from .models import LoadedModel, load_model
+from ..aggregate import ZScoreReference
+from ..data import ClassInfo, Dataset, Frame, open_dataset
+from ..errors import DataError, FormatError
+from ..estimators.base import SurpriseEstimator
+from ..estimators.sa_model import load_sa_model
+from ..io import atomic_path, read_json, write_json, write_parquet
+from ..models import LoadedModel, load_model
 
 __all__ = ["RunDir", "SCORES", "encode_prediction", "frame_relpath", "frame_stem"]
 
