@@ -49,7 +49,7 @@ from .plan import PLAN_CSV, PriceModel
 log = logging.getLogger(__name__)
 
 __all__ = ["PoolPredictions", "pool_predictions", "frame_truth", "AuditResult", "estimate",
-           "sample_audit", "estimate_audit", "read_audit", "sentence", "SAMPLE_CSV", "SAMPLE_JSON",
+           "sample_audit", "estimate_audit", "read_audit", "sentence", "describe", "SAMPLE_CSV", "SAMPLE_JSON",
            "ESTIMATE_JSON", "CLASSES_CSV", "WIDTHS_CSV", "PREDICTORS"]
 
 SAMPLE_CSV, SAMPLE_JSON = "sample.csv", "audit_sample.json"
@@ -165,6 +165,29 @@ def sentence(summary: dict) -> str:
             f"{summary['n_pool']:,}")
 
 
+def describe(result: AuditResult) -> str:
+    """The per-class table, the share below the threshold and the sentence, as text."""
+    s, t = result.summary, result.classes
+    pct = f"{s['level'] * 100:g} %"
+    fmt = lambda lo, hi: f"{lo:.3f}-{hi:.3f}" if np.isfinite(lo) else "-"
+    num = lambda x, spec: f"{x:{spec}}" if x is not None and np.isfinite(x) else f"{'-':>{spec.split('.')[0]}}"
+    lines = [f"{'class':<14}{'IoU':>7}  {pct + ' CI':<13}  {'labels only':<13}  {'predicted':>9}  {'eff. labels':>11}"]
+    for r in t.itertuples():
+        if r.note:
+            lines.append(f"{r.class_name:<14}{'-':>7}  {r.note}")
+            continue
+        lines.append(f"{r.class_name:<14}{r.estimate:7.3f}  {fmt(r.low, r.high):<13}  "
+                     f"{fmt(r.labels_low, r.labels_high):<13}  {num(r.predicted, '9.3f')}  {num(r.effective_labels, '11.1f')}")
+    m, b = s["miou"], s["share_below"]
+    lines.append(f"{'mIoU':<14}{m['estimate']:7.3f}  {fmt(m['low'], m['high']):<13}  "
+                 f"{fmt(m['labels_only']['low'], m['labels_only']['high']):<13}  {num(m['predicted'], '9.3f')}  "
+                 f"{num(m['effective_labels'], '11.1f')}")
+    lines.append(f"frames below IoU {s['iou_below']:g}: {b['estimate']:.1%} ({pct} CI {b['low']:.1%}-{b['high']:.1%}; "
+                 f"labels only {b['labels_only']['low']:.1%}-{b['labels_only']['high']:.1%})")
+    lines.append(s["sentence"] + ".")
+    return "\n".join(lines)
+
+
 def _interval_dict(est) -> dict:
     return {"estimate": float(est.estimate), "low": float(est.low), "high": float(est.high), "se": float(est.se)}
 
@@ -254,10 +277,11 @@ def _widths(summary: dict, m: int) -> pd.DataFrame:
 
 
 # ---- files --------------------------------------------------------------------------------
-def sample_audit(run: RunDir, n: int, out: str | os.PathLike, *, seed: int = 0,
+def sample_audit(run: RunDir | str | os.PathLike, n: int, out: str | os.PathLike, *, seed: int = 0,
                  uniform_share: float = UNIFORM_SHARE, predictor: str = "plugin",
                  annotators: int = 3) -> pd.DataFrame:
     """Draw an audit sample of `n` frames of `run` and write the audit folder (module doc)."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
     pool = pool_predictions(run, predictor)
     u = pool.uncertainty()
     pi = inclusion_probabilities(u, n, uniform_share=uniform_share)
@@ -296,12 +320,13 @@ def read_audit(sample_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     return meta, table
 
 
-def estimate_audit(run: RunDir, sample_dir: str | os.PathLike, labels: str, out: str | os.PathLike, *,
-                   level: float = 0.9, iou_below: float = 0.5) -> AuditResult:
+def estimate_audit(run: RunDir | str | os.PathLike, sample_dir: str | os.PathLike, labels: str,
+                   out: str | os.PathLike, *, level: float = 0.9, iou_below: float = 0.5) -> AuditResult:
     """Estimate from an audit folder and a labels spec; write `out` only when every check passes.
 
     The labels' frame ids must include every sampled frame (extra frames are ignored).
     """
+    run = run if isinstance(run, RunDir) else RunDir(run)
     meta, table = read_audit(sample_dir)
     pool = pool_predictions(run, meta.get("predictor", "plugin"))
     if pool.fingerprint() != meta["pool_fingerprint"]:
