@@ -50,11 +50,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PoolPredictions", "pool_predictions", "frame_truth", "AuditResult", "estimate",
            "sample_audit", "estimate_audit", "read_audit", "sentence", "describe", "SAMPLE_CSV", "SAMPLE_JSON",
-           "ESTIMATE_JSON", "CLASSES_CSV", "WIDTHS_CSV", "PREDICTORS"]
+           "ESTIMATE_JSON", "CLASSES_CSV", "WIDTHS_CSV", "WIDTHS_PNG", "PREDICTORS", "AUDIT_DIR",
+           "find_estimate"]
 
 SAMPLE_CSV, SAMPLE_JSON = "sample.csv", "audit_sample.json"
 ESTIMATE_JSON, CLASSES_CSV, WIDTHS_CSV, WIDTHS_PNG = "audit.json", "classes.csv", "widths.csv", "widths.png"
 PREDICTORS = ("plugin", "quality")
+AUDIT_DIR = "audit"
+"""Where a run keeps its audit by convention (``saseg audit sample -o RUN/audit``); the report looks there."""
 _FEATURES = ("n_pixels", "fn_mass", "plugin_iou")
 
 
@@ -305,6 +308,12 @@ def sample_audit(run: RunDir | str | os.PathLike, n: int, out: str | os.PathLike
                                    "design": "randomised systematic pi-ps (saseg.analysis.audit_math)",
                                    "run": str(run.root), "pool_fingerprint": pool.fingerprint()})
     return table
+
+
+def find_estimate(run_root: str | os.PathLike) -> Path | None:
+    """The newest estimate folder (holding ``audit.json``) under ``RUN/audit``, or None."""
+    found = sorted(Path(run_root, AUDIT_DIR).glob(f"**/{ESTIMATE_JSON}"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
 
 
 def read_audit(sample_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
