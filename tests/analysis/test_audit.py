@@ -106,3 +106,24 @@ def test_frame_truth_ignores_void_pixels():
     inter, union, frame = frame_truth(pred, label, classes)
     assert inter.tolist() == [1, 1] and union.tolist() == [2, 2]
     assert frame == pytest.approx(0.5)
+
+
+def test_labels_from_a_folder_spec_of_just_the_sampled_frames(tiny_run, tmp_path):
+    """What a labelling tool hands back: images and labels of the sampled frames only."""
+    from PIL import Image
+
+    from saseg.io import write_json
+
+    run = RunDir(tiny_run)
+    table = sample_audit(run, 5, tmp_path / "audit", seed=2)
+    frames = {f.frame_id: f for f in open_dataset(TEST_SPEC)}
+    for fid in table["frame_id"]:
+        for folder, array in (("images", frames[fid].image), ("labels", frames[fid].label.astype(np.uint8))):
+            path = tmp_path / folder / f"{fid}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+    write_json(tmp_path / "classes.json", run.classes().to_dict())
+    spec = f"folder:{tmp_path / 'images'}:{tmp_path / 'labels'}?classes={tmp_path / 'classes.json'}"
+    from_folder = estimate_audit(run, tmp_path / "audit", spec, tmp_path / "a")
+    from_generator = estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "b")
+    pd.testing.assert_frame_equal(from_folder.classes, from_generator.classes)
