@@ -11,7 +11,7 @@ from saseg.data.classes import ClassInfo
 from saseg.errors import DataError
 from saseg.export.queue import read_plan, select_rows
 from saseg.io import read_json
-from saseg.metrics import ConfusionMatrix
+from saseg.metrics import ConfusionMatrix, frame_iou
 from saseg.run_dir import RunDir
 
 from conftest import TEST_SPEC
@@ -46,6 +46,10 @@ def test_a_census_gives_the_pool_iou_of_one_confusion_matrix(tiny_run, tmp_path)
     assert np.allclose(table["high"] - table["low"], 0.0)
     summary = read_json(tmp_path / "out" / ESTIMATE_JSON)
     assert summary["miou"]["estimate"] == pytest.approx(np.nanmean(truth))
+    # the share of frames below IoU 0.5, against metrics.frame_iou's class rows
+    frame_ious = [frame_iou(run.prediction(f.frame_id), f.label, classes).query("kind == 'class'")["iou"].mean()
+                  for f in open_dataset(TEST_SPEC)]
+    assert summary["share_below"]["estimate"] == pytest.approx(np.mean(np.array(frame_ious) < 0.5))
     assert summary["sentence"].startswith("mIoU on this pool is ")
     assert "from 10 labelled frames of 10" in result.summary["sentence"]
     assert (tmp_path / "out" / "widths.png").is_file()
@@ -127,3 +131,35 @@ def test_labels_from_a_folder_spec_of_just_the_sampled_frames(tiny_run, tmp_path
     from_folder = estimate_audit(run, tmp_path / "audit", spec, tmp_path / "a")
     from_generator = estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "b")
     pd.testing.assert_frame_equal(from_folder.classes, from_generator.classes)
+
+
+def test_another_pool_than_the_sampled_one_is_refused(tiny_run, tmp_path):
+    from saseg.io import write_json
+
+    run = RunDir(tiny_run)
+    sample_audit(run, 4, tmp_path / "audit")
+    meta, _ = read_audit(tmp_path / "audit")
+    write_json(tmp_path / "audit" / "audit_sample.json", {**meta, "pool_fingerprint": "0" * 16})
+    with pytest.raises(DataError, match="expected the pool the sample was drawn from"):
+        estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_learned_quality_replaces_the_plug_in_iou(tiny_run, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("report"))
+    run = RunDir(tmp_path / "run")
+    scores = run.scores()
+    scores["quality"] = 0.25
+    scores.loc[0, "quality"] = np.nan  # no estimate: the plug-in stays
+    run.write_scores(scores)
+    plugin, learned = pool_predictions(run), pool_predictions(run, "quality")
+    assert np.allclose(learned.union_hat, plugin.union_hat)
+    first = list(plugin.frame_ids).index(str(scores.loc[0, "frame_id"])), int(scores.loc[0, "class_id"])
+    assert learned.inter_hat[first] == pytest.approx(plugin.inter_hat[first])
+    others = np.ones_like(learned.inter_hat, dtype=bool)
+    others[first] = False
+    assert np.allclose(learned.inter_hat[others], 0.25 * plugin.union_hat[others])
+    with pytest.raises(DataError, match="quality apply"):
+        pool_predictions(RunDir(tiny_run), "quality")
