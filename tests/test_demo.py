@@ -16,3 +16,5 @@ def test_quick_demo_writes_every_output(tmp_path):
                  "export/fiftyone/samples.json", "review.mp4", "report/index.html"):
         assert (tmp_path / path).stat().st_size > 0, path
     assert "RQ1" in text and "Surprise by driving condition" in text and "report" in text
+    assert "mIoU on this pool is" in text and "true pool mIoU" in text
+    assert (tmp_path / "audit" / "plan.csv").is_file() and (tmp_path / "audit" / "estimate" / "audit.json").is_file()

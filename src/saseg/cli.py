@@ -29,6 +29,7 @@ from typing_extensions import Annotated
 from . import __version__, evaluation, experiment, pipeline, review
 from . import demo as demo_module
 from . import report as report_module
+from .analysis import audit as analysis_audit
 from .analysis import plan as analysis_plan
 from .analysis import quality as quality_run
 from .analysis import selection
@@ -517,3 +518,40 @@ def demo(
 ):
     """The embedded default end to end: generate drives, train, fit, score, evaluate, plan."""
     typer.echo(demo_module.run_demo(out, quick=quick, progress=not quiet))
+
+
+audit_app = typer.Typer(help="The pool's IoU from a few labelled frames, with a confidence interval (PPI++).",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("sample")
+def audit_sample(
+    run_dir: Annotated[str, typer.Option("--run", help="Scored run dir (the pool; scored with features).")],
+    n: Annotated[int, typer.Option("-n", min=1, help="Frames to label.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Audit dir to write (sample.csv, plan.csv).")],
+    seed: SeedOpt = 0,
+    uniform_share: Annotated[float, typer.Option("--uniform-share", min=0.0, max=1.0, help="Share of uniform sampling mixed into the uncertainty-driven inclusion probabilities (0.5: no frame's weight above 2x uniform).")] = 0.5,
+    predictor: Annotated[Literal["plugin", "quality"], typer.Option("--predictor", help="plugin: the softmax plug-in IoU; quality: the learned `quality` (after `saseg quality apply`).")] = "plugin",
+):
+    """Draw the frames to label for an audit: uncertain frames more often, each with its probability."""
+    table = analysis_audit.sample_audit(run_dir, n, out, seed=seed,
+                                        uniform_share=uniform_share, predictor=predictor)
+    typer.echo(f"audit sample: {len(table)} frames to label in {out}/plan.csv "
+               f"(inclusion probabilities {table['pi'].min():.3f}-{table['pi'].max():.3f}); "
+               f"`saseg export --plan {out}/plan.csv --run {run_dir} --to ...` sends them to a labelling tool")
+
+
+@audit_app.command("estimate")
+def audit_estimate(
+    run_dir: Annotated[str, typer.Option("--run", help="Scored run dir (the pool).")],
+    sample: Annotated[str, typer.Option("--sample", help="Audit dir from `saseg audit sample`.")],
+    labels: Annotated[str, typer.Option("--labels", help="Labels of the sampled frames: a folder:IMAGES:LABELS or camvid: spec whose frame ids match the sample's.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Dir for audit.json, classes.csv, widths.csv/png.")],
+    level: Annotated[float, typer.Option("--level", min=0.5, max=0.999, help="Confidence level of the intervals.")] = 0.9,
+    iou_below: Annotated[float, typer.Option("--iou-below", min=0.0, max=1.0, help="Frame-IoU threshold for the share of frames below it.")] = 0.5,
+):
+    """Per-class pool IoU, mIoU and the share of frames below --iou-below, each with an interval."""
+    result = analysis_audit.estimate_audit(run_dir, sample, labels, out, level=level,
+                                           iou_below=iou_below)
+    typer.echo(analysis_audit.describe(result))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .analysis.audit import estimate_audit, sample_audit
 from .analysis.plan import plan_from_run
 from .analysis.quality import apply_quality, fit_quality
 from .data import open_dataset
@@ -34,9 +35,9 @@ from .layout import EvalDir, PlanDir, RunDir
 log = logging.getLogger(__name__)
 
 FULL = dict(size="160x120", n_train=400, n_val=40, n_test=200, n_pilot=160, n_night=60, epochs=20,
-            max_ats=1500, ppc=250, video_frames=60, gallery=6)
+            max_ats=1500, ppc=250, video_frames=60, gallery=6, n_audit=30)
 QUICK = dict(size="96x72", n_train=48, n_val=8, n_test=32, n_pilot=32, n_night=16, epochs=1,
-             max_ats=300, ppc=50, video_frames=8, gallery=2)
+             max_ats=300, ppc=50, video_frames=8, gallery=2, n_audit=8)
 ALPHA, CONFIDENCE, IOU_BELOW = 0.05, 0.9, 0.5
 
 
@@ -89,6 +90,11 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
           progress=progress, quality=out / "quality")
     night_plan = plan_from_run(night.scores_path, night.plan_dir, **guaranteed)
     lap("plan")
+    # the audit: the pool's mIoU from a few labelled frames (the generator's labels stand in
+    # for the labellers'), beside the true value from all of them
+    sample_audit(run, cfg["n_audit"], out / "audit", seed=seed)
+    audit = estimate_audit(run, out / "audit", test_spec, out / "audit" / "estimate")
+    lap("audit")
     for tool in EXPORTERS:
         export_plan(PlanDir(run.plan_dir).queue_path, to=tool, out_dir=out / "export" / tool)
     lap("export")
@@ -126,6 +132,11 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         f"The same guarantee on a further pool of {cfg['n_night']} night frames:",
         night_plan.describe(),
         "",
+        f"Audit from {cfg['n_audit']} labelled frames (PPI++; saseg audit):",
+        f"  {audit.summary['sentence']}; true pool mIoU {result['dataset_miou']:.2f} (all "
+        f"{len(run.frames())} frames labelled); labels alone: "
+        f"{audit.summary['miou']['labels_only']['low']:.2f}-{audit.summary['miou']['labels_only']['high']:.2f}.",
+        "",
         "timings: " + ", ".join(f"{n} {t:.0f}s" for n, t in steps),
         "outputs:",
         f"  model checkpoint   {model_dir}",
@@ -135,6 +146,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         f"  pilot + quality    {pilot.root}, {out / 'quality'}",
         f"  labelling plan     {PlanDir(run.plan_dir).queue_path} (night pool: {PlanDir(night.plan_dir).queue_path})",
         f"  labelling exports  {out / 'export'} (labelstudio, cvat, fiftyone; see IMPORT.md)",
+        f"  audit              {out / 'audit'} (sample, plan.csv; estimate/audit.json, classes.csv)",
         f"  review video       {out / 'review.mp4'}",
         f"  HTML report        {report}",
     ]

@@ -26,7 +26,7 @@ from ..columns import default_ranking_score
 from ..errors import DataError, FormatError
 from ..io import read_json, write_text
 from ..layout import RunDir
-from . import eval_sections
+from . import audit_section, eval_sections
 from .inputs import PLOT_WIDTH, SOFTMAX, THUMB_WIDTH, Run, copy_file, read_csv, read_parquet, require_columns
 from .markup import amount, esc, histogram, note, number, table, td
 
@@ -76,6 +76,9 @@ def write_report(run_dir: str | PathLike, out_dir: str | PathLike | None = None,
         ("retrain", "Retraining", "Which frames to add for retraining (RQ3, Tables 4-5)",
          _retraining(r, experiment)),
     ]
+    if audit_section.has_audit(r):
+        sections.insert(1, ("audit", "Audit", "Audit: the pool's IoU from a few labelled frames",
+                            audit_section.audit(r)))
     body = _cards(r) + "".join(f'<section id="{k}"><h2>{esc(t)}</h2>{h}</section>\n'
                                for k, _, t, h in sections)
     nav = "".join(f'<a href="#{k}">{esc(n)}</a>' for k, n, _, _ in sections)

@@ -1,0 +1,367 @@
+"""Audit a scored pool: its dataset-level IoU from a few labelled frames, with an interval.
+
+``saseg audit sample`` draws n frames of a run with inclusion probabilities that favour frames
+whose predicted quality is most uncertain, mixed half and half with uniform
+(`saseg.analysis.audit_math`); ``saseg audit estimate`` takes their labels and estimates, over
+the whole pool, each class's IoU ``Σ_i I_ic / Σ_i U_ic`` (as one confusion matrix over every
+frame gives), the mIoU, and the share of frames whose frame IoU is below a threshold, by
+PPI++ (predictions corrected by the labels) with a jackknife interval.
+
+Predictions per frame i and class c, in pixels, from the run's quality features
+(`saseg.quality.features`): the plug-in union ``Û = n_pixels + fn_mass`` and intersection
+``Î = plugin_iou · Û`` (the softmax mass of c on the pixels predicted c); with
+``predictor="quality"`` the learned ``quality`` (predicted class IoU) replaces the plug-in IoU
+where it is finite. A frame's uncertainty, which the sample favours, is its expected error mass
+relative to each class's pool total, averaged over classes:
+``u_i = mean_c (Û_ic - Î_ic) / Σ_j Û_jc``.
+
+An audit folder (sample) holds::
+
+    AUDIT/sample.csv          frame_id, frame_index, source, pi, uncertainty (one row per sampled frame)
+    AUDIT/plan.csv            the same frames as a labelling queue (`saseg export --plan`)
+    AUDIT/audit_sample.json   n, pool size, seed, mix, predictor, the pool's frame-id hash
+
+and an estimate folder ``audit.json`` (summary, sentence), ``classes.csv`` (per class: PPI++
+estimate and interval, labels-only estimate and interval, predictions-only figure, λ,
+effective labels) and ``widths.csv`` / ``widths.png`` (interval width against n).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data import ClassInfo, open_dataset
+from ..errors import DataError, FormatError
+from ..io import read_json, write_csv, write_json
+from ..metrics import confusion_matrix
+from ..layout import PlanDir, RunDir
+from ..layout.audit import (AUDIT_DIR, CLASSES_CSV, ESTIMATE_JSON, SAMPLE_CSV, SAMPLE_JSON, WIDTHS_CSV,
+                            WIDTHS_PNG)
+from .audit_math import (UNIFORM_SHARE, inclusion_probabilities, mean_estimate, ratio_estimates,
+                         systematic_sample)
+from .plan import PriceModel
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PoolPredictions", "pool_predictions", "frame_truth", "AuditResult", "estimate",
+           "sample_audit", "estimate_audit", "read_audit", "sentence", "describe", "SAMPLE_CSV", "SAMPLE_JSON",
+           "ESTIMATE_JSON", "CLASSES_CSV", "WIDTHS_CSV", "WIDTHS_PNG", "PREDICTORS", "AUDIT_DIR",
+           "find_estimate"]
+
+PREDICTORS = ("plugin", "quality")
+_FEATURES = ("n_pixels", "fn_mass", "plugin_iou")
+
+
+@dataclass(frozen=True)
+class PoolPredictions:
+    """Predicted parts of every frame of a pool.
+
+    frame_ids : (M,) str, in frame order; inter_hat, union_hat : (M, C) float64 pixels;
+    frame_iou_hat : (M,) predicted frame IoU (mean over predicted classes; NaN: none).
+    """
+
+    frame_ids: np.ndarray
+    frame_index: np.ndarray
+    sources: np.ndarray
+    inter_hat: np.ndarray
+    union_hat: np.ndarray
+    frame_iou_hat: np.ndarray
+
+    def uncertainty(self) -> np.ndarray:
+        """(M,) ``mean_c (Û_ic - Î_ic) / Σ_j Û_jc`` over classes the pool predicts."""
+        totals = self.union_hat.sum(0)
+        used = totals > 0
+        if not used.any():
+            return np.zeros(len(self.frame_ids))
+        return ((self.union_hat - self.inter_hat)[:, used] / totals[used]).mean(1)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(map(str, self.frame_ids)).encode()).hexdigest()[:16]
+
+
+def pool_predictions(run: RunDir, predictor: str = "plugin") -> PoolPredictions:
+    """The run's predicted intersections and unions per frame and class (module doc)."""
+    if predictor not in PREDICTORS:
+        raise DataError(f"audit: expected a predictor in {PREDICTORS}, but got {predictor!r}.")
+    scores, frames = run.scores(), run.frames(["frame_id", "frame_index"])
+    missing = [c for c in _FEATURES if c not in scores.columns]
+    if missing:
+        raise DataError(f"audit: expected the quality features {missing} in {run.scores_path}; score the "
+                        "run with --features (the default).")
+    if predictor == "quality" and "quality" not in scores.columns:
+        raise DataError(f"audit: expected a `quality` column in {run.scores_path}; run `saseg quality apply`.")
+    n_classes = run.classes().num_classes
+    frames = frames.assign(frame_id=frames["frame_id"].astype(str)).sort_values(["frame_index", "frame_id"])
+    ids = frames["frame_id"].to_numpy()
+    row = pd.Series(np.arange(len(ids)), index=ids)
+    scores = scores[scores["frame_id"].astype(str).isin(row.index)]
+    i = row[scores["frame_id"].astype(str)].to_numpy()
+    c = scores["class_id"].to_numpy(dtype=np.int64)
+    union = scores["n_pixels"].to_numpy(np.float64) + np.nan_to_num(scores["fn_mass"].to_numpy(np.float64))
+    iou = np.nan_to_num(scores["plugin_iou"].to_numpy(np.float64))
+    if predictor == "quality":
+        learned = scores["quality"].to_numpy(np.float64)
+        iou = np.where(np.isfinite(learned), np.clip(learned, 0.0, 1.0), iou)
+    inter_hat, union_hat = np.zeros((len(ids), n_classes)), np.zeros((len(ids), n_classes))
+    np.add.at(union_hat, (i, c), union)
+    np.add.at(inter_hat, (i, c), iou * union)
+    predicted = scores["n_pixels"].to_numpy() > 0
+    sums = np.bincount(i[predicted], weights=iou[predicted], minlength=len(ids))
+    counts = np.bincount(i[predicted], minlength=len(ids))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame_iou = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    sources = run.frame_sources()
+    return PoolPredictions(ids, frames["frame_index"].to_numpy(np.int64),
+                           np.array([sources.get(f, "") for f in ids], dtype=object),
+                           inter_hat, union_hat, frame_iou)
+
+
+def frame_truth(pred, label, classes: ClassInfo) -> tuple[np.ndarray, np.ndarray, float]:
+    """True (C,) intersection and union pixels of one frame, and its frame IoU.
+
+    Ignore pixels count for neither; the frame IoU is the mean class IoU over the classes
+    labelled or predicted there (as `saseg.metrics.frame_iou` and the quality model's
+    ``frame`` target define it).
+    """
+    cm = confusion_matrix(pred, label, classes.num_classes, classes.ignore_index).cpu().numpy()
+    tp = np.diag(cm).astype(np.float64)
+    union = cm.sum(0) + cm.sum(1) - tp
+    present = union > 0
+    return tp, union.astype(np.float64), float((tp[present] / union[present]).mean()) if present.any() else np.nan
+
+
+@dataclass
+class AuditResult:
+    """An estimate: ``classes`` (one row per class present), ``summary`` (mIoU, share, sentence)."""
+
+    classes: pd.DataFrame
+    summary: dict
+    widths: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def save(self, out: str | os.PathLike) -> Path:
+        out = Path(out)
+        write_csv(out / CLASSES_CSV, self.classes)
+        write_csv(out / WIDTHS_CSV, self.widths)
+        write_json(out / ESTIMATE_JSON, self.summary)
+        if len(self.widths):
+            from ..viz.audit_plot import plot_widths
+
+            plot_widths(self.widths, out / WIDTHS_PNG, level=self.summary["level"],
+                        n=self.summary["n_labelled"])
+        return out
+
+
+def sentence(summary: dict) -> str:
+    """"mIoU on this pool is 0.61 (90 % CI 0.59-0.63), from 40 labelled frames of 1,200"."""
+    m = summary["miou"]
+    return (f"mIoU on this pool is {m['estimate']:.2f} ({summary['level'] * 100:g} % CI "
+            f"{m['low']:.2f}-{m['high']:.2f}), from {summary['n_labelled']:,} labelled frames of "
+            f"{summary['n_pool']:,}")
+
+
+def describe(result: AuditResult) -> str:
+    """The per-class table, the share below the threshold and the sentence, as text."""
+    s, t = result.summary, result.classes
+    pct = f"{s['level'] * 100:g} %"
+    fmt = lambda lo, hi: f"{lo:.3f}-{hi:.3f}" if np.isfinite(lo) else "-"
+    num = lambda x, spec: f"{x:{spec}}" if x is not None and np.isfinite(x) else f"{'-':>{spec.split('.')[0]}}"
+    lines = [f"{'class':<14}{'IoU':>7}  {pct + ' CI':<13}  {'labels only':<13}  {'predicted':>9}  {'eff. labels':>11}"]
+    for r in t.itertuples():
+        if r.note:
+            lines.append(f"{r.class_name:<14}{'-':>7}  {r.note}")
+            continue
+        lines.append(f"{r.class_name:<14}{r.estimate:7.3f}  {fmt(r.low, r.high):<13}  "
+                     f"{fmt(r.labels_low, r.labels_high):<13}  {num(r.predicted, '9.3f')}  {num(r.effective_labels, '11.1f')}")
+    m, b = s["miou"], s["share_below"]
+    lines.append(f"{'mIoU':<14}{m['estimate']:7.3f}  {fmt(m['low'], m['high']):<13}  "
+                 f"{fmt(m['labels_only']['low'], m['labels_only']['high']):<13}  {num(m['predicted'], '9.3f')}  "
+                 f"{num(m['effective_labels'], '11.1f')}")
+    lines.append(f"frames below IoU {s['iou_below']:g}: {b['estimate']:.1%} ({pct} CI {b['low']:.1%}-{b['high']:.1%}; "
+                 f"labels only {b['labels_only']['low']:.1%}-{b['labels_only']['high']:.1%})")
+    lines.append(s["sentence"] + ".")
+    return "\n".join(lines)
+
+
+def _interval_dict(est) -> dict:
+    return {"estimate": float(est.estimate), "low": float(est.low), "high": float(est.high), "se": float(est.se)}
+
+
+def estimate(pool: PoolPredictions, rows: np.ndarray, pi: np.ndarray, inter: np.ndarray, union: np.ndarray,
+             frame_iou: np.ndarray, classes: ClassInfo, *, level: float = 0.9,
+             iou_below: float = 0.5) -> AuditResult:
+    """PPI++ estimates from labelled rows of the pool (pure: no files).
+
+    rows : (n,) indices into the pool; pi : (n,) their inclusion probabilities; inter, union :
+    (n, C) true pixels; frame_iou : (n,) true frame IoU.
+    """
+    n, m = len(rows), len(pool.frame_ids)
+    if n < 2:
+        raise DataError(f"audit estimate: expected at least 2 labelled frames to estimate a variance, but got {n}.")
+    ih, uh = pool.inter_hat, pool.union_hat
+    args = (inter, union, ih[rows], uh[rows], ih.sum(0), uh.sum(0), pi)
+    # a class is estimable when some labelled frame holds it; present when the pool predicts it too
+    seen = union.sum(0) > 0
+    present = seen | (uh.sum(0) > 0)
+    keep_cols = np.flatnonzero(seen)
+    if not len(keep_cols):
+        raise DataError("audit estimate: expected a class labelled or predicted in the labelled frames, but got none.")
+    cut = tuple(a[:, keep_cols] if a.ndim == 2 else a[keep_cols] for a in args[:-1]) + (pi,)
+    ppi, miou = ratio_estimates(*cut, level=level)
+    labels_only, miou_lo = ratio_estimates(*cut, level=level, lam=0.0)
+    predicted = np.divide(ih.sum(0), uh.sum(0), out=np.full(len(uh[0]), np.nan), where=uh.sum(0) > 0)
+
+    table = []
+    for c in np.flatnonzero(present):
+        name = classes.names[c]
+        if not seen[c]:
+            note = (f"class {name} is in none of the {n} labelled frames (neither labelled nor predicted "
+                    "there): not estimated, and left out of the mIoU; label frames where it is predicted")
+            table.append({"class_id": int(c), "class_name": name, "note": note, "predicted": predicted[c],
+                          "frames_with_class": 0})
+            continue
+        j = int(np.searchsorted(keep_cols, c))
+        ratio = (labels_only.se[j] / ppi.se[j]) ** 2 if ppi.se[j] > 0 else np.nan
+        table.append({"class_id": int(c), "class_name": name, "estimate": ppi.estimate[j], "low": ppi.low[j],
+                      "high": ppi.high[j], "se": ppi.se[j], "labels_only": labels_only.estimate[j],
+                      "labels_low": labels_only.low[j], "labels_high": labels_only.high[j],
+                      "predicted": predicted[c], "lam": ppi.lam[j], "effective_labels": n * ratio,
+                      "frames_with_class": int((union[:, c] > 0).sum()), "note": ""})
+    table = pd.DataFrame(table, columns=["class_id", "class_name", "estimate", "low", "high", "se", "labels_only",
+                                         "labels_low", "labels_high", "predicted", "lam", "effective_labels",
+                                         "frames_with_class", "note"])
+    notes = [t for t in table["note"] if t]
+    for text in notes:
+        log.warning("audit estimate: %s.", text)
+    # share of frames below the threshold: a frame with no predicted class counts as below
+    below = np.nan_to_num(frame_iou, nan=1.0) < iou_below
+    below_hat = (np.nan_to_num(pool.frame_iou_hat, nan=0.0) < iou_below).astype(np.float64)
+    share = mean_estimate(below.astype(np.float64), below_hat[rows], below_hat, pi, pool_size=m, level=level)
+    share_lo = mean_estimate(below.astype(np.float64), below_hat[rows], below_hat, pi, pool_size=m,
+                             level=level, lam=0.0)
+    predicted_miou = float(np.nanmean(predicted[keep_cols]))
+    summary = {
+        "n_labelled": n, "n_pool": m, "level": level, "iou_below": iou_below,
+        "method": "PPI++ (power-tuned), Horvitz-Thompson weights, jackknife interval (saseg.analysis.audit_math)",
+        "miou": {**_interval_dict(miou), "labels_only": _interval_dict(miou_lo), "predicted": predicted_miou,
+                 "effective_labels": n * (miou_lo.se / miou.se) ** 2 if miou.se > 0 else None,
+                 "classes": [classes.names[c] for c in keep_cols]},
+        "share_below": {**_interval_dict(share), "labels_only": _interval_dict(share_lo),
+                        "predicted": float(below_hat.mean()), "lam": float(share.lam)},
+        "notes": notes,
+    }
+    summary["sentence"] = sentence(summary)
+    return AuditResult(classes=table, summary=summary, widths=_widths(summary, m))
+
+
+def _widths(summary: dict, m: int) -> pd.DataFrame:
+    """Projected mIoU interval width against n: ``w(n') = w(n) √((n/n') (1 - n'/M) / (1 - n/M))``.
+
+    The simple-random-sampling scaling of a standard error, assuming the frames' residual
+    spread stays what the sample shows; the t quantile's change with n is ignored.
+    """
+    n = summary["n_labelled"]
+    grid = np.unique(np.clip(np.round(np.geomspace(2, m, 24)).astype(int), 2, m))
+    grid = np.unique(np.r_[grid, n])
+    fpc = lambda k: max(1.0 - k / m, 0.0)
+    scale = np.array([np.sqrt(n / k * fpc(k) / fpc(n)) if fpc(n) > 0 else 0.0 for k in grid])
+    miou = summary["miou"]
+    return pd.DataFrame({"n": grid, "ppi_width": (miou["high"] - miou["low"]) * scale,
+                         "labels_only_width": (miou["labels_only"]["high"] - miou["labels_only"]["low"]) * scale,
+                         "measured": grid == n})
+
+
+# ---- files --------------------------------------------------------------------------------
+def sample_audit(run: RunDir | str | os.PathLike, n: int, out: str | os.PathLike, *, seed: int = 0,
+                 uniform_share: float = UNIFORM_SHARE, predictor: str = "plugin",
+                 annotators: int = 3) -> pd.DataFrame:
+    """Draw an audit sample of `n` frames of `run` and write the audit folder (module doc)."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    pool = pool_predictions(run, predictor)
+    u = pool.uncertainty()
+    pi = inclusion_probabilities(u, n, uniform_share=uniform_share)
+    rows = systematic_sample(pi, seed=seed)
+    table = pd.DataFrame({"frame_id": pool.frame_ids[rows], "frame_index": pool.frame_index[rows],
+                          "source": pool.sources[rows], "pi": pi[rows], "uncertainty": u[rows]})
+    segments = run.frames(["frame_id", "n_segments"]) if "n_segments" in run.frames().columns else None
+    n_segments = (table["frame_id"].map(dict(zip(segments["frame_id"].astype(str), segments["n_segments"])))
+                  .fillna(0).astype(np.int64) if segments is not None else pd.Series(np.zeros(len(table), np.int64)))
+    units = PriceModel(annotators=annotators).units(n_segments.to_numpy())
+    queue = table.sort_values(["pi", "frame_index"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    order = queue["frame_id"].map({f: k for k, f in enumerate(table["frame_id"])}).to_numpy()
+    plan = pd.DataFrame({"rank": np.arange(1, len(queue) + 1), "frame_id": queue["frame_id"],
+                         "frame_index": queue["frame_index"], "source": queue["source"], "score": queue["pi"],
+                         "action": "label", "n_segments": n_segments.to_numpy()[order], "units": units[order]})
+    out = Path(out)
+    write_csv(out / SAMPLE_CSV, table)
+    write_csv(PlanDir(out).queue_path, plan)
+    write_json(out / SAMPLE_JSON, {"n": int(n), "n_pool": len(pool.frame_ids), "seed": int(seed),
+                                   "uniform_share": float(uniform_share), "predictor": predictor,
+                                   "design": "randomised systematic pi-ps (saseg.analysis.audit_math)",
+                                   "run": str(run.root), "pool_fingerprint": pool.fingerprint()})
+    return table
+
+
+def find_estimate(run_root: str | os.PathLike) -> Path | None:
+    """The newest estimate folder (holding ``audit.json``) under ``RUN/audit``, or None."""
+    found = sorted(Path(run_root, AUDIT_DIR).glob(f"**/{ESTIMATE_JSON}"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
+def read_audit(sample_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
+    """An audit folder's settings and sample table."""
+    sample_dir = Path(sample_dir)
+    meta = read_json(sample_dir / SAMPLE_JSON)
+    if not isinstance(meta, dict) or "pool_fingerprint" not in meta:
+        raise FormatError(f"{sample_dir / SAMPLE_JSON}: expected an audit sample from `saseg audit sample`.")
+    try:
+        table = pd.read_csv(sample_dir / SAMPLE_CSV, dtype={"frame_id": str, "source": str}, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"Expected an audit sample at {sample_dir / SAMPLE_CSV}, but it does not exist.") from None
+    return meta, table
+
+
+def estimate_audit(run: RunDir | str | os.PathLike, sample_dir: str | os.PathLike, labels: str,
+                   out: str | os.PathLike, *, level: float = 0.9, iou_below: float = 0.5) -> AuditResult:
+    """Estimate from an audit folder and a labels spec; write `out` only when every check passes.
+
+    The labels' frame ids must include every sampled frame (extra frames are ignored).
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    meta, table = read_audit(sample_dir)
+    pool = pool_predictions(run, meta.get("predictor", "plugin"))
+    if pool.fingerprint() != meta["pool_fingerprint"]:
+        raise DataError(f"audit estimate: expected the pool the sample was drawn from ({meta.get('run')}), but "
+                        f"{run.root} holds other frames.")
+    dataset = open_dataset(labels)
+    index_of = {dataset.frame_id(i): i for i in range(len(dataset))}
+    ids = table["frame_id"].astype(str).tolist()
+    missing = [f for f in ids if f not in index_of]
+    if missing:
+        raise DataError(f"audit estimate: expected labels for every sampled frame, but {len(missing)} of {len(ids)} "
+                        f"are not in {labels}, e.g. {missing[:3]}; nothing written.")
+    classes = run.classes()
+    row_of = {f: k for k, f in enumerate(pool.frame_ids)}
+    inter, union, frame_iou = [], [], []
+    for fid in ids:
+        label = dataset[index_of[fid]].label
+        if label is None:
+            raise DataError(f"audit estimate: expected a label for frame {fid!r} in {labels}, but it has none.")
+        pred = run.prediction(fid)
+        if label.shape != pred.shape:
+            raise DataError(f"audit estimate: expected the label of {fid!r} to be {pred.shape} like its prediction, "
+                            f"but got {label.shape}.")
+        i, u, f = frame_truth(pred, label, classes)
+        inter.append(i), union.append(u), frame_iou.append(f)
+    rows = np.array([row_of[f] for f in ids], dtype=np.int64)
+    result = estimate(pool, rows, table["pi"].to_numpy(np.float64), np.array(inter), np.array(union),
+                      np.array(frame_iou), classes, level=level, iou_below=iou_below)
+    result.summary.update({"labels": labels, "sample": str(sample_dir), "run": str(run.root)})
+    result.save(out)
+    return result

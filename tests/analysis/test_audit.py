@@ -1,0 +1,165 @@
+"""Audit of a scored run: the sample folder, the estimate, and what is refused."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from saseg.analysis.audit import (CLASSES_CSV, ESTIMATE_JSON, PoolPredictions, estimate, estimate_audit,
+                                  frame_truth, pool_predictions, read_audit, sample_audit)
+from saseg.data import open_dataset
+from saseg.data.classes import ClassInfo
+from saseg.errors import DataError
+from saseg.export.queue import read_plan, select_rows
+from saseg.io import read_json
+from saseg.metrics import ConfusionMatrix, frame_iou
+from saseg.layout import RunDir
+
+from conftest import TEST_SPEC
+
+
+def test_sample_writes_the_sample_and_an_exportable_queue(tiny_run, tmp_path):
+    run = RunDir(tiny_run)
+    table = sample_audit(run, 4, tmp_path / "audit", seed=1)
+    meta, again = read_audit(tmp_path / "audit")
+    assert len(table) == 4 and table["frame_id"].is_unique
+    assert ((table["pi"] > 0) & (table["pi"] <= 1)).all()
+    assert meta["n"] == 4 and meta["n_pool"] == 10 and meta["uniform_share"] == 0.5
+    rows = select_rows(read_plan(tmp_path / "audit" / "plan.csv"))
+    assert sorted(rows["frame_id"]) == sorted(table["frame_id"])
+    assert rows["score"].is_monotonic_decreasing  # most uncertain first
+    # seeded
+    assert sample_audit(run, 4, tmp_path / "again", seed=1)["frame_id"].tolist() == table["frame_id"].tolist()
+
+
+def test_a_census_gives_the_pool_iou_of_one_confusion_matrix(tiny_run, tmp_path):
+    """All 10 frames labelled (pi = 1): the estimate is the exact pool IoU, with no width."""
+    run = RunDir(tiny_run)
+    sample_audit(run, 10, tmp_path / "audit")
+    result = estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
+    classes = run.classes()
+    cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
+    for frame in open_dataset(TEST_SPEC):
+        cm.update(run.prediction(frame.frame_id), frame.label)
+    truth = cm.compute().numpy()
+    table = pd.read_csv(tmp_path / "out" / CLASSES_CSV)
+    assert np.allclose(table["estimate"], truth[table["class_id"]])
+    assert np.allclose(table["high"] - table["low"], 0.0)
+    summary = read_json(tmp_path / "out" / ESTIMATE_JSON)
+    assert summary["miou"]["estimate"] == pytest.approx(np.nanmean(truth))
+    # the share of frames below IoU 0.5, against metrics.frame_iou's class rows
+    frame_ious = [frame_iou(run.prediction(f.frame_id), f.label, classes).query("kind == 'class'")["iou"].mean()
+                  for f in open_dataset(TEST_SPEC)]
+    assert summary["share_below"]["estimate"] == pytest.approx(np.mean(np.array(frame_ious) < 0.5))
+    assert summary["sentence"].startswith("mIoU on this pool is ")
+    assert "from 10 labelled frames of 10" in result.summary["sentence"]
+    assert (tmp_path / "out" / "widths.png").is_file()
+
+
+def test_labels_that_miss_sampled_frames_write_nothing(tiny_run, tmp_path):
+    run = RunDir(tiny_run)
+    sample_audit(run, 10, tmp_path / "audit")
+    other = "synthetic:n=3,seed=2,size=64x48,split=test"  # only the first 3 frames' ids
+    with pytest.raises(DataError, match="expected labels for every sampled frame"):
+        estimate_audit(run, tmp_path / "audit", other, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_labelled_frame_is_refused(tiny_run, tmp_path):
+    run = RunDir(tiny_run)
+    sample_audit(run, 1, tmp_path / "audit")
+    with pytest.raises(DataError, match="at least 2 labelled frames"):
+        estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pool_predictions_are_the_plug_in_parts(tiny_run):
+    run = RunDir(tiny_run)
+    pool = pool_predictions(run)
+    scores = run.scores()
+    row = scores.iloc[0]
+    i = list(pool.frame_ids).index(str(row["frame_id"]))
+    union = row["n_pixels"] + row["fn_mass"]
+    assert pool.union_hat[i, row["class_id"]] == pytest.approx(union)
+    assert pool.inter_hat[i, row["class_id"]] == pytest.approx(row["plugin_iou"] * union)
+    assert pool.uncertainty().shape == (10,)
+
+
+def test_a_class_absent_from_the_sample_is_named_and_left_out():
+    classes = ClassInfo(names=("road", "car", "sign"), colours=((0, 0, 0),) * 3, ignore_index=255)
+    rng = np.random.default_rng(0)
+    m = 20
+    union_hat = rng.uniform(100, 200, size=(m, 3))
+    union_hat[:, 2] = 0.0
+    union_hat[7, 2] = 50.0  # the pool predicts a sign in one frame only
+    pool = PoolPredictions(np.array([f"f{i}" for i in range(m)]), np.arange(m), np.array([""] * m, object),
+                           0.8 * union_hat, union_hat, np.full(m, 0.8))
+    rows = np.array([0, 3, 5, 9])
+    union = union_hat[rows].copy()
+    inter = 0.7 * union
+    result = estimate(pool, rows, np.full(4, 0.2), inter, union, np.full(4, 0.7), classes)
+    sign = result.classes.set_index("class_name").loc["sign"]
+    assert "in none of the 4 labelled frames" in sign["note"] and np.isnan(sign["estimate"])
+    assert result.summary["miou"]["classes"] == ["road", "car"]
+    assert any("sign" in note for note in result.summary["notes"])
+
+
+def test_frame_truth_ignores_void_pixels():
+    classes = ClassInfo(names=("a", "b"), colours=((0, 0, 0),) * 2, ignore_index=9)
+    pred = np.array([[0, 0], [1, 1]])
+    label = np.array([[0, 9], [0, 1]])
+    inter, union, frame = frame_truth(pred, label, classes)
+    assert inter.tolist() == [1, 1] and union.tolist() == [2, 2]
+    assert frame == pytest.approx(0.5)
+
+
+def test_labels_from_a_folder_spec_of_just_the_sampled_frames(tiny_run, tmp_path):
+    """What a labelling tool hands back: images and labels of the sampled frames only."""
+    from PIL import Image
+
+    from saseg.io import write_json
+
+    run = RunDir(tiny_run)
+    table = sample_audit(run, 5, tmp_path / "audit", seed=2)
+    frames = {f.frame_id: f for f in open_dataset(TEST_SPEC)}
+    for fid in table["frame_id"]:
+        for folder, array in (("images", frames[fid].image), ("labels", frames[fid].label.astype(np.uint8))):
+            path = tmp_path / folder / f"{fid}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+    write_json(tmp_path / "classes.json", run.classes().to_dict())
+    spec = f"folder:{tmp_path / 'images'}:{tmp_path / 'labels'}?classes={tmp_path / 'classes.json'}"
+    from_folder = estimate_audit(run, tmp_path / "audit", spec, tmp_path / "a")
+    from_generator = estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "b")
+    pd.testing.assert_frame_equal(from_folder.classes, from_generator.classes)
+
+
+def test_another_pool_than_the_sampled_one_is_refused(tiny_run, tmp_path):
+    from saseg.io import write_json
+
+    run = RunDir(tiny_run)
+    sample_audit(run, 4, tmp_path / "audit")
+    meta, _ = read_audit(tmp_path / "audit")
+    write_json(tmp_path / "audit" / "audit_sample.json", {**meta, "pool_fingerprint": "0" * 16})
+    with pytest.raises(DataError, match="expected the pool the sample was drawn from"):
+        estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_learned_quality_replaces_the_plug_in_iou(tiny_run, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("report"))
+    run = RunDir(tmp_path / "run")
+    scores = run.scores()
+    scores["quality"] = 0.25
+    scores.loc[0, "quality"] = np.nan  # no estimate: the plug-in stays
+    run.write_scores(scores)
+    plugin, learned = pool_predictions(run), pool_predictions(run, "quality")
+    assert np.allclose(learned.union_hat, plugin.union_hat)
+    first = list(plugin.frame_ids).index(str(scores.loc[0, "frame_id"])), int(scores.loc[0, "class_id"])
+    assert learned.inter_hat[first] == pytest.approx(plugin.inter_hat[first])
+    others = np.ones_like(learned.inter_hat, dtype=bool)
+    others[first] = False
+    assert np.allclose(learned.inter_hat[others], 0.25 * plugin.union_hat[others])
+    with pytest.raises(DataError, match="quality apply"):
+        pool_predictions(RunDir(tiny_run), "quality")

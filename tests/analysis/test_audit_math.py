@@ -1,0 +1,172 @@
+"""Audit maths: the design's inclusion probabilities, PPI++ against Monte Carlo and ppi-python."""
+
+import numpy as np
+import pytest
+
+from saseg.analysis.audit_math import (hajek_variance, inclusion_probabilities, mean_estimate,
+                                       ratio_estimates, systematic_sample, tune_lambda)
+from saseg.errors import DataError
+
+
+def make_pool(rng, m=300, k=3, bias=0.1, shape=4.0):
+    """True and predicted (intersection, union) pixels per frame and class; predictions biased.
+
+    Unions are gamma (`shape`) and a class is absent from 10 % of frames; heavier tails (smaller
+    `shape`) need more frames for the normal approximation.
+    """
+    union = rng.gamma(shape, 500.0, size=(m, k)) * (rng.uniform(size=(m, k)) < 0.9)
+    quality = rng.beta(6, 2, size=(m, k))
+    inter = np.round(union * quality)
+    union = np.round(union)
+    union_hat = union * rng.lognormal(0.0, 0.15, size=(m, k))
+    inter_hat = np.clip(union_hat * (quality + bias + rng.normal(0, 0.08, size=(m, k))), 0, union_hat)
+    return inter, union, inter_hat, union_hat
+
+
+def test_inclusion_probabilities_sum_to_n_and_favour_uncertain():
+    u = np.r_[np.zeros(50), np.linspace(0, 100, 50)]
+    for n in (1, 10, 60, 100):
+        pi = inclusion_probabilities(u, n)
+        assert pi.sum() == pytest.approx(n)
+        assert ((pi >= 0) & (pi <= 1)).all()
+    pi = inclusion_probabilities(u, 10)
+    assert pi[-1] > pi[0] > 0  # active, but every frame keeps the uniform floor
+    assert pi[0] == pytest.approx(10 * 0.5 / 100)
+    assert np.allclose(inclusion_probabilities(np.zeros(20), 5), 0.25)
+    with pytest.raises(DataError, match="1 <= n <= 20"):
+        inclusion_probabilities(np.ones(20), 21)
+
+
+def test_systematic_sample_has_size_n_and_inclusion_probabilities_pi():
+    rng = np.random.default_rng(0)
+    pi = inclusion_probabilities(rng.gamma(1.0, size=40), 8)
+    counts = np.zeros(40)
+    reps = 4000
+    for seed in range(reps):
+        s = systematic_sample(pi, seed=seed)
+        assert len(s) == 8 and len(set(s)) == 8
+        counts[s] += 1
+    # each frame's draw rate within 4 binomial standard errors of its pi
+    se = np.sqrt(pi * (1 - pi) / reps) + 1e-9
+    assert (np.abs(counts / reps - pi) <= 4 * se + 1e-3).all()
+    assert np.array_equal(systematic_sample(pi, seed=3), systematic_sample(pi, seed=3))
+
+
+def test_one_labelled_frame_is_refused_with_a_clear_message():
+    with pytest.raises(DataError, match="at least 2 labelled frames"):
+        ratio_estimates(np.ones((1, 2)), np.ones((1, 2)), np.ones((1, 2)), np.ones((1, 2)),
+                        np.ones(2), np.ones(2), np.array([0.1]))
+    with pytest.raises(DataError, match="at least 2 labelled frames"):
+        hajek_variance(np.ones(1), np.array([0.5]))
+
+
+def test_census_has_no_sampling_error():
+    rng = np.random.default_rng(1)
+    inter, union, ih, uh = make_pool(rng, m=30)
+    pi = np.ones(30)
+    per_class, miou = ratio_estimates(inter, union, ih, uh, ih.sum(0), uh.sum(0), pi)
+    assert np.allclose(per_class.estimate, inter.sum(0) / union.sum(0))
+    assert np.allclose(per_class.se, 0.0)
+
+
+@pytest.mark.parametrize("active", [False, True])
+def test_coverage_matches_monte_carlo(active):
+    """Brute force: draw 600 samples from one generated pool, count how often the 90 % CI covers."""
+    rng = np.random.default_rng(2)
+    inter, union, ih, uh = make_pool(rng, m=400, k=3, bias=0.1)
+    truth = inter.sum(0) / union.sum(0)
+    u = (uh - ih).sum(1) if active else np.zeros(len(uh))
+    pi_all = inclusion_probabilities(u, 60)
+    reps, covered, covered_m, widths, widths_lo = 600, np.zeros(3), 0, [], []
+    for seed in range(reps):
+        s = systematic_sample(pi_all, seed=seed)
+        per_class, miou = ratio_estimates(inter[s], union[s], ih[s], uh[s], ih.sum(0), uh.sum(0), pi_all[s])
+        labels_only, _ = ratio_estimates(inter[s], union[s], ih[s], uh[s], ih.sum(0), uh.sum(0),
+                                         pi_all[s], lam=0.0)
+        covered += (per_class.low <= truth) & (truth <= per_class.high)
+        covered_m += miou.low <= truth.mean() <= miou.high
+        widths.append(per_class.high - per_class.low)
+        widths_lo.append(labels_only.high - labels_only.low)
+    mc_error = 3 * np.sqrt(0.9 * 0.1 / reps)  # 3 Monte Carlo standard errors
+    assert (covered / reps >= 0.9 - mc_error).all(), covered / reps
+    assert covered_m / reps >= 0.9 - mc_error
+    # the predictions carry information here, so the interval is narrower than labels-only
+    assert np.mean(widths) < 0.8 * np.mean(widths_lo)
+    # the plain predictions are biased by +0.1 IoU: without correction they would miss the truth
+    assert (ih.sum(0) / uh.sum(0) - truth > 0.05).all()
+
+
+def test_mean_estimate_covers_a_share():
+    rng = np.random.default_rng(3)
+    y = (rng.uniform(size=500) < 0.3).astype(float)
+    y_hat = np.clip(y * 0.7 + rng.uniform(0, 0.4, size=500), 0, 1)
+    pi_all = inclusion_probabilities(np.ones(500), 50)
+    hits = 0
+    for seed in range(400):
+        s = systematic_sample(pi_all, seed=seed)
+        est = mean_estimate(y[s], y_hat[s], y_hat, pi_all[s], pool_size=500)
+        hits += est.low <= y.mean() <= est.high
+    assert hits / 400 >= 0.9 - 3 * np.sqrt(0.09 / 400)
+
+
+def test_tune_lambda_minimises_the_variance():
+    rng = np.random.default_rng(4)
+    b = rng.normal(size=60)
+    a = 0.6 * b + rng.normal(scale=0.5, size=60)
+    pi = np.full(60, 0.2)
+    lam = float(tune_lambda(a, b, pi))
+    grid = np.linspace(0, 1, 201)
+    variances = [hajek_variance(a - g * b, pi) for g in grid]
+    assert lam == pytest.approx(grid[int(np.argmin(variances))], abs=0.006)
+
+
+# ---- against the reference package (dev extra: ppi-python) ---------------------------------
+def test_mean_matches_ppi_python_mean_ci():
+    ppi = pytest.importorskip("ppi_py")
+    rng = np.random.default_rng(5)
+    m, n = 400, 40
+    y_pool = rng.normal(1.0, 1.0, size=m)
+    yhat_pool = y_pool + rng.normal(0.3, 0.5, size=m)
+    s = rng.choice(m, n, replace=False)
+    pi = np.full(n, n / m)
+    for lam in (0.0, 0.7, 1.0):
+        ours = mean_estimate(y_pool[s], yhat_pool[s], yhat_pool, pi, pool_size=m, lam=lam)
+        low, high = ppi.ppi_mean_ci(y_pool[s], yhat_pool[s], yhat_pool, alpha=0.1, lam=lam)
+        centre = ppi.ppi_mean_pointestimate(y_pool[s], yhat_pool[s], yhat_pool, lam=lam)
+        assert float(ours.estimate) == pytest.approx(float(np.squeeze(centre)), rel=1e-10)
+        # ppi-python: sd^2 = var0(lam yhat_pool)/M + var0(y - lam yhat)/n (super-population, no FPC);
+        # ours: the rectifier term only, ddof 1 and the finite-pool correction (module doc)
+        half = float(np.squeeze(high - low)) / 2 / 1.6448536269514722
+        imputed = np.var(lam * yhat_pool) / m
+        ours_as_ppi = ours.se**2 / (1 - n / m) * (n - 1) / n + imputed
+        assert ours_as_ppi == pytest.approx(half**2, rel=1e-8)
+
+
+def test_iou_ratio_matches_ppboot():
+    ppi = pytest.importorskip("ppi_py")
+    rng = np.random.default_rng(6)
+    inter, union, ih, uh = make_pool(rng, m=20_000, k=1, bias=0.05)
+    n = 400
+    s = rng.choice(len(union), n, replace=False)
+    pi = np.full(n, n / len(union))
+    ours, _ = ratio_estimates(inter[s], union[s], ih[s], uh[s], ih.sum(0), uh.sum(0), pi, lam=1.0)
+    y = np.c_[inter[s, 0], union[s, 0]]
+    yh = np.c_[ih[s, 0], uh[s, 0]]
+    yh_pool = np.c_[ih[:, 0], uh[:, 0]]
+    ratio = lambda v: v[:, 0].mean() / v[:, 1].mean()
+    np.random.seed(0)
+    low, high = ppi.ppboot(ratio, y, yh, yh_pool, lam=1.0, n_resamples=1000, alpha=0.1)
+    assert float(ours.estimate[0]) == pytest.approx((low + high) / 2, abs=0.25 * (high - low))
+    assert float(ours.high[0] - ours.low[0]) == pytest.approx(high - low, rel=0.12)
+
+
+def test_jackknife_equals_hajek_for_a_linear_statistic():
+    rng = np.random.default_rng(7)
+    e = rng.normal(size=25)
+    pi = inclusion_probabilities(rng.gamma(1.0, size=25), 10)
+    from saseg.analysis.audit_math import jackknife_variance
+    v = jackknife_variance(lambda w: w @ e, pi, rescale=False)
+    assert v == pytest.approx(hajek_variance(e, pi), rel=1e-10)
+    uniform = np.full(25, 0.4)
+    v = jackknife_variance(lambda w: w @ e, uniform, rescale=True)
+    assert v == pytest.approx(hajek_variance(e, uniform), rel=1e-10)

@@ -1,0 +1,43 @@
+"""`saseg audit sample` / `estimate` on the tiny run: the queue exports, the sentence prints, bad labels exit 1."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import TEST_SPEC
+from saseg.cli import app, run
+
+runner = CliRunner()
+
+
+def test_audit_sample_export_and_estimate(tiny_run, tmp_path):
+    audit = tmp_path / "audit"
+    result = runner.invoke(app, ["audit", "sample", "--run", str(tiny_run), "-n", "6", "-o", str(audit)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", "--plan", str(audit / "plan.csv"), "--run", str(tiny_run),
+                                 "--to", "labelstudio", "-o", str(tmp_path / "ls")])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((tmp_path / "ls" / "tasks.json").read_text())) == 6
+    result = runner.invoke(app, ["audit", "estimate", "--run", str(tiny_run), "--sample", str(audit),
+                                 "--labels", TEST_SPEC, "-o", str(tmp_path / "est")])
+    assert result.exit_code == 0, result.output
+    assert "mIoU on this pool is" in result.output and "from 6 labelled frames of 10" in result.output
+    assert "labels only" in result.output
+    assert (tmp_path / "est" / "classes.csv").is_file()
+
+
+def test_audit_estimate_with_unmatched_labels_is_one_line_and_writes_nothing(tiny_run, tmp_path, capsys):
+    audit = tmp_path / "audit"
+    assert runner.invoke(app, ["audit", "sample", "--run", str(tiny_run), "-n", "10", "-o", str(audit)]).exit_code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run(["audit", "estimate", "--run", str(tiny_run), "--sample", str(audit), "--labels",
+             "synthetic:n=2,seed=2,size=64x48,split=test", "-o", str(tmp_path / "est")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "expected labels for every sampled frame" in err
+    assert not (tmp_path / "est").exists()
