@@ -197,6 +197,10 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 "batch_size": batch_size, "chunk_frames": chunk_frames,
                 "save_predictions": bool(save_predictions), "features": bool(features)}
     store = PartStore(run.scores_path, settings, resume=resume)
+    # From here on the folder holds this run's files: drop the old run's ``score.json`` (the
+    # mark of a whole run, written last) first, so a run killed halfway leaves a resumable
+    # run that readers refuse, never the old metadata over a mix of old and new files.
+    run.meta_path.unlink(missing_ok=True)
     done = store.done_chunks()
     n = len(dataset)
     pending = [c for c in range((n + chunk_frames - 1) // chunk_frames) if c not in done]
