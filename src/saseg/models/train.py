@@ -363,8 +363,9 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
         seconds += row["seconds"]
         history.append(row)
         _save_epoch(out_dir, net, optimizer, config, epoch + 1, step, history, seconds, fingerprint)
-        bar.update(1)
+        # figures first: a plain progress line is printed by update() and must carry this epoch's
         bar.set_postfix({k: f"{row[k]:.3f}" for k in ("train_loss", "val_miou") if k in row})
+        bar.update(1)
         log.info("epoch %d/%d: %s", epoch + 1, epochs,
                  ", ".join(f"{k}={row[k]:.4g}" for k in ("train_loss", "val_miou", "seconds") if k in row))
     bar.close()
