@@ -458,3 +458,26 @@ def test_nan_loss_in_training_stops_without_a_checkpoint(tmp_path, capsys):
                                   "-o", out, "--epochs", "1", "-b", "4", "--lr", "1e30", "-q")
     _one_line(code, err, match="expected a finite loss")
     assert not (out / "model.pt").exists()
+
+
+def test_full_disk_during_score_names_the_file(tiny_model_dir, tiny_sa_dir, tmp_path, capsys, monkeypatch):
+    """#23 item 9: pyarrow's "No space left on device" named no file."""
+    def full(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as Arrow raises it: no file name
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    out = tmp_path / "run" / "scores.parquet"
+    code, _, err = run_in_process(capsys, "score", "-m", tiny_model_dir, "--sa", tiny_sa_dir, "-d", TEST_SPEC,
+                                  "-o", out, "-q", "--no-predictions")
+    _one_line(code, err, match=f"No space left on device: {out}.parts/part-000000.parquet")
+    _no_partial_files(tmp_path)
+
+
+def test_every_json_saseg_writes_is_strict(run_copy):
+    """#23 item 9: no bare NaN or Infinity (null instead) in any JSON of a scored run."""
+    from saseg.io import read_json, write_json
+
+    write_json(run_copy / "x.json", {"rho": float("nan"), "top": [float("inf"), 1.0]})
+    assert read_json(run_copy / "x.json") == {"rho": None, "top": [None, 1.0]}
+    for path in run_copy.rglob("*.json"):
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path} holds bare {c}"))

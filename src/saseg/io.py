@@ -46,6 +46,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared files
         os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename in (None, str(tmp_path)):  # pyarrow's "No space left" names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -146,8 +151,8 @@ def compare_settings(saved: Any, settings: dict, where: str | os.PathLike, *, wh
         Naming `where`, the keys that differ (``key: saved -> now``, nested keys dotted) and
         `fresh`.
     """
-    now = _plain(settings)
-    saved = _plain(saved)
+    now = _finite(_plain(settings))  # as written: NaN and Infinity are null on disk
+    saved = _finite(_plain(saved))
     if saved == now:
         return
     changes = _differences(saved, now, "")
