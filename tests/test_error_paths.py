@@ -444,12 +444,19 @@ def test_non_integer_rank_in_plan_csv_is_one_line(run_copy, tmp_path, capsys):
     plan.to_csv(run_copy / "plan" / "plan.csv", index=False)
     code, _, err = run_in_process(capsys, "export", "--plan", run_copy / "plan" / "plan.csv", "--to", "cvat",
                                   "-o", tmp_path / "export")
-    _one_line(code, err, match="integer ranks")
+    _one_line(code, err, match="integer rank values")
     plan.loc[0, "rank"] = "1.5"
     plan.to_csv(run_copy / "plan" / "plan.csv", index=False)
     code, _, err = run_in_process(capsys, "export", "--plan", run_copy / "plan" / "plan.csv", "--to", "cvat",
                                   "-o", tmp_path / "export")
     _one_line(code, err, match="'1.5'")
+    plan.loc[0, "rank"] = "1"
+    plan["frame_index"] = plan["frame_index"].astype(object)
+    plan.loc[1, "frame_index"] = "nan"
+    plan.to_csv(run_copy / "plan" / "plan.csv", index=False)
+    code, _, err = run_in_process(capsys, "export", "--plan", run_copy / "plan" / "plan.csv", "--to", "cvat",
+                                  "-o", tmp_path / "export")
+    _one_line(code, err, match="integer frame_index values")
 
 
 def test_nan_loss_in_training_stops_without_a_checkpoint(tmp_path, capsys):
