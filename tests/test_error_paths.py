@@ -488,3 +488,26 @@ def test_every_json_saseg_writes_is_strict(run_copy):
     assert read_json(run_copy / "x.json") == {"rho": None, "top": [None, 1.0]}
     for path in run_copy.rglob("*.json"):
         json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path} holds bare {c}"))
+
+
+def test_refit_killed_between_files_leaves_no_old_manifest_over_new_files(sa_copy, quality_dirs, tmp_path,
+                                                                         monkeypatch):
+    """#23 item 1, for the SA and quality folders: the manifest goes first and comes back last."""
+    from saseg.analysis.quality import RunQuality
+    from saseg.estimators.sa_model import save_sa_model
+    from saseg.quality import QualityModel
+
+    class Dies:
+        def save(self, directory):
+            raise KeyboardInterrupt  # killed after the old files, before the new sa.json
+
+    with pytest.raises(KeyboardInterrupt):
+        save_sa_model(sa_copy, {"mdsa": Dies()}, {"estimators": ["mdsa"]})
+    assert not (sa_copy / "sa.json").exists()
+    qdir = tmp_path / "q"
+    shutil.copytree(quality_dirs / "ridge", qdir)
+    fitted = RunQuality.load(qdir)
+    monkeypatch.setattr(QualityModel, "save", Dies.save)
+    with pytest.raises(KeyboardInterrupt):
+        fitted.save(qdir)
+    assert not (qdir / "run_quality.json").exists()
