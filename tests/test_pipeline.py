@@ -316,3 +316,28 @@ def test_fit_counts_only_the_frames_it_used(tiny_model_dir, tmp_path):
     assert provenance["data"]["n_used"] == 2 and len(provenance["data"]["skipped"]) == 1
     with pytest.raises(DataError, match="pixels_per_class >= 1"):
         fit(tiny_model_dir, TRAIN_SPEC, tmp_path / "sa2", pixels_per_class=-5, progress=False)
+
+
+def test_resume_refuses_a_frame_file_replaced_since_the_crash(tiny_model_dir, tiny_sa_dir, tmp_path, monkeypatch):
+    """#23 item 9: resume hashed frame ids only; a replaced image (same id) was mixed in."""
+    from PIL import Image
+
+    from saseg.models import load_model
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, frame in enumerate(open_dataset("synthetic:n=4,seed=2,size=64x48,split=test")):
+        Image.fromarray(frame.image).save(images / f"f{i}.png")
+    meta = tmp_path / "classes.json"
+    meta.write_text(json.dumps(load_model(tiny_model_dir).classes.to_dict()))
+    spec = f"folder:{images}?classes={meta}"
+    out = tmp_path / "run" / "scores.parquet"
+    options = dict(pixels_per_class=20, batch_size=2, chunk_frames=2, progress=False)
+    restore = _kill_after_first_part(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        score(tiny_model_dir, tiny_sa_dir, spec, out, **options)
+    restore()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(images / "f0.png")  # a re-export, same id
+    os.utime(images / "f0.png", ns=(1, 1))
+    with pytest.raises(FormatError, match=r"frame_files_sha256"):
+        score(tiny_model_dir, tiny_sa_dir, spec, out, **options)

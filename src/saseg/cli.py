@@ -14,12 +14,14 @@ How a run ends:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import torch
@@ -37,6 +39,7 @@ from .data import has_splits, open_dataset
 from .distributed import RayOptions
 from .errors import SasegError
 from .export import EXPORTERS, exporter
+from .io import output_lock
 from .export import run as export_run
 from .layout import PlanDir
 from .models.checkpoint import TRUSTED_FACTORIES_ENV
@@ -49,7 +52,42 @@ except ImportError:  # older typer raises Click's own
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
-app = typer.Typer(
+LARGEST_INT = 2**53  # beyond it an integer option is a typo, and numpy's int64 overflows
+
+
+def checked_numbers(command):
+    """Wrap a command so every number option is checked at the edge before it runs.
+
+    Click's ranges let ``nan`` through (every comparison with NaN is false) and ints of any
+    size: ``--lr nan`` trained a NaN model, ``--annotators 99999999999999999999`` overflowed
+    deep inside. A non-finite float or an int beyond `LARGEST_INT` is a usage error naming
+    the option (exit 2).
+    """
+    @functools.wraps(command)
+    def checked(*args, **kwargs):
+        for name, value in kwargs.items():
+            hint = "--" + name.replace("_", "-")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise typer.BadParameter(f"expected a finite number, got {value}.", param_hint=hint)
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_INT:
+                raise typer.BadParameter(f"expected at most {LARGEST_INT}, got {value}.", param_hint=hint)
+        return command(*args, **kwargs)
+    return checked
+
+
+class CheckedTyper(typer.Typer):
+    """A `typer.Typer` whose commands get `checked_numbers`."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(command):
+            register(checked_numbers(command))
+            return command
+        return decorator
+
+
+app = CheckedTyper(
     name="saseg",
     help="Surprise Adequacy for semantic segmentation: find the frames worth labelling.",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -64,6 +102,7 @@ class Session:
     """What the app callback learns from the global options, for `run` to read afterwards."""
 
     debug: bool = False
+    context: Optional[typer.Context] = None  # the app's context: its resources end with the command
 
 
 session = Session()
@@ -77,6 +116,7 @@ def _version(value: bool):
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
@@ -88,6 +128,7 @@ def main(
 ):
     """Score frames by surprise, evaluate against labels, and plan what to label."""
     session.debug = debug
+    session.context = ctx
     if trust_factory:  # through the environment, so worker processes inherit the consent
         known = [f for f in os.environ.get(TRUSTED_FACTORIES_ENV, "").split(",") if f]
         os.environ[TRUSTED_FACTORIES_ENV] = ",".join(dict.fromkeys(known + list(trust_factory)))
@@ -156,6 +197,16 @@ def _file_format_errors() -> tuple[type[BaseException], ...]:
     if safetensors is not None and hasattr(safetensors, "SafetensorError"):
         types.append(safetensors.SafetensorError)
     return tuple(types)
+
+
+def hold_output(path: str | os.PathLike) -> None:
+    """Lock the folder a command writes (a ``.parquet`` path: its folder) until it returns.
+
+    One writer per output: a second saseg process writing there is refused with one line
+    naming the holder (`saseg.io.output_lock`); the lock dies with its process.
+    """
+    folder = Path(path).parent if Path(path).suffix in (".parquet", ".html") else Path(path)
+    session.context.with_resource(output_lock(folder))
 
 
 # Values that need more than a type: parsed once, rejected as usage errors naming the option.
@@ -257,6 +308,7 @@ def train(
     quiet: QuietOpt = False,
 ):
     """Train a segmentation model with the paper's head (feature layer `head.features`)."""
+    hold_output(out)
     splits = has_splits(data)
     train_data = open_dataset(data, split="train" if splits else None)
     val_data = open_dataset(val) if val else (open_dataset(data, split="val") if splits else None)
@@ -298,6 +350,7 @@ def fit(
     quiet: QuietOpt = False,
 ):
     """Fit per-class SA models (MDSA, LSA, DSA) on training pixels (paper 5.1)."""
+    hold_output(out)
     meta = pipeline.fit(model, data, out, split=split, estimators=estimator,
                   pixels_per_class=pixels_per_class or None, max_images=max_images or None,
                   max_ats_per_class=max_ats or None, seed=seed, batch_size=batch_size,
@@ -333,6 +386,7 @@ def score(
     quiet: QuietOpt = False,
 ):
     """Score frames: class SA per predicted class, z-scored group SA and frame SA."""
+    hold_output(out)
     df = pipeline.score(model, sa, data, out, split=split, pixels_per_class=pixels_per_class or None,
                       reference=reference, seed=seed, batch_size=batch_size, device=device,
                       resume=resume, save_predictions=predictions, progress=not quiet,
@@ -352,6 +406,7 @@ def evaluate(
     quiet: QuietOpt = False,
 ):
     """RQ1 (Spearman SA vs IoU, Table 3) and RQ2 (skip trade-off, Figure 9) against labels."""
+    hold_output(out)
     summary = evaluation.evaluate(scores, data, out, split=split, risk=risk, progress=not quiet)
     typer.echo(summary["table"])
     typer.echo(f"eval: {out}  ({summary['n_frames']} frames)")
@@ -374,6 +429,7 @@ def plan(
     annotators: Annotated[int, typer.Option(min=1, help="Annotators per frame (price model).")] = 3,
 ):
     """The labelling queue: most surprising first, what to skip, and the money saved."""
+    hold_output(out)
     result = analysis_plan.plan_from_run(scores, out, score=score_column, skip_ratio=skip_ratio, budget=budget,
                            ratio_risk=ratio_risk, eval_dir=eval_dir, max_risk=max_risk,
                            calibration=calibration, confidence=confidence, targets=targets or ["frame"],
@@ -396,6 +452,7 @@ def export(
     check: Annotated[bool, typer.Option("--check", help="Re-read the export as the tool will (images, masks, order) and exit 1 if anything differs.")] = False,
 ):
     """Hand the labelling queue to Label Studio, CVAT or FiftyOne, with predictions as pre-annotations."""
+    hold_output(out)
     options = {"image_root": image_root} if image_root and "image_root" in exporter(to).options else {}
     path = export_run.export_plan(plan_path, to=to, out_dir=out, run_dir=run, heatmaps=heatmaps, device=device,
                        copy=copy, include_skipped=include_skipped, **options)
@@ -439,6 +496,7 @@ def report(
     device: DeviceOpt = "cpu",
 ):
     """Write a self-contained static HTML report of a run (opens from disk, no network)."""
+    hold_output(out or Path(run_dir) / "report")
     if gallery:
         review.write_gallery(run_dir, n=gallery, device=device)
     path = report_module.write_report(run_dir, out, experiment=experiment)
@@ -467,7 +525,7 @@ def select(
                f"{spread['mean_pairwise']:.3g}, min {spread['min_pairwise']:.3g})")
 
 
-quality_app = typer.Typer(help="A learned frame-quality score: fit on a labelled pilot, apply to runs.",
+quality_app = CheckedTyper(help="A learned frame-quality score: fit on a labelled pilot, apply to runs.",
                           no_args_is_help=True)
 app.add_typer(quality_app, name="quality")
 
@@ -481,6 +539,7 @@ def quality_fit(
     seed: SeedOpt = 0,
 ):
     """Learn each class's, group's and frame's IoU from label-free features (LightGBM; grouped CV by drive)."""
+    hold_output(out)
     fitted = quality_run.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed)
     typer.echo(fitted.describe())
     typer.echo(f"quality model: {out}")
@@ -492,11 +551,12 @@ def quality_apply(
     quality: Annotated[str, typer.Option("--quality", "-q", help="Quality dir from `saseg quality fit`.")],
 ):
     """Add `quality` (predicted IoU) and `risk` (1 - quality) to a run: rank and plan by frame_risk."""
+    hold_output(run_dir)
     df = quality_run.apply_quality(run_dir, quality)
     typer.echo(f"quality: {run_dir}  ({len(df)} rows; scores risk, group_<g>_risk, frame_risk)")
 
 
-experiment_app = typer.Typer(help="The paper's experiments.", no_args_is_help=True)
+experiment_app = CheckedTyper(help="The paper's experiments.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 
 
@@ -517,6 +577,7 @@ def demo(
     quiet: QuietOpt = False,
 ):
     """The embedded default end to end: generate drives, train, fit, score, evaluate, plan."""
+    hold_output(out)
     typer.echo(demo_module.run_demo(out, quick=quick, progress=not quiet))
 
 
@@ -535,6 +596,7 @@ def audit_sample(
     predictor: Annotated[Literal["plugin", "quality"], typer.Option("--predictor", help="plugin: the softmax plug-in IoU; quality: the learned `quality` (after `saseg quality apply`).")] = "plugin",
 ):
     """Draw the frames to label for an audit: uncertain frames more often, each with its probability."""
+    hold_output(out)
     table = analysis_audit.sample_audit(run_dir, n, out, seed=seed,
                                         uniform_share=uniform_share, predictor=predictor)
     typer.echo(f"audit sample: {len(table)} frames to label in {out}/plan.csv "
@@ -552,6 +614,7 @@ def audit_estimate(
     iou_below: Annotated[float, typer.Option("--iou-below", min=0.0, max=1.0, help="Frame-IoU threshold for the share of frames below it.")] = 0.5,
 ):
     """Per-class pool IoU, mIoU and the share of frames below --iou-below, each with an interval."""
+    hold_output(out)
     result = analysis_audit.estimate_audit(run_dir, sample, labels, out, level=level,
                                            iou_below=iou_below)
     typer.echo(analysis_audit.describe(result))

@@ -21,11 +21,18 @@ functions that need it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import io
 import json
 import logging
+import math
+import os
+import re
+import shutil
+import socket
+import tempfile
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -43,7 +50,7 @@ from .progress import progress_bar
 from .layout import RunDir, encode_prediction
 from .scoring import FrameScorer
 
-__all__ = ["RayOptions", "require_ray", "connect", "score_chunks", "collect_pixels"]
+__all__ = ["RayOptions", "require_ray", "connect", "check_resources", "score_chunks", "collect_pixels"]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +64,9 @@ class RayOptions:
     Attributes
     ----------
     address : str or None
-        An existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``); None starts a
-        local Ray on this machine, or joins the one already started in this process.
+        An existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``); None joins
+        ``$RAY_ADDRESS`` if set, else starts a private local Ray (or uses the one already
+        started in this process); never a cluster found in ``/tmp/ray``.
     workers : int, scoring actors (one model copy each)
     gpus_per_worker : float, GPUs per actor (then the actor runs on ``cuda``)
     cpus_per_worker : float, CPUs per actor
@@ -70,6 +78,9 @@ class RayOptions:
     cpus_per_worker: float = 1.0
 
     def __post_init__(self):
+        if not all(math.isfinite(v) for v in (self.gpus_per_worker, self.cpus_per_worker)):
+            raise DataError(f"Expected finite --gpus-per-worker and --cpus-per-worker, but got "
+                            f"{self.gpus_per_worker} and {self.cpus_per_worker}.")
         if int(self.workers) < 1:
             raise DataError(f"Expected --workers >= 1, but got {self.workers}.")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
@@ -95,20 +106,70 @@ def require_ray():
 
 
 def connect(options: RayOptions):
-    """Join (or start) the cluster, once per process, and quiet Ray Data's own bars and logs."""
+    """Join the cluster named, or start a private one, once per process; check it is big enough.
+
+    Only what the user names is joined: ``--address``, else ``$RAY_ADDRESS``. Without either,
+    ``ray.init(address=None)`` would join whatever cluster the shared file
+    ``/tmp/ray/ray_current_cluster`` names (any local user can write it) and send it the
+    model, the data and the Ray token; so saseg asks for ``address="local"`` and a private
+    temporary folder (removed at exit), which never read that file. A named address that
+    does not answer within `CONNECT_TIMEOUT_S` is one line, not a hang. Then the cluster's
+    CPUs and GPUs are compared with what the options ask for (`check_resources`).
+    """
     ray = require_ray()
     if not ray.is_initialized():
+        address = options.address or os.environ.get("RAY_ADDRESS") or None
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        if address is None:
+            private = tempfile.mkdtemp(prefix="saseg-ray-")
+            atexit.register(shutil.rmtree, private, True)  # before ray.init: runs after Ray's own exit hook
+            kwargs.update(address="local", _temp_dir=private)
+        else:
+            _probe(address)
+            kwargs.update(address=address)
         try:
-            ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
-        except ConnectionError as exc:
-            raise SasegError(f"Expected a Ray cluster at --address {options.address}, but could not "
-                             f"connect: {exc}") from None
+            ray.init(**kwargs)
+        except (ConnectionError, ValueError) as exc:
+            raise SasegError(f"Expected a Ray cluster at {address}, but could not connect: "
+                             f"{' '.join(str(exc).split())[:300]}") from None
+    check_resources(ray.cluster_resources(), options)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # saseg's own bar counts frames across the cluster
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled" notice
     return ray
+
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _probe(address: str) -> None:
+    """Open (and close) a TCP connection to ``host:port`` / ``ray://host:port`` within
+    `CONNECT_TIMEOUT_S`: Ray itself retries a silent address for minutes. ``auto`` (the
+    user's explicit choice of the current-cluster file) is left to Ray."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]]+?)\]?:(\d+)", address.strip())
+    if match is None:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise SasegError(f"Expected a Ray cluster at {address}, but it does not answer ({reason}, "
+                         f"{CONNECT_TIMEOUT_S:g} s); check --address or $RAY_ADDRESS.") from None
+
+
+def check_resources(resources: dict, options: RayOptions) -> None:
+    """Refuse, before any work, options the cluster can never satisfy: Ray would otherwise
+    wait forever for an actor it cannot place (``--gpus-per-worker 1`` without a GPU)."""
+    gpus = options.workers * options.gpus_per_worker
+    cpus = options.workers * options.cpus_per_worker + (1.0 if options.gpus_per_worker > 0 else 0.0)
+    have_cpus, have_gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    if cpus > have_cpus + 1e-9 or gpus > have_gpus + 1e-9:
+        raise SasegError(f"Expected a Ray cluster with {cpus:g} CPUs and {gpus:g} GPUs for --workers "
+                         f"{options.workers} x (--cpus-per-worker {options.cpus_per_worker:g}, "
+                         f"--gpus-per-worker {options.gpus_per_worker:g}), but it has {have_cpus:g} "
+                         f"CPUs and {have_gpus:g} GPUs; ask for fewer workers or resources.")
 
 
 # ------------------------------------------------------------------------------ stages

@@ -30,3 +30,7 @@ class ModelError(SasegError):
 
 class FormatError(SasegError):
     """A saved artefact is missing, corrupt or of an unsupported version."""
+
+
+class BusyError(SasegError):
+    """An output folder is being written by another process (see `saseg.io.output_lock`)."""

@@ -17,10 +17,15 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from .errors import FormatError
+from .errors import BusyError, FormatError
+
+try:  # POSIX; elsewhere output folders are not locked (see `output_lock`)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "read_json", "write_parquet",
-           "write_csv", "check_settings", "compare_settings", "PartStore"]
+           "write_csv", "check_settings", "compare_settings", "PartStore", "output_lock", "LOCK_NAME"]
 
 
 @contextmanager
@@ -41,6 +46,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared files
         os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename in (None, str(tmp_path)):  # pyarrow's "No space left" names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -62,7 +72,20 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Strict JSON: NaN and +-Infinity are written as ``null`` (no value: a correlation of a
+    constant, a score of a class never seen), since strict parsers reject the bare tokens."""
+    text = json.dumps(_finite(_plain(obj)), indent=2, sort_keys=False, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -72,6 +95,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FormatError(f"Expected a JSON file at {path}, but it does not exist.") from None
     except json.JSONDecodeError as exc:
         raise FormatError(f"Expected valid JSON in {path}, but got: {exc}") from None
+    except UnicodeDecodeError:
+        raise FormatError(f"Expected a UTF-8 JSON file at {path}, but it is not UTF-8 text.") from None
 
 
 def write_parquet(path: str | os.PathLike, frame) -> None:
@@ -126,8 +151,8 @@ def compare_settings(saved: Any, settings: dict, where: str | os.PathLike, *, wh
         Naming `where`, the keys that differ (``key: saved -> now``, nested keys dotted) and
         `fresh`.
     """
-    now = _plain(settings)
-    saved = _plain(saved)
+    now = _finite(_plain(settings))  # as written: NaN and Infinity are null on disk
+    saved = _finite(_plain(saved))
     if saved == now:
         return
     changes = _differences(saved, now, "")
@@ -186,11 +211,17 @@ class PartStore:
 
     def __init__(self, final_path: str | os.PathLike, settings: dict, *, resume: bool = True):
         self.final_path = Path(final_path)
-        self.dir = self.final_path.with_name(self.final_path.name + ".parts")
+        self.dir = self.parts_dir(final_path)
         if self.dir.exists() and not resume:
             shutil.rmtree(self.dir)
         check_settings(self.dir / "settings.json", settings, what="settings for this unfinished run",
                        fresh=f"delete {self.dir} or pass --no-resume to start again")
+
+    @staticmethod
+    def parts_dir(final_path: str | os.PathLike) -> Path:
+        """The parts folder of `final_path`: while it exists, the output is unfinished."""
+        final_path = Path(final_path)
+        return final_path.with_name(final_path.name + ".parts")
 
     def _part(self, chunk: int) -> Path:
         return self.dir / f"part-{chunk:06d}.parquet"
@@ -224,3 +255,60 @@ class PartStore:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+LOCK_NAME = ".saseg.lock"
+_held_locks: dict[str, list] = {}  # resolved folder -> [fd, depth]: this process's locks
+
+
+@contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold the one-writer lock of an output folder while the block runs.
+
+    An OS lock (``flock``) on ``FOLDER/.saseg.lock``: the kernel drops it when its process
+    ends, however it ends (``kill -9`` included), so a stale lock never blocks a later run
+    and nothing ever needs cleaning up. The holder writes its pid into the file, so a second
+    writer is refused with one line naming it. Re-entrant within a process (``score
+    --quality`` applies the quality model to the run it holds); a flock held through another
+    file descriptor of the same process would otherwise refuse its own holder.
+
+    Raises
+    ------
+    BusyError
+        If another process holds the folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    if key in _held_locks or fcntl is None:
+        _held_locks.setdefault(key, [None, 0])[1] += 1
+        try:
+            yield folder
+        finally:
+            _release(key)
+        return
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held elsewhere
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
+        os.close(fd)
+        raise BusyError(f"{folder} is being written by another saseg process ({holder}); wait "
+                        "for it to finish, or write to another folder.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+    _held_locks[key] = [fd, 1]
+    try:
+        yield folder
+    finally:
+        _release(key)
+
+
+def _release(key: str) -> None:
+    entry = _held_locks[key]
+    entry[1] -= 1
+    if entry[1] == 0:
+        del _held_locks[key]
+        if entry[0] is not None:
+            os.close(entry[0])  # closing the only descriptor releases the flock

@@ -188,15 +188,21 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     dataset = as_dataset(data, split, on_error=on_error)
     classes = model.classes
     chunk_frames = chunk_frames or batch_size * 8
+    fingerprint = dataset.fingerprint()
     # Everything that changes rows or files, by content: a resumed run must not mix results.
     settings = {"model_sha256": model.sha256, "sa_dir": str(Path(sa_dir).resolve()),
                 "sa_sha256": sa_model_sha256(sa_dir), "estimators": list(fitted),
                 "data": dataset.spec, "n_frames": len(dataset),
-                "frame_ids_sha256": dataset.fingerprint()["ids_sha256"],
+                "frame_ids_sha256": fingerprint["ids_sha256"],
+                **({"frame_files_sha256": fingerprint["files_sha256"]} if "files_sha256" in fingerprint else {}),
                 "pixels_per_class": pixels_per_class, "softmax": softmax, "seed": seed,
                 "batch_size": batch_size, "chunk_frames": chunk_frames,
                 "save_predictions": bool(save_predictions), "features": bool(features)}
     store = PartStore(run.scores_path, settings, resume=resume)
+    # From here on the folder holds this run's files: drop the old run's ``score.json`` (the
+    # mark of a whole run, written last) first, so a run killed halfway leaves a resumable
+    # run that readers refuse, never the old metadata over a mix of old and new files.
+    run.meta_path.unlink(missing_ok=True)
     done = store.done_chunks()
     n = len(dataset)
     pending = [c for c in range((n + chunk_frames - 1) // chunk_frames) if c not in done]

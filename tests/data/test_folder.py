@@ -120,3 +120,21 @@ def test_label_size_mismatch(tmp_path):
     with pytest.raises(DataError, match=r"imgs/a\.png.*4x5") as info:
         open_folder(tmp_path / "imgs", tmp_path / "labels", names="x")[0]
     assert "5x4" in str(info.value) and str(tmp_path / "labels" / "a.png") in str(info.value)
+
+
+def test_symlinked_sequence_folders_are_found_and_loops_do_not_hang(tree, tmp_path):
+    """#23 item 7: a split assembled from links to sequence folders (rglob skipped them)."""
+    root, labels = tree
+    split = tmp_path / "split"
+    (split / "imgs").mkdir(parents=True)
+    (split / "labels").mkdir()
+    for drive in ("drive_a", "drive_b"):
+        (split / "imgs" / drive).symlink_to(root / "imgs" / drive, target_is_directory=True)
+        (split / "labels" / drive).symlink_to(root / "labels" / drive, target_is_directory=True)
+    (root / "imgs" / "drive_a" / "loop").symlink_to(split / "imgs", target_is_directory=True)  # a cycle
+    ds = _open(split, classes=root / "meta.json")
+    ids = [ds.frame_id(i) for i in range(len(ds))]
+    assert ids[:3] == ["drive_a/frame_1", "drive_a/frame_2", "drive_a/frame_10"] and "drive_b/frame_1" in ids
+    for frame in ds:
+        if frame.frame_id in labels:
+            np.testing.assert_array_equal(frame.label, labels[frame.frame_id].astype(np.int64))

@@ -66,3 +66,16 @@ def test_a_huge_declared_size_is_refused_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv("SASEG_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(DataError, match="positive integer"):
         read_image(small)
+
+
+def test_a_400_megapixel_image_gets_sasegs_size_message_not_unreadable(tmp_path, monkeypatch):
+    """#23 item 9: beyond PIL's own limit (179 M pixels) it said "unreadable or truncated"."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored afterwards
+    bomb = tmp_path / "huge.png"
+    bomb.write_bytes(_png(20_000, 20_000, 1))
+    with pytest.raises(DataError, match=r"at most 50,000,000 pixels.*declares 400,000,000 pixels") as info:
+        read_image(bomb)
+    assert "unreadable" not in str(info.value)
+    monkeypatch.setenv("SASEG_MAX_IMAGE_PIXELS", "300000000")  # a cap above PIL's: saseg's decides
+    with pytest.raises(DataError, match=r"at most 300,000,000 pixels.*20000x20000"):
+        read_image(bomb)

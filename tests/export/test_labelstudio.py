@@ -160,3 +160,70 @@ def test_export_queue_dispatches(tmp_path):
     out = export_queue(queue, to="labelstudio", out_dir=tmp_path / "q", classes=CLASSES,
                        prediction_for=preds.__getitem__, image_for=image_for)
     assert Path(out, "tasks.json").is_file()
+
+
+# ---- the token goes only where the user sent it (#23, item 4) ------------------------------
+import http.server
+import threading
+import types as _types
+
+
+def _import_script():
+    from saseg.export.labelstudio import IMPORT_SCRIPT
+
+    module = _types.ModuleType("import_labelstudio")
+    module.__file__ = "import_labelstudio.py"
+    exec(compile(IMPORT_SCRIPT, "import_labelstudio.py", "exec"), module.__dict__)
+    return module
+
+
+def _server(handler_body):
+    """A local HTTP server on a free port; `handler_body(handler)` answers each GET."""
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            handler_body(self)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def _answer(handler, code=200, location=None):
+    handler.send_response(code)
+    if location:
+        handler.send_header("Location", location)
+    handler.send_header("Content-Type", "application/json")
+    handler.end_headers()
+    handler.wfile.write(b"{}")
+
+
+def test_token_sent_to_another_origin_on_redirect_is_refused():
+    script = _import_script()
+    other, other_seen = _server(_answer)
+    target = f"http://127.0.0.1:{other.server_address[1]}/api/projects/"
+    ls, ls_seen = _server(lambda h: _answer(h, 302, target) if h.path == "/away" else
+                          _answer(h, 302, "/here") if h.path == "/same" else _answer(h))
+    try:
+        client = script.Client(f"http://127.0.0.1:{ls.server_address[1]}", "legacy-token")
+        with pytest.raises(script.ImportFailed, match="redirected to another origin"):
+            client.call("GET", "/away")
+        assert other_seen == []  # the other port never saw the token (nor any request)
+        assert client.call("GET", "/same") == {}  # a redirect within the origin is followed
+        assert ls_seen[-1] == ("/here", "Token legacy-token")
+        for path in ("@evil.example:80/x", "http://evil.example/x"):  # task data cannot steer it
+            with pytest.raises(script.ImportFailed, match="not a path on"):
+                client.call("GET", path)
+    finally:
+        other.shutdown()
+        ls.shutdown()
+
+
+def test_token_origin_promise_is_in_import_md(tmp_path):
+    _, _, _, out = _export(tmp_path)
+    assert "refuses a redirect to another scheme, host or port" in (out / "IMPORT.md").read_text()

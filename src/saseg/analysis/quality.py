@@ -36,6 +36,8 @@ from ..data import ClassInfo
 from ..errors import DataError, FormatError
 from ..io import read_json, write_json, write_parquet
 from ..quality import QualityModel
+from ..quality.model import META as QUALITY_META
+from ..quality.checks import check_keys, check_params, check_sha256, sha256_bytes
 from ..quality.features import FEATURE_COLUMNS
 from ..layout import EvalDir, QualityDir, RunDir
 
@@ -45,7 +47,7 @@ __all__ = ["RunQuality", "drive_of", "class_features", "target_features", "targe
            "fit_quality", "apply_quality", "QUALITY_FORMAT"]
 
 QUALITY_FORMAT = "saseg-run-quality"
-_VERSION = 1
+_VERSION = 2  # 2: "files" maps every file of the folder to its sha256
 _FRAME_MEANS = ("entropy_interior", "entropy_boundary", "max_softmax_interior", "max_softmax_boundary",
                 "margin_interior", "margin_boundary", "boundary_share", "fn_ratio", "plugin_iou")
 
@@ -187,6 +189,7 @@ class RunQuality:
             if target not in self.models_:  # too few pilot rows: no estimate
                 quality = np.full(len(X), np.nan)
             else:
+                _check_feature_order(self.models_[target], X, run)
                 quality = self.models_[target].predict(X)
             if on_pilot and target in self.models_:
                 oof = self.oof_[target].set_index("key")["oof"]
@@ -203,35 +206,60 @@ class RunQuality:
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
+        """Each target's model and out-of-fold table, then ``run_quality.json`` with the sha256
+        of every file. The old manifest goes first, so a refit killed halfway leaves a folder
+        that is refused, never an old manifest over a mix of old and new files."""
         out = QualityDir(directory)
-        names = {}
+        out.summary_path.unlink(missing_ok=True)
+        names, files = {}, {}
         for i, (target, model) in enumerate(self.models_.items()):
             sub = out.target_folder(target, i)
             names[target] = sub
             model.save(out.model_dir(sub))
             write_parquet(out.oof_path(sub), self.oof_[target])
+            for path in sorted(out.model_dir(sub).glob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    files[f"{sub}/{path.name}"] = sha256_bytes(path.read_bytes())
         write_json(out.summary_path, {
             "format": QUALITY_FORMAT, "format_version": _VERSION, "targets": names,
             "classes": self.classes_.to_dict(), "score_columns": self.score_columns_,
-            "pilot": self.pilot_, "model_options": self.model_options})
-        return directory
+            "pilot": self.pilot_, "model_options": self.model_options, "files": files})
+        return out.root
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "RunQuality":
+        """Read and check a quality dir: keys and types of the manifest, the sha256 of every
+        file it lists, then each model (`QualityModel.load`) and out-of-fold table. Format 1
+        (written before content hashes) is still read, without the hash check."""
         folder = QualityDir(directory)
         path = folder.summary_path
         meta = read_json(path)
-        if not isinstance(meta, dict) or meta.get("format") != QUALITY_FORMAT or meta.get("format_version") != _VERSION:
-            raise FormatError(f"{path}: expected a saseg quality dir (format {QUALITY_FORMAT} v{_VERSION}, "
+        if not isinstance(meta, dict) or meta.get("format") != QUALITY_FORMAT or meta.get("format_version") not in (1, _VERSION):
+            raise FormatError(f"{path}: expected a saseg quality dir (format {QUALITY_FORMAT} v1 or v{_VERSION}, "
                               f"from `saseg quality fit`), but got something else.")
-        self = cls(**meta.get("model_options", {}))
-        self.classes_ = ClassInfo.from_dict(meta["classes"])
-        self.score_columns_ = list(meta["score_columns"])
-        self.pilot_ = dict(meta["pilot"])
+        required = {"format", "format_version", "targets", "classes", "score_columns", "pilot", "model_options"}
+        meta = check_keys(meta, required | ({"files"} if meta["format_version"] >= 2 else set()), path,
+                          "a quality dir manifest")
+        self = cls(**check_params(meta["model_options"], QualityModel().get_params(), path))
+        try:
+            self.classes_ = ClassInfo.from_dict(meta["classes"])
+        except (DataError, TypeError, AttributeError, KeyError, ValueError) as exc:
+            raise FormatError(f"{path}: bad 'classes': {exc}") from None
+        columns, pilot, targets = meta["score_columns"], meta["pilot"], meta["targets"]
+        if (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+                or not isinstance(pilot, dict) or not isinstance(targets, dict) or "class" not in targets):
+            raise FormatError(f"{path}: expected 'score_columns' (a list of names), 'pilot' (an object) "
+                              "and 'targets' (an object with 'class').")
+        self.score_columns_, self.pilot_ = list(columns), dict(pilot)
+        files = meta.get("files")
         self.models_, self.oof_ = {}, {}
-        for target, sub in meta["targets"].items():
+        for target, sub in targets.items():
+            if not isinstance(sub, str):
+                raise FormatError(f"{path}: bad target folder {sub!r}.")
+            if files is not None:
+                _check_files(folder, sub, files, path)
             self.models_[target] = QualityModel.load(folder.model_dir(sub))
-            self.oof_[target] = pd.read_parquet(folder.oof_path(sub))
+            self.oof_[target] = _read_oof(folder.oof_path(sub))
         return self
 
     def describe(self) -> str:
@@ -259,6 +287,56 @@ def apply_quality(run: str | os.PathLike | RunDir, quality_dir: str | os.PathLik
     run.write_scores(scores_df)
     run.write_meta(meta)
     return scores_df
+
+
+def _check_files(folder: QualityDir, sub: str, files: dict, manifest: Path) -> None:
+    """Every file of a target's folder is listed in the manifest with the content it has."""
+    listed = {k: v for k, v in files.items() if isinstance(k, str) and k.startswith(f"{sub}/")}
+    needed = [f"{sub}/{QUALITY_META}", f"{sub}/{folder.OOF}"]
+    if any(name not in listed for name in needed):
+        raise FormatError(f"{manifest}: expected the sha256 of {' and '.join(needed)} "
+                          "in 'files', but they are not listed.")
+    for name, digest in listed.items():
+        path = folder.root / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise FormatError(f"Expected {path} (listed in {manifest}), but it does not exist; refit "
+                              "with `saseg quality fit`.") from None
+        check_sha256(data, digest, path)
+
+
+def _read_oof(path: Path) -> pd.DataFrame:
+    """A target's out-of-fold predictions (``key``, ``oof``): written on the pilot instead of
+    in-sample ones."""
+    if not path.is_file():
+        raise FormatError(f"Expected {path} (the pilot's out-of-fold predictions, written by `saseg "
+                          "quality fit`), but it does not exist; refit the quality dir.")
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"Expected a Parquet table in {path}, but it cannot be read: {exc}") from None
+    if list(table.columns) != ["key", "oof"] or not pd.api.types.is_float_dtype(table["oof"]):
+        raise FormatError(f"{path}: expected the columns ['key', 'oof'] (oof as floats), but got "
+                          f"{list(table.columns)}.")
+    oof = table["oof"].to_numpy()
+    if not ((np.isnan(oof)) | ((oof >= 0) & (oof <= 1))).all():
+        raise FormatError(f"{path}: expected out-of-fold IoUs in [0, 1] (or empty), but some are not.")
+    return table
+
+
+def _check_feature_order(model: QualityModel, X: pd.DataFrame, run: RunDir) -> None:
+    """The model's features are columns this run has, in the order the run builds them: names
+    swapped in ``quality.json`` would otherwise feed each coefficient another column."""
+    where = getattr(model, "source_", "quality model")
+    missing = [f for f in model.features_ if f not in X.columns]
+    if missing:
+        raise DataError(f"{where}: expected the run {run.root} to have the features {missing[:5]} the "
+                        "model was fitted on; score it with the same SA model and --features.")
+    wanted = set(model.features_)
+    if [c for c in X.columns if c in wanted] != list(model.features_):
+        raise FormatError(f"{where}: expected the features in the order the run builds them, but they "
+                          "are reordered; the file was edited: refit it (`saseg quality fit`).")
 
 
 def _run(path) -> RunDir:

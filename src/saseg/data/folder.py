@@ -52,9 +52,36 @@ def class_options(classes, names, ignore_index) -> dict:
     }
 
 
+def _walk_files(root: Path):
+    """Every file below `root`, entering symlinked folders (a split is often assembled from
+    links to sequence folders; ``Path.rglob`` on Python < 3.13 does not follow them). A folder
+    already being walked (same device and inode: a link loop) is not entered again."""
+    active: set[tuple[int, int]] = set()
+
+    def walk(folder: Path):
+        try:
+            stat = folder.stat()
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        key = (stat.st_dev, stat.st_ino)
+        if key in active:
+            return
+        active.add(key)
+        for entry in entries:
+            path = folder / entry.name
+            if entry.is_dir(follow_symlinks=True):
+                yield from walk(path)
+            else:
+                yield path
+        active.discard(key)
+
+    yield from walk(root)
+
+
 def _find_images(root: Path, image_suffix: str | None) -> list[tuple[str, Path]]:
     found = []
-    for path in root.rglob("*"):
+    for path in _walk_files(root):
         rel = path.relative_to(root).as_posix()
         if image_suffix is not None:
             if rel.endswith(image_suffix) and path.is_file():

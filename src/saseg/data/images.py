@@ -7,6 +7,7 @@ without a path is useless. Errors carry ``where`` (the frame id) so that
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -71,14 +72,24 @@ def _open(path: Path):
     The size is checked from the header before any pixel is decoded, and a PNG whose image
     data ends before its last row is an error (PIL would pad it with black).
     """
+    cap = max_image_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and cap > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = cap  # PIL refuses beyond twice its own limit: saseg's cap decides
     try:
         with warnings.catch_warnings():  # PIL warns from the header on; the cap below decides
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            try:
+                img = Image.open(path)
+            except Image.DecompressionBombError as exc:  # beyond PIL's own limit (179 M pixels)
+                declared = re.search(r"\((\d+) pixels\)", str(exc))
+                size = f"{int(declared.group(1)):,} pixels" if declared else "more pixels"
+                raise data_error(f"Expected an image of at most {cap:,} pixels at {path}, but its "
+                                 f"header declares {size}; set ${MAX_PIXELS_ENV} to allow larger "
+                                 "images.", path) from None
         with img:
             w, h = img.size
-            if w * h > max_image_pixels():
-                raise data_error(f"Expected an image of at most {max_image_pixels():,} pixels at {path}, "
+            if w * h > cap:
+                raise data_error(f"Expected an image of at most {cap:,} pixels at {path}, "
                                  f"but its header declares {w}x{h} ({w * h:,}); set "
                                  f"${MAX_PIXELS_ENV} to allow larger images.", path)
             img.load()
@@ -242,6 +253,26 @@ class FileDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def fingerprint(self) -> dict:
+        """Adds ``files_sha256``: a hash of each image file's size and modification time.
+
+        A ``stat`` per file (4 ms for CamVid's 1,403 files), not a read: hashing the content
+        would read the whole pool at every start and resume (211 MB/s measured, so about 2.5
+        minutes for a 30 GB pool). Size and mtime catch a frame replaced or re-exported
+        between a crash and the resume; a file rewritten with the same size and mtime is not.
+        """
+        out = super().fingerprint()
+        digest = hashlib.sha256()
+        for it in self.items:
+            try:
+                stat = it.image.stat()
+                key = f"{stat.st_size}:{stat.st_mtime_ns}"
+            except OSError:
+                key = "missing"
+            digest.update(f"{it.frame_id}\0{key}\0".encode("utf-8", "surrogatepass"))
+        out["files_sha256"] = digest.hexdigest()
+        return out
 
     def frame_id(self, i: int) -> str:
         return self.items[i].frame_id

@@ -26,9 +26,14 @@ SA_META = "sa.json"
 
 def save_sa_model(sa_dir: str | os.PathLike, fitted: Mapping[str, SurpriseEstimator],
                   provenance: dict) -> Path:
-    """Write every estimator, then ``sa.json`` last: a readable ``sa.json`` means a whole model."""
+    """Write every estimator, then ``sa.json`` last: a readable ``sa.json`` means a whole model.
+
+    An old ``sa.json`` is removed first, so a refit killed halfway never leaves it naming a
+    mix of old and new estimator files.
+    """
     sa_dir = Path(sa_dir)
     sa_dir.mkdir(parents=True, exist_ok=True)
+    (sa_dir / SA_META).unlink(missing_ok=True)
     for est in fitted.values():
         est.save(sa_dir)
     write_json(sa_dir / SA_META, provenance)

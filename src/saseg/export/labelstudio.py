@@ -251,7 +251,9 @@ def _import_notes(out_dir: Path, root: Path, storage: Path | None, url_prefix: s
         "It creates the project from `labelstudio_config.xml`, adds a *Local files* source "
         f"storage at `{storage}` (not synced: the tasks come from `tasks.json`), imports "
         "`tasks.json` in queue order, checks that Label Studio serves the first image, and "
-        "adds a Data Manager tab *Queue order* sorted by `rank`. The same steps by hand:\n\n"
+        "adds a Data Manager tab *Queue order* sorted by `rank`. Your token goes to the "
+        "`--url` origin only: the script refuses a redirect to another scheme, host or port, "
+        "and builds every URL itself (never from `tasks.json`). The same steps by hand:\n\n"
         "**In the browser:**\n\n"
         f"1. Create a project; Settings > Labeling Interface > Code: paste `{config}`.\n"
         "2. Settings > Cloud Storage > Add Source Storage > *Local files*, absolute local path "
@@ -279,6 +281,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -289,9 +292,35 @@ class ImportFailed(Exception):
     pass
 
 
+def origin(url):
+    """(scheme, host, port) of a URL: the token goes to the origin the user named, only."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only within the origin of --url: urllib would otherwise send the
+    Authorization header to whatever host and port a 30x names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if origin(newurl) != origin(req.full_url):
+            raise ImportFailed(f"{req.get_method()} {req.full_url} was redirected to another origin "
+                               f"({newurl}); refusing to send the token there")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+OPENER = urllib.request.build_opener(SameOriginRedirects)
+
+
 class Client:
     def __init__(self, url, token):
         self.url = url.rstrip("/")
+        if origin(self.url)[0] not in ("http", "https") or not origin(self.url)[1]:
+            raise ImportFailed(f"expected --url like http://localhost:8080, but got {url!r}")
         # A personal access token is a JWT refresh token (three dot-separated parts): trade it
         # for a short-lived access token. Anything else is a legacy token.
         if token.count(".") == 2:
@@ -301,6 +330,8 @@ class Client:
             self.auth = "Token " + token
 
     def call(self, method, path, body=None, auth=True, raw=False):
+        if not path.startswith("/") or origin(self.url + path) != origin(self.url):
+            raise ImportFailed(f"refusing to call {path!r}: not a path on {self.url}")
         request = urllib.request.Request(self.url + path, method=method)
         if auth:
             request.add_header("Authorization", self.auth)
@@ -309,7 +340,7 @@ class Client:
             data = json.dumps(body).encode()
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, data, timeout=300) as response:
+            with OPENER.open(request, data, timeout=300) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
@@ -364,7 +395,10 @@ def run(url, token, title):
         "title": "Queue order", "ordering": ["tasks:data.rank"], "type": "list",
         "target": "tasks", "filters": {"conjunction": "and", "items": []}}})
     if tasks and not setup["url_prefix"]:
-        image = tasks[0]["data"]["image"]
+        # the URL is built here from the file's relative path alone, never taken from the task
+        query = urllib.parse.urlsplit(str(tasks[0]["data"]["image"])).query
+        relative = urllib.parse.parse_qs(query).get("d", [""])[0]
+        image = "/data/local-files/?" + urllib.parse.urlencode({"d": relative})
         try:
             client.call("GET", image, raw=True)
         except ImportFailed as exc:

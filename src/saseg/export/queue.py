@@ -91,6 +91,12 @@ def select_rows(queue, *, include_skipped: bool = False):
             f"Expected the labelling queue to have columns {list(REQUIRED_COLUMNS)}, but it lacks "
             f"{missing} (got {list(queue.columns)})."
         )
+    for column in ("rank", "frame_index"):  # a hand-edited plan: one line, not a failure deep in an exporter
+        values = pd.to_numeric(queue[column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) > 2**53)
+        if bad.any():
+            raise DataError(f"Expected integer {column} values in the labelling queue, but got "
+                            f"{str(queue[column].iloc[int(np.argmax(bad))])!r}.")
     rows = queue if include_skipped else queue[queue["action"].astype(str) == "label"]
     rows = rows.sort_values("rank", kind="stable")
     ids = rows["frame_id"].astype(str)

@@ -267,7 +267,7 @@ def train(
     device = torch.device(device)
     classes = train_data.classes
     arch_kwargs = dict(arch_kwargs or {})
-    if epochs < 1 or batch_size < 1 or lr <= 0:
+    if epochs < 1 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
         raise ModelError(f"train: expected epochs >= 1, batch_size >= 1 and lr > 0, but got {epochs}, {batch_size}, {lr}.")
     if not 0 <= color_jitter < 1:
         raise ModelError(f"train: expected color_jitter in [0, 1), but got {color_jitter}.")
@@ -363,8 +363,9 @@ def _train(frames: _Frames, val_frames: _Frames | None, out_dir: Path, settings:
         seconds += row["seconds"]
         history.append(row)
         _save_epoch(out_dir, net, optimizer, config, epoch + 1, step, history, seconds, fingerprint)
-        bar.update(1)
+        # figures first: a plain progress line is printed by update() and must carry this epoch's
         bar.set_postfix({k: f"{row[k]:.3f}" for k in ("train_loss", "val_miou") if k in row})
+        bar.update(1)
         log.info("epoch %d/%d: %s", epoch + 1, epochs,
                  ", ".join(f"{k}={row[k]:.4g}" for k in ("train_loss", "val_miou", "seconds") if k in row))
     bar.close()
@@ -396,6 +397,10 @@ def _train_epoch(net, batches, optimizer, weight, step: int, total: int, device,
             group["lr"] = group["initial_lr"] * _lr_factor(step, total)
         x, y = x.to(device, memory_format=fmt), y.to(device)
         loss = F.cross_entropy(net(x), y, weight=weight, ignore_index=-100)
+        if not torch.isfinite(loss):  # stop before the step: no NaN weights, no checkpoint of them
+            raise ModelError(f"train: expected a finite loss, but got {loss.item()} at step {step + 1} "
+                             f"(learning rate {max(g['lr'] for g in optimizer.param_groups):.3g}); lower "
+                             "--lr or check the data. Nothing was saved for this epoch.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -15,6 +15,7 @@ text model plus JSON; nothing is pickled.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -26,13 +27,17 @@ from scipy.stats import spearmanr
 
 from ..errors import DataError, FormatError, NotFittedError
 from ..io import read_json, write_json, write_text
+from . import checks
+from .lgb_text import canonical_model_text
 
 log = logging.getLogger(__name__)
 
 __all__ = ["QualityModel", "grouped_folds"]
 
 FORMAT = "saseg-quality-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: content hash of the tree file in "files"; NaN written as null
+META = "quality.json"
+TREES = "quality.lgb.txt"
 
 
 def grouped_folds(groups: Sequence, order: Sequence[int] | None = None, n_folds: int = 5
@@ -154,7 +159,14 @@ class QualityModel:
         if missing:
             raise DataError(f"QualityModel.predict: expected the feature columns {missing} it was "
                             f"fitted on, but they are missing.")
-        return np.clip(self._state.predict_raw(self._check(features[self.features_])), 0.0, 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            raw = np.asarray(self._state.predict_raw(self._check(features[self.features_])), dtype=np.float64)
+        bad = ~np.isfinite(raw)
+        if bad.any():  # clipped, inf would read as "certainly fine" (risk 0): never skip on it
+            raise FormatError(f"{getattr(self, 'source_', 'quality model')}: expected a finite predicted "
+                              f"IoU, but got {raw[bad][0]} for {int(bad.sum())} of {len(raw)} rows; "
+                              "the model is corrupt: refit it (`saseg quality fit`).")
+        return np.clip(raw, 0.0, 1.0)
 
     def risk(self, features: pd.DataFrame) -> np.ndarray:
         """``1 - predicted IoU``: higher means label first, as for SA."""
@@ -170,38 +182,38 @@ class QualityModel:
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        """``quality.json`` (settings, features, CV report, ridge state) and, for trees,
-        ``quality.lgb.txt`` in LightGBM's text format."""
+        """``quality.json`` (settings, features, CV report, ridge state, the sha256 of the tree
+        file) and, for trees, ``quality.lgb.txt`` in LightGBM's text format (trees first, so
+        the hash in ``quality.json`` always names a whole file)."""
         if not hasattr(self, "_state"):
             raise NotFittedError(type(self).__name__)
         directory = Path(directory)
+        files = {}
+        if self.kind_ == "lightgbm":
+            text = self._state.booster.model_to_string()
+            write_text(directory / TREES, text)
+            files[TREES] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind_,
                 "features": self.features_, "settings": self.get_params(), "cv": self.cv_,
-                "importances": self.importances_, "state": self._state.to_json()}
-        if self.kind_ == "lightgbm":
-            write_text(directory / "quality.lgb.txt", self._state.booster.model_to_string())
-        write_json(directory / "quality.json", meta)
+                "importances": self.importances_, "state": self._state.to_json(), "files": files}
+        write_json(directory / META, meta)
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "QualityModel":
+        """Read and check a saved model (`saseg.quality.checks`); every failure is one
+        `FormatError` naming the file. Format 1 (no content hashes) is still read."""
         directory = Path(directory)
-        meta = read_json(directory / "quality.json")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise FormatError(f"{directory / 'quality.json'}: expected a saseg quality model, but got something else.")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatError(f"{directory / 'quality.json'}: expected format_version {FORMAT_VERSION}, "
-                              f"but got {meta.get('format_version')!r}.")
-        model = cls(**meta.get("settings", {}))
-        model.kind_, model.features_, model.cv_ = meta["kind"], meta["features"], meta["cv"]
-        model.importances_ = meta["importances"]
+        path = directory / META
+        meta = checks.check_model_meta(read_json(path), path, FORMAT, FORMAT_VERSION, cls().get_params())
+        model = cls(**meta["settings"])
+        model.kind_, model.features_ = meta["kind"], list(meta["features"])
+        model.cv_, model.importances_ = meta["cv"], meta["importances"]
+        model.source_ = str(path)
         if model.kind_ == "lightgbm":
-            model._state = _Trees.from_text(directory / "quality.lgb.txt", model)
-        elif model.kind_ == "ridge":
-            model._state = _Ridge.from_json(meta["state"], len(model.features_), directory)
+            model._state = _Trees.from_text(directory / TREES, model, meta["files"].get(TREES))
         else:
-            raise FormatError(f"{directory / 'quality.json'}: expected kind 'lightgbm' or 'ridge', but "
-                              f"got {model.kind_!r}.")
+            model._state = _Ridge.from_json(meta["state"], len(model.features_), path)
         return model
 
     def get_params(self) -> dict:
@@ -239,15 +251,24 @@ class _Trees:
         return cls(lgb.train(params, data, num_boost_round=model.num_boost_round))
 
     @classmethod
-    def from_text(cls, path: Path, model: QualityModel) -> "_Trees":
+    def from_text(cls, path: Path, model: QualityModel, sha256: str | None) -> "_Trees":
+        """The checked, rebuilt model text (`canonical_model_text`) to LightGBM; never the file."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise FormatError(f"Expected the trees of the quality model at {path} (written by "
+                              "`saseg quality fit`), but the file does not exist.") from None
+        checks.check_sha256(data, sha256, path)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"{path}: expected a LightGBM text model (UTF-8), but it is not text.") from None
+        canonical = canonical_model_text(text, len(model.features_), str(path))
         lgb = _lightgbm()
         try:
-            booster = lgb.Booster(model_str=path.read_text(encoding="utf-8"))
-        except (OSError, lgb.basic.LightGBMError) as exc:
-            raise FormatError(f"Expected a LightGBM text model at {path}, but got: {exc}") from None
-        if booster.num_feature() != len(model.features_):
-            raise FormatError(f"{path}: expected {len(model.features_)} features, but the model has "
-                              f"{booster.num_feature()}.")
+            booster = lgb.Booster(model_str=canonical)
+        except lgb.basic.LightGBMError as exc:
+            raise FormatError(f"{path}: expected a LightGBM text model, but LightGBM refused it: {exc}") from None
         return cls(booster)
 
     def predict_raw(self, X):
@@ -284,14 +305,16 @@ class _Ridge:
 
     @classmethod
     def from_json(cls, state, p: int, where: Path) -> "_Ridge":
-        try:
-            arrays = [np.asarray(state[k], dtype=np.float64) for k in ("median", "mean", "scale", "coef")]
-            intercept = float(state["intercept"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"{where / 'quality.json'}: expected the ridge state, but got: {exc}") from None
-        if any(a.shape != (p,) or not np.isfinite(a).all() for a in arrays):
-            raise FormatError(f"{where / 'quality.json'}: expected finite ridge vectors of length {p}.")
-        return cls(*arrays, intercept)
+        """The ridge state of ``quality.json``: vectors of length `p` and an intercept, all finite,
+        scales positive."""
+        if not isinstance(state, dict) or set(state) != {"median", "mean", "scale", "coef", "intercept"}:
+            raise FormatError(f"{where}: expected the ridge state (median, mean, scale, coef, intercept), "
+                              f"but got {sorted(state) if isinstance(state, dict) else type(state).__name__}.")
+        arrays = [checks.finite_vector(state[k], p, where, f"ridge vectors ({k})") for k in ("median", "mean", "scale", "coef")]
+        intercept = checks.finite_vector([state["intercept"]], 1, where, "ridge intercept")[0]
+        if not (arrays[2] > 0).all():
+            raise FormatError(f"{where}: expected positive ridge scales, but some are <= 0.")
+        return cls(*arrays, float(intercept))
 
     def predict_raw(self, X):
         Xf = np.where(np.isfinite(X), X, self.median)
