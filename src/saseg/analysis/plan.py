@@ -42,7 +42,7 @@ from ..viz.plots import plot_risk_coverage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate", "PLAN_CSV"]
+__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate", "pilot_of", "PLAN_CSV"]
 
 PLAN_CSV = "plan.csv"
 
@@ -333,6 +333,19 @@ def calibrate(eval_dir: str | PathLike, *, score: str, alpha: float, delta: floa
 
     Returns the guarantee and the pilot run (for the shift check).
     """
+    pilot_run, iou = pilot_of(eval_dir)
+    frames = pilot_run.frames()
+    if score not in frames.columns:
+        raise DataError(f"Expected the pilot run {pilot_run.root} to have the column {score!r}; score it (and "
+                        f"apply the same quality model) like the pool.")
+    failures = failures_from_iou(frames, iou, list(targets), iou_below)
+    guarantee = learn_then_test(frames[score].to_numpy(dtype=np.float64), failures, alpha=alpha,
+                                delta=delta, iou_below=iou_below, score=score)
+    return guarantee, pilot_run
+
+
+def pilot_of(eval_dir: str | PathLike) -> tuple[RunDir, pd.DataFrame]:
+    """The labelled pilot behind an eval dir: its run (as recorded in ``eval.json``) and ``iou.parquet``."""
     eval_dir = Path(eval_dir)
     iou_path = eval_dir / "iou.parquet"
     summary_path = eval_dir / "eval.json"
@@ -341,15 +354,7 @@ def calibrate(eval_dir: str | PathLike, *, score: str, alpha: float, delta: floa
                         f"but {eval_dir} lacks them.")
     recorded = Path(str(read_json(summary_path).get("scores", "")))
     pilot_run = RunDir.from_scores(recorded) if recorded.is_file() else RunDir.near(eval_dir)
-    frames = pilot_run.frames()
-    if score not in frames.columns:
-        raise DataError(f"Expected the pilot run {pilot_run.root} to have the column {score!r}; score it (and "
-                        f"apply the same quality model) like the pool.")
-    iou = pd.read_parquet(iou_path)
-    failures = failures_from_iou(frames, iou, list(targets), iou_below)
-    guarantee = learn_then_test(frames[score].to_numpy(dtype=np.float64), failures, alpha=alpha,
-                                delta=delta, iou_below=iou_below, score=score)
-    return guarantee, pilot_run
+    return pilot_run, pd.read_parquet(iou_path)
 
 
 def pilot_curve_for(table: pd.DataFrame, column: str, where: str = "trade-off table") -> pd.DataFrame:
