@@ -201,3 +201,35 @@ def test_plan_prices_segments_and_marks_them(tmp_path):
     assert "Segment plan: accept 4 of 7" in plan.describe()
     with pytest.raises(DataError, match="review"):
         plan_segments(scores, segment_table(scores, "risk", 4), g, review=-1)
+
+
+def test_hindsight_and_oracle_against_brute_force():
+    from saseg.analysis.segments import hindsight, oracle_score
+    t = _random_table(np.random.default_rng(6), 60)
+    h = hindsight(t, 0.05)
+    best = None
+    for lam in threshold_grid(t.score):
+        if _brute_losses(t, lam).mean() > 0.05:
+            break
+        best = lam
+    assert h["threshold"] == best
+    assert h["accepted_rows_share"] == pytest.approx(np.mean(np.isfinite(t.score) & (t.score <= best)))
+    t.score = oracle_score(t)
+    assert hindsight(t, 0.05)["accepted_rows_share"] >= h["accepted_rows_share"]
+    t.missed[:] = 0  # without missed classes, the oracle at ALPHA 0 accepts exactly the right segments
+    assert hindsight(t, 0.0)["accepted_rows_share"] == pytest.approx(np.mean(~t.wrong))
+
+
+def test_compare_scores_judges_nan_rows_both_ways():
+    from saseg.analysis.segment_compare import compare_scores
+    _, scores = _toy()
+    scores["mdsa"] = [0.1, 0.2, 0.1, np.nan, 0.1, 0.4, np.nan]  # no SA on the likely row and f3
+    iou = _iou([("f0", 0, 0.9, 100), ("f0", 1, 0.8, 90), ("f1", 0, 0.9, 100), ("f2", 1, 0.7, 100),
+                ("f2", 3, 0.0, 0), ("f3", 0, 0.9, 100)])
+    table = compare_scores(scores, iou, 4, ["mdsa", "risk", "plugin_risk"], alpha=0.0)
+    r = table.set_index("score")
+    assert r.loc["risk", "n_all"] == 7 and r.loc["risk", "n_shared"] == 5
+    assert r.loc["risk", "all_rows"] == pytest.approx(5 / 7)  # all but the Pedestrian FP and NaN f3
+    assert r.loc["mdsa", "all_rows"] == pytest.approx(4 / 7)   # its NaN likely row is labelled
+    assert r.loc["mdsa", "shared_rows"] == pytest.approx(r.loc["risk", "shared_rows"])
+    assert r.loc["oracle", "all_rows"] == pytest.approx(6 / 7)

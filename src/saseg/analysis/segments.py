@@ -37,7 +37,8 @@ import pandas as pd
 from ..errors import DataError
 
 __all__ = ["PROMISES", "MAX_GRID", "SegmentTable", "segment_table", "score_values", "threshold_grid",
-           "label_error_losses", "skip_precision_losses", "class_losses", "accept", "realised"]
+           "label_error_losses", "skip_precision_losses", "class_losses", "accept", "realised",
+           "hindsight", "oracle_score", "DERIVED_SCORES"]
 
 PROMISES = ("label-error", "skip-precision")
 MAX_GRID = 2000
@@ -234,3 +235,37 @@ def realised(table: SegmentTable, accepted: np.ndarray, skipped: np.ndarray) -> 
             "accepted_rows_share": float(accepted.mean()) if len(accepted) else 0.0,
             "skipped_frames_share": float(skipped.mean()) if n else 0.0,
             "missed_accepted": int((skipped * table.missed).sum())}
+
+
+def hindsight(table: SegmentTable, alpha: float, promise: str = "label-error") -> dict:
+    """The best a threshold on this score could have done on a *labelled* pool, in hindsight.
+
+    Over the pool's own distinct scores: the largest threshold whose realised promise holds
+    (label error ``mean_i W_i/S_i <= alpha``, or skip precision ``sum W <= alpha sum A``) at it
+    and every smaller one. Returns ``threshold`` (None: none), ``accepted_rows_share`` and
+    ``skipped_frames_share``. No guarantee: the yardstick for a calibrated plan.
+    """
+    grid = threshold_grid(table.score)
+    if not len(grid):
+        return {"threshold": None, "accepted_rows_share": 0.0, "skipped_frames_share": 0.0}
+    W, A, S = _counts(table, grid)
+    if promise == "label-error":
+        ok = (W / np.maximum(S, 1)[:, None]).mean(0) <= alpha + 1e-12
+    else:
+        ok = W.sum(0) <= alpha * A.sum(0) + 1e-12
+    bad = np.flatnonzero(~ok)
+    j = (bad[0] if len(bad) else len(grid)) - 1
+    if j < 0:
+        return {"threshold": None, "accepted_rows_share": 0.0, "skipped_frames_share": 0.0}
+    r = realised(table, *accept(table, float(grid[j])))
+    return {"threshold": float(grid[j]), "accepted_rows_share": r["accepted_rows_share"],
+            "skipped_frames_share": r["skipped_frames_share"]}
+
+
+def oracle_score(table: SegmentTable) -> np.ndarray:
+    """(n_rows,) the score of a ranking that knows the truth: right segments first (0), then wrong
+    ones by their share of their frame (``1 + 1/S_i``), so each costs the least label error."""
+    if table.wrong is None or table.missed is None:
+        raise DataError("oracle_score: expected labels, but got none.")
+    S = (table.rows_per_frame() + table.missed)[table.row_frame]
+    return np.where(table.wrong, 1.0 + 1.0 / np.maximum(S, 1), 0.0)
