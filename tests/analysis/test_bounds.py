@@ -138,3 +138,12 @@ def test_crc_validity_in_expectation():
     risks = np.array(risks)
     assert risks.mean() <= alpha + 2 * risks.std() / math.sqrt(splits)
     assert risks.mean() > alpha / 2  # not vacuous
+
+
+def test_min_units_is_the_smallest_loss_free_pilot():
+    from saseg.analysis.bounds import min_units
+    for bound in ("wsr", "hb"):
+        for alpha in (0.05, 0.1):
+            m = min_units(alpha, 0.1, bound)
+            assert p_values(np.zeros(m), alpha, 0.1, bound)[0] <= 0.1 < p_values(np.zeros(m - 1), alpha, 0.1, bound)[0]
+    assert min_units(0.05, 0.1, "hb") == 45 and 0.95 ** 45 <= 0.1 < 0.95 ** 44

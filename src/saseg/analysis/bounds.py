@@ -35,7 +35,7 @@ from scipy.stats import binom
 from ..errors import DataError
 
 __all__ = ["BOUNDS", "wsr_p_values", "hb_p_values", "p_values", "fixed_sequence", "crc_index",
-           "pilot_multiple_needed"]
+           "pilot_multiple_needed", "min_units"]
 
 BOUNDS = ("wsr", "hb")
 
@@ -140,3 +140,22 @@ def pilot_multiple_needed(losses, alpha: float, delta: float, bound: str = "wsr"
             return m
         m *= 2
     return None
+
+
+def min_units(alpha: float, delta: float, bound: str = "wsr", limit: int = 100_000) -> int:
+    """Fewest pilot units with which a loss-free pilot is certified at (alpha, delta): the floor
+    under any pilot, whatever its failures: 45 for HB at alpha 5 %, delta 10 % (its Hoeffding
+    part, ``(1 - alpha)^n <= delta``); 48 for WSR, whose bet starts cautious, a little above
+    ``ln(1/delta) / ln(1 + alpha)`` = 47.2."""
+    lo, hi = 1, 1
+    while p_values(np.zeros(hi), alpha, delta, bound)[0] > delta:
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            raise DataError(f"min_units: no pilot up to {limit} units certifies alpha={alpha}, delta={delta}.")
+    while lo < hi:  # p of a loss-free pilot falls with n: bisect
+        mid = (lo + hi) // 2
+        if p_values(np.zeros(mid), alpha, delta, bound)[0] <= delta:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi

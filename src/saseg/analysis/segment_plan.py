@@ -29,12 +29,13 @@ from ..io import write_csv, write_json
 from .bounds import BOUNDS, crc_index, fixed_sequence, p_values, pilot_multiple_needed
 from ..run_dir import RunDir
 from .plan import PLAN_CSV, PriceModel, pilot_of
+from .segment_compare import available_scores, compare_scores
 from .segments import (PROMISES, SegmentTable, accept, class_losses, label_error_losses, realised,
                        segment_table, skip_precision_losses, threshold_grid)
 from .shift import ShiftCheck, shift_check
 
 __all__ = ["SegmentGuarantee", "calibrate_segments", "SegmentPlan", "plan_segments", "SEGMENTS_CSV",
-           "segment_losses", "plan_segments_from_run", "default_segment_score"]
+           "segment_losses", "plan_segments_from_run", "default_segment_score", "hindsight_summary"]
 
 SEGMENTS_CSV = "segments.csv"
 
@@ -219,6 +220,15 @@ class SegmentPlan:
         if s.get("shift_alarm"):
             lines.append("The pool does not look like the pilot, so the promise may not hold: label a pilot "
                          "from the new conditions and calibrate on it.")
+        if s.get("realised"):
+            r = s["realised"]
+            lines.append(f"Realised on the labelled pool: label error {r['label_error']:.1%} (promise "
+                         f"{s['requested']:.0%}), wrong among accepted {r['wrong_among_accepted']:.1%}, "
+                         f"{r['missed_accepted']} missed class(es) accepted with skipped frames.")
+        if s.get("hindsight"):
+            h = s["hindsight"]
+            lines.append(f"Hindsight best on the pool: {h['best_score']} accepts {h['best_accepted_share']:.0%} "
+                         f"(saves {h['best_saved_usd']:,.2f} USD); oracle {h['oracle_accepted_share']:.0%}.")
         if s["nan_segments"]:
             lines.append(f"{s['nan_segments']} segment(s) have no {s['score']} score and are labelled.")
         return "\n".join(lines)
@@ -293,10 +303,12 @@ def plan_segments_from_run(scores: str | PathLike, out: str | PathLike, *, calib
                            alpha: float, confidence: float = 0.9, score: str | None = None,
                            iou_below: float = 0.5, promise: str = "label-error", in_expectation: bool = False,
                            bound: str = "wsr", per_class: Sequence[str] = (), annotators: int = 3,
-                           review: float = 0.0) -> SegmentPlan:
+                           review: float = 0.0, eval_dir: str | PathLike | None = None) -> SegmentPlan:
     """``saseg plan --unit segment``: calibrate on the pilot behind `calibration` (an eval dir),
     plan the run of `scores`, check the pool's per-frame mean segment score against the
-    pilot's (the shift alarm), save to `out`."""
+    pilot's (the shift alarm), save to `out`. With the pool's own `eval_dir` (a labelled pool,
+    as in the demo or a benchmark) the summary also holds what was realised and the hindsight
+    best (`hindsight_summary`)."""
     run = RunDir.from_scores(scores)
     pilot_run, iou = pilot_of(calibration)
     pool_df, pilot_df = run.scores(), pilot_run.scores()
@@ -307,7 +319,37 @@ def plan_segments_from_run(scores: str | PathLike, out: str | PathLike, *, calib
     guarantee = calibrate_segments(pilot, score=score, alpha=alpha, delta=1.0 - confidence, iou_below=iou_below,
                                    promise=promise, in_expectation=in_expectation, bound=bound, per_class=per_class)
     shift = [shift_check(_frame_means(pilot), _frame_means(pool), column=f"mean segment {score} per frame")]
-    result = plan_segments(pool_df, pool, guarantee, price=PriceModel(annotators=annotators), review=review,
-                           shift=shift)
+    price = PriceModel(annotators=annotators)
+    result = plan_segments(pool_df, pool, guarantee, price=price, review=review, shift=shift)
+    if eval_dir is not None:
+        pool_iou = pd.read_parquet(Path(eval_dir) / "iou.parquet")
+        truth = segment_table(pool_df, score, n_classes, pool_iou, iou_below)
+        result.summary["realised"] = realised(truth, *accept(truth, guarantee.threshold, guarantee.class_thresholds))
+        result.summary["hindsight"] = hindsight_summary(pool_df, pool_iou, n_classes,
+                                                        available_scores(pool_df, run.score_columns()),
+                                                        alpha=alpha, iou_below=iou_below, promise=promise,
+                                                        price=price, review=review)
     result.save(out)
     return result
+
+
+def hindsight_summary(scores_df: pd.DataFrame, iou_df: pd.DataFrame, n_classes: int, scores: Sequence[str], *,
+                      alpha: float, iou_below: float, promise: str, price: PriceModel, review: float = 0.0) -> dict:
+    """On a labelled pool: the best hindsight score (all rows), its accepted share and USD saved,
+    and the oracle's; the yardstick beside a calibrated plan."""
+    table = compare_scores(scores_df, iou_df, n_classes, scores, alpha=alpha, iou_below=iou_below, promise=promise)
+    n_rows = len(scores_df)
+    units_all = n_rows * price.annotators
+
+    def saved(share: float) -> float:
+        accepted = round(share * n_rows)
+        return round(price.cost(units_all) - price.cost((n_rows - accepted) * price.annotators + review * accepted), 2)
+
+    real = table[table["score"] != "oracle"]
+    best = real.loc[real["all_rows"].idxmax()] if len(real) else None
+    oracle = table[table["score"] == "oracle"].iloc[0]
+    return {"best_score": None if best is None else str(best["score"]),
+            "best_accepted_share": 0.0 if best is None else float(best["all_rows"]),
+            "best_saved_usd": 0.0 if best is None else saved(float(best["all_rows"])),
+            "oracle_accepted_share": float(oracle["all_rows"]), "oracle_saved_usd": saved(float(oracle["all_rows"])),
+            "table": table.to_dict(orient="records")}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+
+from ..analysis.segment_plan import SEGMENTS_CSV
 from ..errors import DataError
 from ..review import heatmaps_for_run
 from ..run_dir import RunDir
 from . import export_queue, read_plan
 from .check import ExportCheck, check_export
-from .queue import frame_score_columns, select_rows
+from .queue import ACCEPTED_COLUMN, accepted_marks, frame_score_columns, select_rows
 
 
 def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
@@ -42,6 +45,10 @@ def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
         if scores:
             table = frames[["frame_id", *scores]].assign(frame_id=frames["frame_id"].astype(str))
             queue = queue.merge(table.drop_duplicates("frame_id"), on="frame_id", how="left")
+    segments_csv = plan.parent / SEGMENTS_CSV  # a segment plan: mark its accepted segments
+    if segments_csv.is_file() and "frame_id" in queue:
+        marks = accepted_marks(pd.read_csv(segments_csv, dtype={"frame_id": str}, keep_default_na=False))
+        queue = queue.assign(**{ACCEPTED_COLUMN: queue["frame_id"].astype(str).map(marks).fillna("")})
     frame_for = run.frame_lookup()
     heatmap_for = heatmaps_for_run(run, device=device) if to == "fiftyone" and heatmaps else None
     return export_queue(queue, to=to, out_dir=out_dir, classes=run.classes(),
