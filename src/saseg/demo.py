@@ -168,10 +168,11 @@ def _realised(the_plan, iou) -> str:
 def _pilot_size_line(n_pilot: int) -> str:
     """How large a pilot the segment promise needs, and why."""
     floor = min_units(ALPHA, 1 - CONFIDENCE, "wsr")
+    why = (f"wrong segments among the lowest-scored slow it down, so the demo labels {n_pilot}"
+           if n_pilot >= 2 * floor else f"{n_pilot} is too few: --quick only checks that every step runs")
     return (f"  Pilot size: {n_pilot} frames. The betting bound certifies nothing under {floor} pilot frames "
             f"even if no accepted segment were wrong (its capital must grow from 1 to 1/DELTA = "
-            f"{1 / (1 - CONFIDENCE):.0f} at most 1 + ALPHA per frame); wrong segments among the lowest-scored "
-            f"slow it down, so the demo labels {n_pilot}.")
+            f"{1 / (1 - CONFIDENCE):.0f} by at most 1 + ALPHA per frame); {why}.")
 
 
 def _max_skip_line(eval_dir: Path) -> str:

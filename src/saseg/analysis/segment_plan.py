@@ -222,8 +222,10 @@ class SegmentPlan:
                          "from the new conditions and calibrate on it.")
         if s.get("realised"):
             r = s["realised"]
+            among = r["wrong_among_accepted"]
             lines.append(f"Realised on the labelled pool: label error {r['label_error']:.1%} (promise "
-                         f"{s['requested']:.0%}), wrong among accepted {r['wrong_among_accepted']:.1%}, "
+                         f"{s['requested']:.0%}), wrong among accepted "
+                         f"{'n/a' if not np.isfinite(among) else format(among, '.1%')}, "
                          f"{r['missed_accepted']} missed class(es) accepted with skipped frames.")
         if s.get("hindsight"):
             h = s["hindsight"]

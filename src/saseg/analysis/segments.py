@@ -264,8 +264,14 @@ def hindsight(table: SegmentTable, alpha: float, promise: str = "label-error") -
 
 def oracle_score(table: SegmentTable) -> np.ndarray:
     """(n_rows,) the score of a ranking that knows the truth: right segments first (0), then wrong
-    ones by their share of their frame (``1 + 1/S_i``), so each costs the least label error."""
+    ones by their share of their frame (``1 + 1/S_i``), so each costs the least label error; in
+    a frame with a missed class one right segment waits till last (3), so that accepting the
+    right ones never skips the frame whole and accepts the missed class."""
     if table.wrong is None or table.missed is None:
         raise DataError("oracle_score: expected labels, but got none.")
     S = (table.rows_per_frame() + table.missed)[table.row_frame]
-    return np.where(table.wrong, 1.0 + 1.0 / np.maximum(S, 1), 0.0)
+    score = np.where(table.wrong, 1.0 + 1.0 / np.maximum(S, 1), 0.0)
+    right = np.flatnonzero(~table.wrong & (table.missed[table.row_frame] > 0))
+    _, first = np.unique(table.row_frame[right], return_index=True)
+    score[right[first]] = 3.0
+    return score

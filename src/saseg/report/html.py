@@ -109,7 +109,17 @@ def _cards(r: Run) -> str:
         if isinstance(s.get("n_label"), int):
             cards.append(("frames to label", f"{s['n_label']:,}"))
         if isinstance(s.get("saved_usd"), (int, float)):
-            cards.append(("saved by the plan", f"{s['saved_usd']:,.2f} USD"))
+            g = s.get("guarantee") or {}
+            label = "saved by the plan"
+            if g.get("threshold") is not None or g.get("unit") == "segment":
+                how = ("in expectation" if g.get("in_expectation")
+                       else f"at {g.get('confidence', 0):.0%} confidence")
+                label = f"guaranteed saving ({g.get('alpha', 0):.0%} {how})"
+            cards.append((label, f"{s['saved_usd']:,.2f} USD"))
+        hindsight = s.get("hindsight") or {}
+        if isinstance(hindsight.get("best_saved_usd"), (int, float)):
+            cards.append((f"hindsight best ({hindsight.get('best_score')}; no guarantee)",
+                          f"{hindsight['best_saved_usd']:,.2f} USD"))
     inner = "".join(f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>'
                     for k, v in cards)
     return f'<div class="cards">{inner}</div>' if cards else ""
