@@ -234,3 +234,13 @@ def test_compare_scores_judges_nan_rows_both_ways():
     assert r.loc["mdsa", "all_rows"] == pytest.approx(4 / 7)   # its NaN likely row is labelled
     assert r.loc["mdsa", "shared_rows"] == pytest.approx(r.loc["risk", "shared_rows"])
     assert r.loc["oracle", "all_rows"] == pytest.approx(6 / 7)
+
+
+def test_subset_keeps_the_frames_segments():
+    from saseg.analysis.segments import subset
+    t = _random_table(np.random.default_rng(7), 30)
+    pick = np.array([3, 10, 11, 25])
+    s = subset(t, pick)
+    grid = threshold_grid(t.score)
+    assert np.allclose(label_error_losses(s, grid), label_error_losses(t, grid)[pick])
+    assert s.frame_ids.tolist() == t.frame_ids[pick].tolist() and s.missed.tolist() == t.missed[pick].tolist()

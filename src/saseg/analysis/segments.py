@@ -38,7 +38,7 @@ from ..errors import DataError
 
 __all__ = ["PROMISES", "MAX_GRID", "SegmentTable", "segment_table", "score_values", "threshold_grid",
            "label_error_losses", "skip_precision_losses", "class_losses", "accept", "realised",
-           "hindsight", "oracle_score", "DERIVED_SCORES"]
+           "hindsight", "oracle_score", "DERIVED_SCORES", "subset"]
 
 PROMISES = ("label-error", "skip-precision")
 MAX_GRID = 2000
@@ -263,15 +263,37 @@ def hindsight(table: SegmentTable, alpha: float, promise: str = "label-error") -
 
 
 def oracle_score(table: SegmentTable) -> np.ndarray:
-    """(n_rows,) the score of a ranking that knows the truth: right segments first (0), then wrong
-    ones by their share of their frame (``1 + 1/S_i``), so each costs the least label error; in
-    a frame with a missed class one right segment waits till last (3), so that accepting the
-    right ones never skips the frame whole and accepts the missed class."""
+    """(n_rows,) the score of a greedy ranking that knows the truth: each segment by the label
+    error accepting it costs, right segments first (0), then ``1 + cost`` with cost ``1/S_i``
+    for a wrong one; in a frame with missed classes one segment (a wrong one where there is
+    one) is held back at ``1 + (wrong + missed_i)/S_i``, its cost once accepting it skips the
+    frame whole. Returned
+    as ranks 0..n-1 of that order, so no block of tied segments is accepted at once."""
     if table.wrong is None or table.missed is None:
         raise DataError("oracle_score: expected labels, but got none.")
-    S = (table.rows_per_frame() + table.missed)[table.row_frame]
-    score = np.where(table.wrong, 1.0 + 1.0 / np.maximum(S, 1), 0.0)
-    right = np.flatnonzero(~table.wrong & (table.missed[table.row_frame] > 0))
-    _, first = np.unique(table.row_frame[right], return_index=True)
-    score[right[first]] = 3.0
-    return score
+    S = np.maximum(table.rows_per_frame() + table.missed, 1)[table.row_frame]
+    score = np.where(table.wrong, 1.0 + 1.0 / S, 0.0)
+    missed = table.missed[table.row_frame]
+    # the last row of a frame with missed classes: a wrong one where there is one, else a right one
+    last = np.flatnonzero(missed > 0)
+    last = last[np.lexsort((~table.wrong[last], table.row_frame[last]))]
+    _, first = np.unique(table.row_frame[last], return_index=True)
+    held = last[first]
+    score[held] = 1.0 + (table.wrong[held] + missed[held]) / S[held]
+    ranks = np.empty(len(score))  # distinct values (ties broken by row order): a threshold never takes a block
+    ranks[np.lexsort((np.arange(len(score)), score))] = np.arange(len(score))
+    return ranks
+
+
+def subset(table: SegmentTable, frames) -> SegmentTable:
+    """The segments of some frames only (``frames``: (k,) indices into ``table.frame_ids``), renumbered."""
+    frames = np.asarray(frames, dtype=np.int64)
+    new = np.full(table.n_frames, -1, dtype=np.int64)
+    new[frames] = np.arange(len(frames))
+    keep = new[table.row_frame] >= 0
+    return SegmentTable(frame_ids=table.frame_ids[frames], row_frame=new[table.row_frame[keep]],
+                        class_id=table.class_id[keep], class_name=table.class_name[keep], score=table.score[keep],
+                        wrong=None if table.wrong is None else table.wrong[keep],
+                        missed=None if table.missed is None else table.missed[frames],
+                        missed_classes=None if table.missed_classes is None
+                        else [table.missed_classes[i] for i in frames], n_classes=table.n_classes)
