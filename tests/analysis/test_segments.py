@@ -244,3 +244,15 @@ def test_subset_keeps_the_frames_segments():
     grid = threshold_grid(t.score)
     assert np.allclose(label_error_losses(s, grid), label_error_losses(t, grid)[pick])
     assert s.frame_ids.tolist() == t.frame_ids[pick].tolist() and s.missed.tolist() == t.missed[pick].tolist()
+
+
+def test_a_frame_plan_saved_over_a_segment_plan_drops_its_marks(tmp_path):
+    from saseg.analysis.plan import plan
+    t, scores = _toy()
+    g = calibrate_segments(t, score="risk", alpha=0.5, delta=0.5, in_expectation=True)
+    plan_segments(scores, segment_table(scores, "risk", 4), g).save(tmp_path)
+    assert (tmp_path / "segments.csv").exists()
+    frames = pd.DataFrame({"frame_id": ["f0", "f1"], "frame_index": [0, 1], "source": "x",
+                           "frame_risk": [0.1, 0.2], "n_segments": [2, 2]})
+    plan(frames, score="frame_risk", skip_ratio=0.5).save(tmp_path)
+    assert not (tmp_path / "segments.csv").exists()

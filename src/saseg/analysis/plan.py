@@ -42,9 +42,11 @@ from ..viz.plots import plot_risk_coverage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate", "pilot_of", "PLAN_CSV"]
+__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate", "pilot_of", "PLAN_CSV",
+           "SEGMENTS_CSV"]
 
 PLAN_CSV = "plan.csv"
+SEGMENTS_CSV = "segments.csv"  # a segment plan's per-segment decisions, beside its plan.csv
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class Plan:
         directory = Path(directory)
         write_csv(directory / PLAN_CSV, self.queue)
         write_json(directory / "plan.json", self.summary)
+        (directory / SEGMENTS_CSV).unlink(missing_ok=True)  # an earlier segment plan's marks no longer apply
         return directory / PLAN_CSV
 
     def describe(self) -> str:

@@ -28,7 +28,7 @@ from ..errors import DataError
 from ..io import write_csv, write_json
 from .bounds import BOUNDS, crc_index, fixed_sequence, p_values, pilot_multiple_needed
 from ..run_dir import RunDir
-from .plan import PLAN_CSV, PriceModel, pilot_of
+from .plan import PLAN_CSV, SEGMENTS_CSV, PriceModel, pilot_of
 from .segment_compare import available_scores, compare_scores
 from .segments import (PROMISES, SegmentTable, accept, class_losses, label_error_losses, realised,
                        segment_table, skip_precision_losses, threshold_grid)
@@ -36,8 +36,6 @@ from .shift import ShiftCheck, shift_check
 
 __all__ = ["SegmentGuarantee", "calibrate_segments", "SegmentPlan", "plan_segments", "SEGMENTS_CSV",
            "segment_losses", "plan_segments_from_run", "default_segment_score", "hindsight_summary"]
-
-SEGMENTS_CSV = "segments.csv"
 
 
 def segment_losses(table: SegmentTable, grid: np.ndarray, promise: str, alpha: float,

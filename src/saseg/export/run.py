@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.segment_plan import SEGMENTS_CSV
+from ..analysis.plan import SEGMENTS_CSV
 from ..errors import DataError
 from ..review import heatmaps_for_run
 from ..run_dir import RunDir
