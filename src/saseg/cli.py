@@ -361,7 +361,7 @@ def plan(
     annotators: Annotated[int, typer.Option(min=1, help="Annotators per frame (price model).")] = 3,
     unit: Annotated[str, typer.Option(help="'frame': skip whole frames; 'segment': accept or label each (frame, class) segment (needs --max-risk and --calibration).")] = "frame",
     promise: Annotated[str, typer.Option(help="Segment unit: 'label-error' (at most ALPHA of a frame's segment labels wrong, on average) or 'skip-precision' (at most ALPHA of the accepted segments wrong).")] = "label-error",
-    in_expectation: Annotated[bool, typer.Option("--in-expectation", help="Segment unit: promise in expectation (conformal risk control) instead of with confidence 1 - DELTA.")] = False,
+    in_expectation: Annotated[bool, typer.Option("--in-expectation", help="Segment unit: the label-error promise in expectation (conformal risk control) instead of with confidence 1 - DELTA.")] = False,
     bound: Annotated[str, typer.Option(help="Segment unit: 'wsr' (betting) or 'hb' (Hoeffding-Bentkus) confidence bound.")] = "wsr",
     per_class: Annotated[Optional[list[str]], typer.Option("--per-class", help="Segment unit: a class with its own promise (repeat for several).")] = None,
     review: Annotated[float, typer.Option(min=0.0, help="Segment unit: units charged per accepted segment for reviewing it (0 = free).")] = 0.0,

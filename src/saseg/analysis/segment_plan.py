@@ -2,8 +2,8 @@
 
 `calibrate_segments` turns a pilot `SegmentTable` (`saseg.analysis.segments`) into a
 `SegmentGuarantee` under one promise: label error (default) or skip precision, with
-confidence 1 - delta (Learn-then-Test, fixed sequence, WSR or HB p-values) or in expectation
-(conformal risk control); optional per-class promises cap their class's threshold
+confidence 1 - delta (Learn-then-Test, fixed sequence, WSR or HB p-values), or label error in
+expectation (conformal risk control); optional per-class promises cap their class's threshold
 (`saseg.analysis.bounds`). When nothing is certified it says why, from the data: too few
 pilot frames (more alike would certify: how many) or too many failures among the
 lowest-scored segments (more frames would not help).
@@ -40,12 +40,20 @@ __all__ = ["SegmentGuarantee", "calibrate_segments", "SegmentPlan", "plan_segmen
 
 def segment_losses(table: SegmentTable, grid: np.ndarray, promise: str, alpha: float,
                    in_expectation: bool = False) -> np.ndarray:
-    """(n_frames, n_grid) losses of `promise` (monotone running max for skip precision in expectation)."""
+    """(n_frames, n_grid) losses of `promise`.
+
+    Skip precision has no in-expectation form: its loss ``(W - alpha A)/C + alpha`` equals
+    alpha when nothing is accepted and is not monotone, so conformal risk control (monotone
+    losses, bound ``(n Lbar + 1)/(n + 1) <= alpha``) cannot certify any threshold for it.
+    """
     if promise == "label-error":
         return label_error_losses(table, grid)
     if promise == "skip-precision":
-        X = skip_precision_losses(table, grid, alpha)
-        return np.maximum.accumulate(X, axis=1) if in_expectation else X
+        if in_expectation:
+            raise DataError("Expected --promise label-error with --in-expectation: skip precision is a ratio whose "
+                            "loss is not monotone, so conformal risk control does not apply; promise it with "
+                            "confidence instead.")
+        return skip_precision_losses(table, grid, alpha)
     raise DataError(f"Expected a promise in {PROMISES}, but got {promise!r}.")
 
 
@@ -165,6 +173,7 @@ def calibrate_segments(pilot: SegmentTable, *, score: str, alpha: float = 0.05, 
         raise DataError(f"Expected per-class names among the pilot's segments, but got {unknown}; "
                         f"it has {sorted(set(pilot.class_name))}.")
     grid = threshold_grid(pilot.score)
+    segment_losses(pilot, grid[:0], promise, alpha, in_expectation)  # refuses what has no valid form, first
     g = SegmentGuarantee(threshold=None, score=score, promise=promise, in_expectation=in_expectation,
                          bound=bound, alpha=alpha, delta=delta, iou_below=iou_below, n_pilot=pilot.n_frames)
     losses = segment_losses(pilot, grid, promise, alpha, in_expectation)

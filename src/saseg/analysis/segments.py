@@ -21,9 +21,9 @@ and ``W_i`` accepted and wrong:
   accepted and wrong (a missed c counts when every row of the frame is <= lambda).
 
 Frames are the exchangeable unit (`saseg.analysis.bounds`): never the segments of one frame.
-Losses do not decrease with lambda, as Learn-then-Test's fixed sequence and conformal risk
-control need (for skip precision in expectation, X is made monotone by a running max, which
-only raises it). The grid is the pilot's distinct segment scores (at most `MAX_GRID`
+Label-error losses do not decrease with lambda, as conformal risk control needs; the
+skip-precision loss is not monotone (so it is only promised with confidence: fixed-sequence
+testing needs no monotonicity). The grid is the pilot's distinct segment scores (at most `MAX_GRID`
 quantiles of them), read before any label.
 """
 
