@@ -199,8 +199,11 @@ def _plan(r: Run) -> str:
                 "skip_ratio": "skip ratio", "score": "ranked by",
                 "cost_all_usd": "cost of labelling all (USD)", "cost_plan_usd": "cost of the plan (USD)",
                 "saved_usd": "saved (USD)",
-                "units_plan": "units in the plan", "nan_frames": "unscored frames (labelled)"}
-        rows = [(label, amount(summary[k], k == "skip_ratio")) for k, label in keys.items() if k in summary]
+                "units_plan": "units in the plan", "nan_frames": "unscored frames (labelled)",
+                "n_segments": "segments", "n_accepted": "segments accepted (model mask kept)",
+                "accepted_share": "share of segments accepted", "review": "review units per accepted segment"}
+        rows = [(label, amount(summary[k], k in ("skip_ratio", "accepted_share"))) for k, label in keys.items()
+                if k in summary]
         rows += [("expected among skipped (pilot): " + (f"share with IoU < {k[6:]}" if k.startswith("below_")
                   else "mean 1 - IoU"), amount(v, k.startswith("below_")))
                  for k, v in (summary.get("expected_inaccuracy") or {}).items()]
