@@ -9,7 +9,8 @@ The protocol is fixed in advance (issue 11), so no label leaks:
   480x360 with quality features and evaluated.
 - The quality model is fitted on the pilot, CamVid **val** (101 frames of drive 0016E5), and
   evaluated on CamVid **test** (233 frames of 0001TP and Seq05VD), which it never saw.
-- Per class and at frame level, for MDSA, LSA, entropy, 1 - max p, margin and risk: Spearman
+- Per class and at frame level, for MDSA, LSA, entropy, 1 - max p, margin, 1 - plug-in IoU
+  (issue 24; at frame level 1 - the mean over predicted classes) and risk: Spearman
   rho with IoU (p) and skip@5 % at t = 0.5 (largest share skippable, lowest score first, with
   at most 5 % of skipped frames below IoU 0.5). Class rows are those where the class is
   predicted and every score is defined, so every score is judged on the same pairs.
@@ -19,6 +20,8 @@ The protocol is fixed in advance (issue 11), so no label leaks:
   frames exceeds ALPHA, and the mean share skipped; the same for the old ratio-transfer rule.
 - Drive split: calibrate on val (its out-of-fold risk), plan test, report the realised share
   and what the shift alarm says.
+
+- Segment plans (issue 24): `camvid_segments.py`, whose docstring fixes that protocol.
 
 Prints Markdown and writes it to OUT/camvid_triage.md.
 """
@@ -42,8 +45,10 @@ from saseg.evaluation import evaluate
 from saseg.pipeline import fit, score
 from saseg.layout import RunDir
 
+from camvid_segments import segment_sections
+
 CLASSES = ("Sky", "Building", "Road", "Pavement", "Tree", "Car", "Pedestrian")
-SCORES = ("mdsa", "lsa", "entropy", "max_softmax", "margin", "risk")
+SCORES = ("mdsa", "lsa", "entropy", "max_softmax", "margin", "plugin_risk", "risk")
 ALPHAS, DELTA, T, SPLITS = (0.05, 0.10), 0.1, 0.5, 500
 
 
@@ -81,6 +86,7 @@ def main() -> None:
     lines += ranking_tables(runs["test"], test_iou)
     lines += validity(runs["test"], test_iou)
     lines += drive_split(runs["val"], runs["test"], test_iou)
+    lines += segment_sections(runs["val"], runs["test"])  # issue 24: per segment (camvid_segments.py)
     text = "\n".join(lines)
     print(text)
     (out / "camvid_triage.md").write_text(text + "\n")
@@ -93,6 +99,7 @@ def _skip_at(score, iou) -> float:
 def ranking_tables(run: RunDir, iou_df: pd.DataFrame) -> list[str]:
     """Per class and frame: rho (p) and skip@5 % of each score on the same test pairs."""
     scores = run.scores()
+    scores["plugin_risk"] = 1 - scores["plugin_iou"]  # the plug-in expected IoU as a score (issue 24)
     class_iou = iou_df[iou_df["kind"] == "class"][["frame_id", "class_id", "iou"]]
     rows = scores[scores["n_pixels"] > 0].merge(class_iou, on=["frame_id", "class_id"])
     rows = rows.dropna(subset=list(SCORES))
@@ -103,6 +110,9 @@ def ranking_tables(run: RunDir, iou_df: pd.DataFrame) -> list[str]:
     for name in [*CLASSES, "frame"]:
         if name == "frame":
             frames = run.frames()
+            # frame plug-in: 1 - mean plug-in IoU over the frame's predicted classes
+            plugin = scores[scores["n_pixels"] > 0].groupby("frame_id")["plugin_iou"].mean()
+            frames = frames.assign(frame_plugin_risk=1 - frames["frame_id"].map(plugin))
             iou = iou_df[iou_df["kind"] == "class"].groupby("frame_id")["iou"].mean()
             sub = frames.assign(iou=frames["frame_id"].map(iou))
             cols = {s: f"frame_{s}" for s in SCORES}
@@ -115,7 +125,7 @@ def ranking_tables(run: RunDir, iou_df: pd.DataFrame) -> list[str]:
         table.append(f"| {name} | {len(sub)} | " + " | ".join(
             f"{r.statistic:+.2f} ({r.pvalue:.0e})" for r in rhos.values()) + " | " +
             " | ".join(f"{v:.0%}" for v in skips.values()) + " |")
-        singles = [s for s in SCORES if s != "risk"]
+        singles = [s for s in SCORES if s not in ("risk", "plugin_risk")]
         if name != "frame":
             best_rho = max(-rhos[s].statistic for s in singles)
             verdicts["rho"] += -rhos["risk"].statistic >= best_rho

@@ -367,3 +367,15 @@ def test_quality_fit_apply_and_guaranteed_plan(tiny_model_dir, tiny_sa_dir, tmp_
     result = runner.invoke(app, ["plan", "-s", str(tmp_path / "pool" / "scores.parquet"), "-o",
                                  str(tmp_path / "p2"), "--max-risk", "0.1"])
     assert result.exit_code == 1 and "together" in str(result.exception)
+    # per segment, in expectation (conformal risk control needs 1/ALPHA - 1 = 9 pilot frames)
+    out = invoke("plan", "-s", tmp_path / "pool" / "scores.parquet", "-o", tmp_path / "seg", "--unit", "segment",
+                 "--max-risk", 0.1, "--calibration", tmp_path / "pilot" / "eval", "--in-expectation",
+                 "--review", 0.2, "--per-class", "road")
+    assert "Segment plan: accept" in out and "in expectation" in out and "Per class road" in out
+    assert "mean segment risk per frame" in out and "review 0.2 unit" in out
+    segments = pd.read_csv(tmp_path / "seg" / "segments.csv")
+    assert set(segments["action"]) <= {"accept", "label"} and len(segments) == len(
+        pd.read_parquet(tmp_path / "pool" / "scores.parquet"))
+    result = runner.invoke(app, ["plan", "-s", str(tmp_path / "pool" / "scores.parquet"), "-o",
+                                 str(tmp_path / "p3"), "--unit", "segment"])
+    assert result.exit_code == 2 and "--calibration" in result.output

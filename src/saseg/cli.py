@@ -33,6 +33,7 @@ from . import demo as demo_module
 from . import report as report_module
 from .analysis import audit as analysis_audit
 from .analysis import plan as analysis_plan
+from .analysis import segment_plan
 from .analysis import quality as quality_run
 from .analysis import selection
 from .data import has_splits, open_dataset
@@ -427,9 +428,27 @@ def plan(
     ratio_risk: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="No guarantee: skip the largest share of frames whose skipped pilot frames were at most this share below IoU 0.5 (needs --eval).")] = None,
     eval_dir: Annotated[Optional[str], typer.Option("--eval", help="Eval dir of a labelled pilot run (for --ratio-risk and the expected inaccuracy).")] = None,
     annotators: Annotated[int, typer.Option(min=1, help="Annotators per frame (price model).")] = 3,
+    unit: Annotated[str, typer.Option(help="'frame': skip whole frames; 'segment': accept or label each (frame, class) segment (needs --max-risk and --calibration).")] = "frame",
+    promise: Annotated[str, typer.Option(help="Segment unit: 'label-error' (at most ALPHA of a frame's segment labels wrong, on average) or 'skip-precision' (at most ALPHA of the accepted segments wrong).")] = "label-error",
+    in_expectation: Annotated[bool, typer.Option("--in-expectation", help="Segment unit: the label-error promise in expectation (conformal risk control) instead of with confidence 1 - DELTA.")] = False,
+    bound: Annotated[str, typer.Option(help="Segment unit: 'wsr' (betting) or 'hb' (Hoeffding-Bentkus) confidence bound.")] = "wsr",
+    per_class: Annotated[Optional[list[str]], typer.Option("--per-class", help="Segment unit: a class with its own promise (repeat for several).")] = None,
+    review: Annotated[float, typer.Option(min=0.0, help="Segment unit: units charged per accepted segment for reviewing it (0 = free).")] = 0.0,
 ):
     """The labelling queue: most surprising first, what to skip, and the money saved."""
     hold_output(out)
+    if unit == "segment":
+        if max_risk is None or calibration is None:
+            raise typer.BadParameter("--unit segment needs --max-risk and --calibration (a labelled pilot).")
+        seg = segment_plan.plan_segments_from_run(
+            scores, out, calibration=calibration, alpha=max_risk, confidence=confidence, score=score_column,
+            iou_below=iou_below, promise=promise, in_expectation=in_expectation, bound=bound,
+            per_class=per_class or (), annotators=annotators, review=review)
+        typer.echo(seg.describe())
+        typer.echo(f"plan: {PlanDir(out).queue_path} (per segment: {PlanDir(out).segments_path})")
+        return
+    if unit != "frame":
+        raise typer.BadParameter(f"expected --unit frame or segment, got {unit!r}.")
     result = analysis_plan.plan_from_run(scores, out, score=score_column, skip_ratio=skip_ratio, budget=budget,
                            ratio_risk=ratio_risk, eval_dir=eval_dir, max_risk=max_risk,
                            calibration=calibration, confidence=confidence, targets=targets or ["frame"],

@@ -5,9 +5,11 @@ rain) come from the procedural generator, so the demo needs no download and show
 its job: the shifted frames are the surprising ones, and they are where the model fails.
 
 Then the triage a team would run: a labelled pilot of the test mix trains the quality model
-(`saseg quality fit`) and calibrates a guaranteed skip threshold on it (out-of-fold risk, so
-the calibration never sees in-sample predictions). The test pool is planned with that
-guarantee, and so is a further pool of night drives, where the shift alarm should fire.
+(`saseg quality fit`) and calibrates guaranteed thresholds on it (out-of-fold risk, so the
+calibration never sees in-sample predictions): whole frames (`plan_frame/`), and per segment
+(`plan/`, exported and reported), with the label-error promise (at most 5 % of a frame's
+segment labels wrong, 90 % confidence). The test pool is planned with them, and so is a
+further pool of night drives, where the shift alarm should fire.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis.audit import estimate_audit, sample_audit
+from .analysis.bounds import min_units
 from .analysis.plan import plan_from_run
+from .analysis.segment_plan import plan_segments_from_run
 from .analysis.quality import apply_quality, fit_quality
 from .data import open_dataset
 from .evaluation import evaluate
@@ -82,13 +86,17 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     lap("evaluate")
     guaranteed = dict(max_risk=ALPHA, calibration=pilot.eval_dir, confidence=CONFIDENCE,
                       threshold=IOU_BELOW, score=frame_column(RISK))
-    the_plan = plan_from_run(run.scores_path, run.plan_dir, **guaranteed)
+    the_plan = plan_from_run(run.scores_path, out / "plan_frame", **guaranteed)
     realised = _realised(the_plan, EvalDir(run.eval_dir).iou())
+    # the plan a team would use: per segment, label-error promise, calibrated on the same pilot
+    per_segment = dict(calibration=pilot.eval_dir, alpha=ALPHA, confidence=CONFIDENCE, iou_below=IOU_BELOW,
+                       score="risk")
+    segment = plan_segments_from_run(run.scores_path, run.plan_dir, eval_dir=run.eval_dir, **per_segment)
     night_spec = spec.format(n=cfg["n_night"], s=seed + 5, size=cfg["size"], split="test") + ",conditions=night"
     night = RunDir(out / "night")
     score(model_dir, out / "sa", night_spec, night.scores_path, pixels_per_class=cfg["ppc"], seed=seed,
           progress=progress, quality=out / "quality")
-    night_plan = plan_from_run(night.scores_path, night.plan_dir, **guaranteed)
+    night_plan = plan_segments_from_run(night.scores_path, night.plan_dir, **per_segment)
     lap("plan")
     # the audit: the pool's mIoU from a few labelled frames (the generator's labels stand in
     # for the labellers'), beside the true value from all of them
@@ -125,11 +133,16 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         "(hindsight, for comparison):",
         _max_skip_line(EvalDir(run.eval_dir)),
         "",
-        f"Guaranteed plan for the test pool (calibrated on the {cfg['n_pilot']}-frame pilot):",
+        f"Whole frames, guaranteed (calibrated on the {cfg['n_pilot']}-frame pilot):",
         the_plan.describe(),
         realised,
         "",
-        f"The same guarantee on a further pool of {cfg['n_night']} night frames:",
+        f"Per segment, guaranteed (the plan exported and reported; calibrated on the same {cfg['n_pilot']}-frame "
+        "pilot):",
+        _pilot_size_line(cfg["n_pilot"]),
+        segment.describe(),
+        "",
+        f"The same segment promise on a further pool of {cfg['n_night']} night frames:",
         night_plan.describe(),
         "",
         f"Audit from {cfg['n_audit']} labelled frames (PPI++; saseg audit):",
@@ -144,7 +157,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         f"  scores             {run.scores_path} and {run.frames_path}",
         f"  evaluation         {run.eval_dir} (correlation.csv, tradeoff.csv, *.png)",
         f"  pilot + quality    {pilot.root}, {out / 'quality'}",
-        f"  labelling plan     {PlanDir(run.plan_dir).queue_path} (night pool: {PlanDir(night.plan_dir).queue_path})",
+        f"  labelling plan     {PlanDir(run.plan_dir).queue_path} and {PlanDir.SEGMENTS} (night pool: "
+        f"{night.plan_dir}; whole-frame plan: {out / 'plan_frame'})",
         f"  labelling exports  {out / 'export'} (labelstudio, cvat, fiftyone; see IMPORT.md)",
         f"  audit              {out / 'audit'} (sample, plan.csv; estimate/audit.json, classes.csv)",
         f"  review video       {out / 'review.mp4'}",
@@ -162,6 +176,16 @@ def _realised(the_plan, iou) -> str:
     below = float((frame_iou.reindex(skipped) < IOU_BELOW).mean())
     return (f"Realised on the labelled pool: {below:.1%} of the {len(skipped)} skipped frames have mean "
             f"class IoU below {IOU_BELOW:g} (bound: {ALPHA:.0%}).")
+
+
+def _pilot_size_line(n_pilot: int) -> str:
+    """How large a pilot the segment promise needs, and why."""
+    floor = min_units(ALPHA, 1 - CONFIDENCE, "wsr")
+    why = (f"wrong segments among the lowest-scored slow it down, so the demo labels {n_pilot}"
+           if n_pilot >= 2 * floor else f"{n_pilot} is too few: --quick only checks that every step runs")
+    return (f"  Pilot size: {n_pilot} frames. The betting bound certifies nothing under {floor} pilot frames "
+            f"even if no accepted segment were wrong (its capital must grow from 1 to 1/DELTA = "
+            f"{1 / (1 - CONFIDENCE):.0f} by at most 1 + ALPHA per frame); {why}.")
 
 
 def _max_skip_line(eval_dir: EvalDir) -> str:

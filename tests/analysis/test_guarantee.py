@@ -106,3 +106,19 @@ def test_failures_from_iou():
     assert f["Car"][:2].tolist() == [1.0, 0.0] and np.isnan(f["Car"][2])
     with pytest.raises(DataError, match="Bus"):
         failures_from_iou(frames, iou, ["Bus"], 0.5)
+
+
+def test_cause_when_nothing_is_certified():
+    """Too few frames (more would help) against too many failures among the lowest-scored (would not)."""
+    scores = np.arange(30, dtype=float)
+    g = learn_then_test(scores, {"frame": np.zeros(30)}, alpha=0.05, delta=0.1)
+    assert g.threshold is None and "too few pilot frames (30 < 45)" in g.cause()
+    fails = np.zeros(100)
+    fails[[0, 5]] = 1  # 2 of the lowest 45 fail (4 % < 5 %): a larger pilot would certify
+    g = learn_then_test(np.arange(100.0), {"frame": fails}, alpha=0.05, delta=0.1)
+    assert g.threshold is None and "times larger" in g.cause()
+    m = int(g.cause().split("about ")[1].split(" times")[0])
+    assert binom.cdf(2 * m, 45 * m, 0.05) <= 0.1 < binom.cdf(2 * m // 2, 45 * m // 2, 0.05)
+    fails[:10] = 1  # 10 of the lowest 45 fail: more frames alike would not help
+    g = learn_then_test(np.arange(100.0), {"frame": fails}, alpha=0.05, delta=0.1)
+    assert "would not help" in g.describe() and "--unit segment" in g.to_dict()["cause"]

@@ -184,3 +184,30 @@ def test_a_tampered_plan_cannot_make_export_read_elsewhere(tiny_run, tmp_path):
     plan.to_csv(tampered, index=False)
     with pytest.raises(DataError, match="not, e.g.*etc/passwd"):
         export_plan(tampered, to="cvat", out_dir=tmp_path / "cvat", run_dir=tiny_run)
+
+
+def test_segment_plan_marks_accepted_segments_in_every_tool(labelled_run, tmp_path):
+    """A segments.csv beside the plan: Label Studio shows the accepted classes per task, FiftyOne
+    and CVAT carry them per sample / image; a frame plan's exports stay as they were."""
+    plan_dir = tmp_path / "segplan"
+    shutil.copytree(labelled_run / "plan", plan_dir)
+    queue = planned(labelled_run)
+    first, second = queue["frame_id"].iloc[0], queue["frame_id"].iloc[1]
+    pd.DataFrame({"frame_id": [first, first, second], "class_id": [0, 1, 2],
+                  "class_name": ["sky", "road", "car"], "score": [0.1, 0.2, 0.9],
+                  "action": ["accept", "accept", "label"]}).to_csv(plan_dir / "segments.csv", index=False)
+    kw = dict(run_dir=labelled_run)
+    ls = export_plan(plan_dir / "plan.csv", to="labelstudio", out_dir=tmp_path / "ls", **kw)
+    tasks = {t["data"]["frame_id"]: t["data"] for t in json.loads((ls / "tasks.json").read_text())}
+    assert tasks[first]["accepted_segments"] == "sky, road" and tasks[second]["accepted_segments"] == "none"
+    assert "$accepted_segments" in (ls / "labelstudio_config.xml").read_text()
+    fo = export_plan(plan_dir / "plan.csv", to="fiftyone", out_dir=tmp_path / "fo", heatmaps=False, **kw)
+    samples = {s["frame_id"]: s for s in json.loads((fo / "samples.json").read_text())["samples"]}
+    assert samples[first]["accepted_classes"] == ["sky", "road"] and samples[second]["accepted_classes"] == []
+    cv = export_plan(plan_dir / "plan.csv", to="cvat", out_dir=tmp_path / "cvat", **kw)
+    names = json.loads((cv / "cvat_frames.json").read_text())
+    accepted = json.loads((cv / "cvat_accepted.json").read_text())
+    assert {names[n]: v for n, v in accepted.items()}[first] == ["sky", "road"]
+    plain = export_plan(labelled_run / "plan" / "plan.csv", to="labelstudio", out_dir=tmp_path / "plain")
+    assert "accepted_segments" not in (plain / "tasks.json").read_text()
+    assert "Header" not in (plain / "labelstudio_config.xml").read_text()

@@ -195,3 +195,24 @@ def test_import_script_names_an_unserved_document_root(server, token, tool_queue
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=" + str(other.resolve()) in lines[0]
+
+
+def test_segment_marks_round_trip(server, token, tool_queue):
+    """A segment plan's accepted classes: Label Studio accepts the config's header over them and
+    keeps each task's accepted_segments field."""
+    url, export_dir = server
+    q = tool_queue
+    marks = {fid: "Road;Sky" for fid in q.order[:2]}
+    queue = q.queue.assign(accepted_classes=q.queue["frame_id"].map(marks).fillna(""))
+    out = export_dir / "segment_plan"
+    export_labelstudio(queue, out_dir=out, classes=q.classes, prediction_for=q.prediction_for,
+                       image_for=q.image_for, image_root=export_dir)
+    done = subprocess.run([sys.executable, str(out / "import_labelstudio.py"), "--url", url, "--token", token,
+                           "--title", "segment plan"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    project = json.loads(done.stdout)["project"]
+    api = Api(url, token)
+    assert "$accepted_segments" in api.call("GET", f"/api/projects/{project}/")["label_config"]
+    listed = api.call("GET", f"/api/tasks/?project={project}&page_size=100")
+    got = {t["data"]["frame_id"]: t["data"]["accepted_segments"] for t in listed["tasks"]}
+    assert got == {fid: "Road, Sky" if fid in marks else "none" for fid in q.order}

@@ -304,3 +304,19 @@ def test_retraining_section_shows_the_experiment_summary(tmp_path):
     assert '<section id="retrain">' in page and "0.612" in page and "0.599" in page
     assert "retrain.png" in page
     assert "No retraining experiment" in write_report(run, tmp_path / "r2").read_text("utf-8")
+
+
+def test_headline_shows_guaranteed_saving_and_hindsight_best(tmp_path):
+    run = make_run(tmp_path)
+    summary = json.loads((run / "plan" / "plan.json").read_text())
+    summary.update(unit="segment", saved_usd=1234.5, n_segments=40, n_accepted=22, accepted_share=0.55,
+                   guarantee={"unit": "segment", "threshold": 0.3, "alpha": 0.05, "confidence": 0.9,
+                              "in_expectation": False, "statement": "Promise: at most 5 %."},
+                   hindsight={"best_score": "risk", "best_saved_usd": 2000.0})
+    (run / "plan" / "plan.json").write_text(json.dumps(summary))
+    page = write_report(run).read_text("utf-8")
+    assert "guaranteed saving (5% at 90% confidence)" in page and "1,234.50 USD" in page
+    assert "hindsight best (risk; no guarantee)" in page and "2,000.00 USD" in page
+    assert "segments accepted (model mask kept)" in page and "55.0%" in page
+    plain = make_run(tmp_path / "plain")
+    assert "saved by the plan" in write_report(plain).read_text("utf-8")

@@ -128,18 +128,38 @@ class Guarantee:
             return (f"No guaranteed skip: the pilot of {self.n_pilot} frames cannot show, with "
                     f"{1 - self.delta:.0%} confidence, that at most {self.alpha:.0%} of skipped frames have "
                     f"IoU below {self.iou_below:g} ({target}). Even with no failures a threshold must skip at "
-                    f"least {self.needed} labelled pilot frames; label a larger pilot.")
+                    f"least {self.needed} labelled pilot frames. {self.cause()}")
         return (f"With {1 - self.delta:.0%} confidence, at most {self.alpha:.0%} of skipped frames have IoU "
                 f"below {self.iou_below:g} ({target}): skip frames with {self.score} <= {self.threshold:.6g}. "
                 f"On the pilot it skips {self.n_skipped} of {self.n_pilot} frames, {self.n_failed} below "
                 f"{self.iou_below:g}; Clopper-Pearson upper bound {self.upper_bound:.1%}, p = {self.p_value:.3g}.")
+
+    def cause(self) -> str:
+        """Why nothing was certified, from the pilot: too few frames, or too many failures among
+        the lowest-scored (then more frames alike would not help). Empty when certified."""
+        if self.threshold is not None:
+            return ""
+        if self.tested.empty:
+            return (f"Cause: too few pilot frames ({self.n_pilot} < {self.needed}); label a larger pilot "
+                    f"(at least {self.needed} frames, more if some of the lowest-scored fail).")
+        first = self.tested.iloc[0]
+        n, k = int(first["n_target"]), int(first["n_failed"])
+        multiple = next((m for m in (2, 4, 8, 16, 32, 64)
+                         if n and k / n < self.alpha and binomial_cdf(m * k, m * n, self.alpha) <= self.delta), None)
+        if multiple is not None:
+            return (f"Cause: too few pilot frames; {k} of the {n} lowest-scored fail ({k / n:.0%}), under "
+                    f"ALPHA, so a pilot about {multiple} times larger ({multiple * self.n_pilot} frames) with "
+                    "failures like these would certify.")
+        return (f"Cause: too many failures among the lowest-scored frames: {k} of the {n} lowest-scored fail "
+                f"({k / n:.0%} against ALPHA {self.alpha:.0%}); a larger pilot would not help. Loosen ALPHA, "
+                "use a better score, or plan per segment (--unit segment).")
 
     def to_dict(self) -> dict:
         return {"threshold": self.threshold, "score": self.score, "alpha": self.alpha, "delta": self.delta,
                 "confidence": 1 - self.delta, "iou_below": self.iou_below, "targets": self.targets,
                 "n_pilot": self.n_pilot, "n_skipped_pilot": self.n_skipped, "n_failed_pilot": self.n_failed,
                 "p_value": self.p_value, "clopper_pearson_upper": self.upper_bound,
-                "frames_needed": self.needed, "statement": self.describe()}
+                "frames_needed": self.needed, "cause": self.cause(), "statement": self.describe()}
 
 
 def learn_then_test(scores, failures: Mapping[str, np.ndarray], *, alpha: float = 0.05,

@@ -43,7 +43,7 @@ from ..viz.plots import plot_risk_coverage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate"]
+__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate", "pilot_of"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ class Plan:
         out = PlanDir(directory)
         write_csv(out.queue_path, self.queue)
         write_json(out.summary_path, self.summary)
+        out.segments_path.unlink(missing_ok=True)  # an earlier segment plan's marks no longer apply
         return out.queue_path
 
     def describe(self) -> str:
@@ -329,18 +330,24 @@ def calibrate(eval_dir: str | PathLike, *, score: str, alpha: float, delta: floa
 
     Returns the guarantee and the pilot run (for the shift check).
     """
-    pilot_eval = EvalDir(eval_dir).require("a pilot eval dir")
-    recorded = Path(str(pilot_eval.summary().get("scores", "")))
-    pilot_run = RunDir.from_scores(recorded) if recorded.is_file() else RunDir.near(pilot_eval.root)
+    pilot_run, iou = pilot_of(eval_dir)
     frames = pilot_run.frames()
     if score not in frames.columns:
         raise DataError(f"Expected the pilot run {pilot_run.root} to have the column {score!r}; score it (and "
                         f"apply the same quality model) like the pool.")
-    iou = pilot_eval.iou()
     failures = failures_from_iou(frames, iou, list(targets), iou_below)
     guarantee = learn_then_test(frames[score].to_numpy(dtype=np.float64), failures, alpha=alpha,
                                 delta=delta, iou_below=iou_below, score=score)
     return guarantee, pilot_run
+
+
+
+def pilot_of(eval_dir: str | PathLike) -> tuple[RunDir, pd.DataFrame]:
+    """The labelled pilot behind an eval dir: its run (as recorded in ``eval.json``) and ``iou.parquet``."""
+    pilot_eval = EvalDir(eval_dir).require("a pilot eval dir")
+    recorded = Path(str(pilot_eval.summary().get("scores", "")))
+    pilot_run = RunDir.from_scores(recorded) if recorded.is_file() else RunDir.near(pilot_eval.root)
+    return pilot_run, pilot_eval.iou()
 
 
 def pilot_curve_for(table: pd.DataFrame, column: str, where: str = "trade-off table") -> pd.DataFrame:

@@ -41,12 +41,15 @@ from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import atomic_path, write_json, write_text
 from ..layout import frame_stem
-from .queue import ImageFn, PredictionFn, encode_png, iter_items, prune, select_rows
+from .queue import ACCEPTED_COLUMN, ImageFn, PredictionFn, encode_png, iter_items, prune, select_rows
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_VERSION = "1.1"
 LABELMAP_HEADER = "# label:color_rgb:parts:actions"
+
+
+CVAT_ACCEPTED = "cvat_accepted.json"  # image name -> accepted classes (mask formats carry no attributes)
 
 
 def export_cvat(
@@ -86,7 +89,7 @@ def export_cvat(
     labelmap = cvat_labelmap(classes)
     rows = select_rows(queue, include_skipped=include_skipped)
     manifest = [{"version": MANIFEST_VERSION}, {"type": "images"}]
-    names, images, frame_ids = [], set(), {}
+    names, images, frame_ids, accepted = [], set(), {}, {}
     with atomic_path(out_dir / "annotations.zip") as tmp, \
             zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         write = lambda name, data: archive.writestr(_entry(name), data)  # noqa: E731
@@ -99,6 +102,7 @@ def export_cvat(
             name = item.image.stem
             names.append(name)
             frame_ids[name] = item.frame_id
+            accepted[name] = list(item.accepted)
             images.add(item.image)
             manifest.append({"name": name, "extension": item.image.suffix, "width": item.width,
                              "height": item.height, "meta": {"related_images": []}})
@@ -112,6 +116,8 @@ def export_cvat(
                "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in manifest))
     write_json(out_dir / "cvat_labels.json", cvat_labels(classes))
     write_json(out_dir / "cvat_frames.json", frame_ids)
+    if ACCEPTED_COLUMN in rows.columns:  # a segment plan: per image, the classes whose model mask is accepted
+        write_json(out_dir / CVAT_ACCEPTED, accepted)
     write_text(out_dir / "IMPORT.md", _import_notes(out_dir, len(names)))
     logger.info("Wrote %d CVAT frames and masks to %s", len(names), out_dir)
     return out_dir

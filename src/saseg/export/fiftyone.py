@@ -42,7 +42,7 @@ from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import write_json, write_text
 from ..layout import frame_stem
-from .queue import ImageFn, PredictionFn, iter_items, prune, select_rows, write_png
+from .queue import ACCEPTED_COLUMN, ImageFn, PredictionFn, iter_items, prune, select_rows, write_png
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ def export_fiftyone(
             **item.frame_scores,
             "prediction": {"_cls": "Segmentation", "mask_path": str(mask_path)},
         }
+        if ACCEPTED_COLUMN in rows.columns:  # a segment plan: the classes whose model mask is accepted
+            sample["accepted_classes"] = list(item.accepted)
         if heatmap_for is not None:
             sa = _check_heatmap(heatmap_for(item.frame_id), item.prediction.shape, item.frame_id)
             quantised, lo, hi = quantise_heatmap(sa, heatmap_range)
@@ -254,6 +256,8 @@ def load(name="saseg-queue"):
         for key in info.get("score_fields", []):
             if key in r:
                 sample[key] = r[key]
+        if "accepted_classes" in r:
+            sample["accepted_classes"] = r["accepted_classes"]
         if "heatmap" in r:
             sample["heatmap"] = fo.Heatmap(map_path=r["heatmap"]["map_path"],
                                            range=r["heatmap"]["range"])

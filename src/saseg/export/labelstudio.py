@@ -41,11 +41,12 @@ from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import write_json, write_text
 from . import rle
-from .queue import ImageFn, PredictionFn, iter_items, prune, select_rows
+from .queue import ACCEPTED_COLUMN, ImageFn, PredictionFn, iter_items, prune, select_rows
 
 logger = logging.getLogger(__name__)
 
 FROM_NAME = "tag"
+ACCEPTED_FIELD = "accepted_segments"  # task field: classes a segment plan accepted
 TO_NAME = "image"
 
 
@@ -93,12 +94,14 @@ def export_labelstudio(
     out_dir = Path(out_dir)
     rows = select_rows(queue, include_skipped=include_skipped)
     items, tasks = [], []
+    marks = ACCEPTED_COLUMN in rows.columns  # a segment plan: show its accepted classes per task
     for item in iter_items(rows, out_dir=out_dir, classes=classes, prediction_for=prediction_for,
                            image_for=image_for, materialise="copy" if copy else "reference"):
         items.append(item.image)
         tasks.append({
             "data": {"image": None, "frame_id": item.frame_id, "surprise": item.score,
-                     "rank": item.rank, **item.frame_scores},
+                     "rank": item.rank, **item.frame_scores,
+                     **({ACCEPTED_FIELD: ", ".join(item.accepted) or "none"} if marks else {})},
             "predictions": [{
                 "model_version": "saseg",
                 "score": None,
@@ -113,7 +116,7 @@ def export_labelstudio(
     prune(out_dir / "images", set(items))
     # Compact: every RLE byte on its own indented line would multiply the file size.
     write_text(out_dir / "tasks.json", json.dumps(tasks, separators=(",", ":")) + "\n")
-    write_text(out_dir / "labelstudio_config.xml", labelstudio_config(classes))
+    write_text(out_dir / "labelstudio_config.xml", labelstudio_config(classes, accepted=marks))
     write_json(out_dir / "labelstudio_storage.json",
                {"document_root": str(root), "storage_path": str(storage) if storage else None,
                 "url_prefix": url_prefix, "tasks": len(tasks)})
@@ -155,15 +158,17 @@ def brush_results(
     return results
 
 
-def labelstudio_config(classes: ClassInfo) -> str:
-    """The labelling interface XML: an image with one brush label per class, in class colours."""
+def labelstudio_config(classes: ClassInfo, *, accepted: bool = False) -> str:
+    """The labelling interface XML: an image with one brush label per class, in class colours;
+    with `accepted`, a header above it names the task's accepted segments (``$accepted_segments``)."""
     labels = "\n".join(
         f"    <Label value={quoteattr(name)} background={quoteattr(_hex(colour))}/>"
         for name, colour in zip(classes.names, classes.colours)
     )
     return (
         "<View>\n"
-        f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
+        + (f'  <Header value="Accepted model segments, do not redraw: ${ACCEPTED_FIELD}"/>\n' if accepted else "")
+        + f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
         f'  <BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">\n'
         f"{labels}\n"
         "  </BrushLabels>\n"

@@ -31,6 +31,7 @@ from ..layout import frame_stem
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("rank", "frame_id", "frame_index", "source", "score", "action")
+ACCEPTED_COLUMN = "accepted_classes"  # a segment plan's accepted classes per frame, ";"-joined
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 PredictionFn = Callable[[str], np.ndarray]
@@ -56,6 +57,9 @@ class QueueItem:
         The queue's ``frame_<score>`` columns (``frame_mdsa``, ``frame_entropy``,
         ``frame_risk``, ...), so the tool shows every score beside the one ranked by; finite
         values only.
+    accepted : list of str
+        Classes whose model mask a segment plan accepted (not to be redrawn); from the
+        queue's ``accepted_classes`` column (names joined by ";"), empty without one.
     """
 
     rank: int
@@ -65,6 +69,7 @@ class QueueItem:
     image: Path
     prediction: np.ndarray
     frame_scores: dict = field(default_factory=dict)
+    accepted: list = field(default_factory=list)
 
     @property
     def height(self) -> int:
@@ -81,6 +86,17 @@ def read_plan(path: str | os.PathLike):
         return pd.read_csv(path, dtype={"frame_id": str, "source": str}, keep_default_na=False)
     except FileNotFoundError:
         raise DataError(f"Expected a labelling plan at {path}, but it does not exist.") from None
+
+
+def accepted_marks(segments) -> dict[str, str]:
+    """frame_id -> ";"-joined names of the classes a segment plan accepted (``segments.csv``:
+    ``frame_id``, ``class_name``, ``action``)."""
+    missing = [c for c in ("frame_id", "class_name", "action") if c not in segments.columns]
+    if missing:
+        raise DataError(f"Expected the segment decisions to have columns frame_id, class_name, action, but "
+                        f"they lack {missing}.")
+    acc = segments[segments["action"].astype(str) == "accept"]
+    return {str(f): ";".join(map(str, g)) for f, g in acc.groupby(acc["frame_id"].astype(str))["class_name"]}
 
 
 def select_rows(queue, *, include_skipped: bool = False):
@@ -165,7 +181,8 @@ def iter_items(
         yield QueueItem(rank=int(row.rank), frame_id=frame_id, frame_index=int(row.frame_index),
                         score=score if np.isfinite(score) else None, image=image.resolve(),
                         prediction=prediction,
-                        frame_scores={c: v for c, v in frame_scores.items() if np.isfinite(v)})
+                        frame_scores={c: v for c, v in frame_scores.items() if np.isfinite(v)},
+                        accepted=[n for n in str(getattr(row, ACCEPTED_COLUMN, "") or "").split(";") if n])
 
 
 def check_prediction(prediction, classes: ClassInfo, frame_id: str) -> np.ndarray:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from ..columns import frame_score_columns
 from ..errors import DataError
-from ..layout import RunDir
+from ..layout import PlanDir, RunDir
 from ..review import heatmaps_for_run
 from .check import ExportCheck
-from .queue import read_plan, select_rows
+from .queue import ACCEPTED_COLUMN, accepted_marks, read_plan, select_rows
 from .registry import check_export, export_queue, exporter
 
 
@@ -43,6 +45,10 @@ def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
         if scores:
             table = frames[["frame_id", *scores]].assign(frame_id=frames["frame_id"].astype(str))
             queue = queue.merge(table.drop_duplicates("frame_id"), on="frame_id", how="left")
+    segments_csv = PlanDir(plan.parent).segments_path  # a segment plan: mark its accepted segments
+    if segments_csv.is_file() and "frame_id" in queue:
+        marks = accepted_marks(pd.read_csv(segments_csv, dtype={"frame_id": str}, keep_default_na=False))
+        queue = queue.assign(**{ACCEPTED_COLUMN: [marks.get(f, "") for f in queue["frame_id"].astype(str)]})
     frame_for = run.frame_lookup()
     heatmap_for = heatmaps_for_run(run, device=device) if exporter(to).heatmaps and heatmaps else None
     return export_queue(queue, to=to, out_dir=out_dir, classes=run.classes(),

@@ -2,6 +2,7 @@
 
     PLAN/plan.csv               the queue, rank 1 = label first (what ``saseg export`` reads)
     PLAN/plan.json              the summary: counts, costs, the guarantee and shift checks
+    PLAN/segments.csv           a segment plan's per-segment decisions (accept / label), for exports
     PLAN/guarantee_curve.csv    with a guarantee: the Learn-then-Test curve over thresholds
     PLAN/risk_coverage.png      the same curve as a plot
 """
@@ -19,6 +20,7 @@ class PlanDir:
 
     QUEUE = "plan.csv"
     SUMMARY = "plan.json"
+    SEGMENTS = "segments.csv"
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -33,6 +35,10 @@ class PlanDir:
     @property
     def summary_path(self) -> Path:
         return self.root / self.SUMMARY
+
+    @property
+    def segments_path(self) -> Path:
+        return self.root / self.SEGMENTS
 
     @property
     def guarantee_curve_path(self) -> Path:

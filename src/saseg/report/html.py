@@ -113,7 +113,17 @@ def _cards(r: Run) -> str:
         if isinstance(s.get("n_label"), int):
             cards.append(("frames to label", f"{s['n_label']:,}"))
         if isinstance(s.get("saved_usd"), (int, float)):
-            cards.append(("saved by the plan", f"{s['saved_usd']:,.2f} USD"))
+            g = s.get("guarantee") or {}
+            label = "saved by the plan"
+            if g.get("threshold") is not None or g.get("unit") == "segment":
+                how = ("in expectation" if g.get("in_expectation")
+                       else f"at {g.get('confidence', 0):.0%} confidence")
+                label = f"guaranteed saving ({g.get('alpha', 0):.0%} {how})"
+            cards.append((label, f"{s['saved_usd']:,.2f} USD"))
+        hindsight = s.get("hindsight") or {}
+        if isinstance(hindsight.get("best_saved_usd"), (int, float)):
+            cards.append((f"hindsight best ({hindsight.get('best_score')}; no guarantee)",
+                          f"{hindsight['best_saved_usd']:,.2f} USD"))
     inner = "".join(f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>'
                     for k, v in cards)
     return f'<div class="cards">{inner}</div>' if cards else ""
@@ -193,8 +203,11 @@ def _plan(r: Run) -> str:
                 "skip_ratio": "skip ratio", "score": "ranked by",
                 "cost_all_usd": "cost of labelling all (USD)", "cost_plan_usd": "cost of the plan (USD)",
                 "saved_usd": "saved (USD)",
-                "units_plan": "units in the plan", "nan_frames": "unscored frames (labelled)"}
-        rows = [(label, amount(summary[k], k == "skip_ratio")) for k, label in keys.items() if k in summary]
+                "units_plan": "units in the plan", "nan_frames": "unscored frames (labelled)",
+                "n_segments": "segments", "n_accepted": "segments accepted (model mask kept)",
+                "accepted_share": "share of segments accepted", "review": "review units per accepted segment"}
+        rows = [(label, amount(summary[k], k in ("skip_ratio", "accepted_share"))) for k, label in keys.items()
+                if k in summary]
         rows += [("expected among skipped (pilot): " + (f"share with IoU < {k[6:]}" if k.startswith("below_")
                   else "mean 1 - IoU"), amount(v, k.startswith("below_")))
                  for k, v in (summary.get("expected_inaccuracy") or {}).items()]
