@@ -311,6 +311,7 @@ def score(
     allow_mismatch: AllowMismatchOpt = False,
     features: Annotated[bool, typer.Option("--features/--no-features", help="Also compute the quality features (softmax dispersion over interiors and boundaries, geometry, false-negative mass, plug-in IoU) that `saseg quality` learns from.")] = True,
     quality: Annotated[Optional[str], typer.Option("--quality", help="Quality dir from `saseg quality fit`: add `quality` (predicted IoU) and `risk` (1 - quality) scores.")] = None,
+    tta: Annotated[Optional[Literal["flip"]], typer.Option("--tta", help="Test-time augmentation feature: 'flip' adds flip_iou (agreement with the mirrored frame's prediction); a second forward pass per frame, about doubling the scoring time.")] = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     workers: WorkersOpt = 1,
@@ -323,7 +324,7 @@ def score(
                       reference=reference, seed=seed, batch_size=batch_size, device=device,
                       resume=resume, save_predictions=predictions, progress=not quiet,
                       on_error=on_error, allow_mismatch=allow_mismatch, features=features,
-                      quality=quality, engine=engine,
+                      quality=quality, engine=engine, tta=tta,
                       ray_options=_ray_options(engine, address, workers, gpus_per_worker, cpus_per_worker))
     typer.echo(f"scores: {out}  ({df['frame_id'].nunique()} frames, {len(df)} frame-class rows)")
 

@@ -10,7 +10,9 @@ label-free features of a run (``saseg quality fit``):
   the target's classes: means of the dispersion, boundary, false-negative and plug-in IoU
   features over predicted classes, the minimum plug-in IoU, the mean plug-in IoU over all
   rows, the number and the false-negative mass of likely-missed classes, the count of
-  predicted classes, and the z-scored ``group_<g>_<s>`` or ``frame_<s>`` columns. Target:
+  predicted classes, the mean and the worst (``max_``/``min_``) over predicted classes of
+  each optional feature present (`extra_columns`: components, flip TTA, temporal), and the
+  z-scored ``group_<g>_<s>`` or ``frame_<s>`` columns. Target:
   the group IoU, or the frame's mean class IoU (as `saseg.analysis.correlation`).
 
 Drives are the groups of the grouped cross-validation: `drive_of` reads them from the frame
@@ -36,12 +38,12 @@ from ..data import ClassInfo
 from ..errors import DataError, FormatError
 from ..io import read_json, write_json, write_parquet
 from ..quality import QualityModel
-from ..quality.features import FEATURE_COLUMNS
+from ..quality.features import EXTRA_FEATURE_COLUMNS, FEATURE_COLUMNS
 from ..run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunQuality", "drive_of", "class_features", "target_features", "target_iou",
+__all__ = ["RunQuality", "drive_of", "class_features", "extra_columns", "target_features", "target_iou",
            "fit_quality", "apply_quality", "QUALITY_FORMAT"]
 
 QUALITY_FORMAT = "saseg-run-quality"
@@ -62,13 +64,19 @@ def drive_of(frame_id: str) -> str:
 def class_features(scores_df: pd.DataFrame, score_columns: Sequence[str], classes: ClassInfo) -> pd.DataFrame:
     """(n_rows, p) features of each (frame, class) row, in the row order of `scores_df`."""
     _require(scores_df, ["class_id", "n_pixels", *FEATURE_COLUMNS], "scores table (scored with features)")
-    columns = ["n_pixels", *FEATURE_COLUMNS]
+    columns = ["n_pixels", *FEATURE_COLUMNS, *extra_columns(scores_df)]
     for s in score_columns:
         columns += [c for c in (s, f"{s}_q90") if c in scores_df.columns]
     out = scores_df[columns].astype("float64").reset_index(drop=True)
     for c, name in enumerate(classes.names):
         out[f"is_{_slug(name)}"] = (scores_df["class_id"].to_numpy() == c).astype(np.float64)
     return out
+
+
+def extra_columns(scores_df: pd.DataFrame) -> list[str]:
+    """The optional feature columns (`EXTRA_FEATURE_COLUMNS`: components, flip, temporal) a
+    scores table has, in their fixed order: a model fitted with them needs them to predict."""
+    return [c for c in EXTRA_FEATURE_COLUMNS if c in scores_df.columns]
 
 
 def target_features(scores_df: pd.DataFrame, frames_df: pd.DataFrame, score_columns: Sequence[str],
@@ -92,6 +100,9 @@ def target_features(scores_df: pd.DataFrame, frames_df: pd.DataFrame, score_colu
     out["n_predicted"] = by_pred.size()
     out["n_likely_missed"] = missed.groupby("frame_id").size()
     out["missed_mass"] = missed.groupby("frame_id")["fn_mass"].sum()
+    for col in extra_columns(scores_df):  # mean and worst over the predicted classes
+        out[f"mean_{col}"] = by_pred[col].mean()
+        out[f"{EXTRA_FEATURE_COLUMNS[col]}_{col}"] = by_pred[col].agg(EXTRA_FEATURE_COLUMNS[col])
     for col in ("n_predicted", "n_likely_missed", "missed_mass"):
         out[col] = out[col].fillna(0.0)
     indexed = frames_df.set_index(frame_ids)

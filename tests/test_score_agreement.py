@@ -1,0 +1,62 @@
+"""`score` with the agreement features: temporal IoU from saved masks, flip TTA, batch-independent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TEST_SPEC
+from saseg.analysis.quality import class_features, drive_of, target_features
+from saseg.pipeline import score
+from saseg.run_dir import RunDir
+
+
+def _iou(a, b, c):
+    union = np.logical_or(a == c, b == c).sum()
+    return np.logical_and(a == c, b == c).sum() / union if union else float("nan")
+
+
+def test_temporal_iou_equals_the_iou_with_the_previous_frames_mask(tiny_run):
+    run = RunDir(tiny_run)
+    scores = run.scores()
+    frames = scores.drop_duplicates("frame_id").sort_values("frame_index")
+    previous, starts = {}, 0
+    for drive, group in frames.groupby(frames["frame_id"].map(drive_of)):
+        ids = group["frame_id"].tolist()
+        previous.update({ids[0]: None, **{b: a for a, b in zip(ids, ids[1:])}})
+        starts += 1
+    assert len(frames) > starts >= 1  # a start (NaN) and frames with a previous one
+    for row in scores.itertuples():
+        prev = previous[row.frame_id]
+        if prev is None:
+            assert np.isnan(row.temporal_iou)
+        else:
+            want = _iou(run.prediction(row.frame_id), run.prediction(prev), row.class_id)
+            assert row.temporal_iou == pytest.approx(want, rel=1e-12, nan_ok=True), row
+
+
+def test_agreement_rows_do_not_depend_on_batches_or_chunks(tiny_model_dir, tiny_sa_dir, tmp_path):
+    runs = []
+    for batch, chunk in ((4, 4), (3, 5), (1, 1)):
+        out = tmp_path / f"b{batch}" / "scores.parquet"
+        runs.append(score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, out, pixels_per_class=50,
+                          batch_size=batch, chunk_frames=chunk, progress=False, tta="flip"))
+    first = runs[0][["frame_id", "class_id", "temporal_iou", "flip_iou", "comp_worst_margin"]]
+    assert first["temporal_iou"].notna().any() and first["flip_iou"].notna().all()
+    for other in runs[1:]:
+        pd.testing.assert_frame_equal(first, other[first.columns], check_exact=False, rtol=1e-9)
+
+
+def test_quality_features_pick_up_the_optional_columns(tiny_run):
+    run = RunDir(tiny_run)
+    scores, frames = run.scores(), run.frames()
+    X = class_features(scores, ["mdsa"], run.classes())
+    assert {"temporal_iou", "comp_worst_entropy", "comp_aw_size"} <= set(X.columns)
+    F = target_features(scores, frames, ["mdsa"], None, "frame_")
+    predicted = scores[scores["n_pixels"] > 0]
+    want = predicted.groupby("frame_id")["comp_worst_margin"].max()
+    np.testing.assert_allclose(F["max_comp_worst_margin"].to_numpy(), want.reindex(F.index).to_numpy())
+    assert "min_temporal_iou" in F.columns and "mean_comp_min_size" in F.columns
+    older = class_features(scores.drop(columns=["temporal_iou"]), ["mdsa"], run.classes())
+    assert "temporal_iou" not in older.columns
