@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import TEST_SPEC
 from saseg.analysis.quality import class_features, drive_of, target_features
@@ -60,3 +61,42 @@ def test_quality_features_pick_up_the_optional_columns(tiny_run):
     assert "min_temporal_iou" in F.columns and "mean_comp_min_size" in F.columns
     older = class_features(scores.drop(columns=["temporal_iou"]), ["mdsa"], run.classes())
     assert "temporal_iou" not in older.columns
+
+
+def test_ray_engine_gives_the_local_agreement_rows(ray_cluster, tiny_model_dir, tiny_sa_dir, tmp_path):
+    from saseg.distributed import RayOptions
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the Ray workers: then the rows are bit-identical
+    try:
+        local = score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, tmp_path / "local" / "scores.parquet",
+                      pixels_per_class=50, batch_size=4, chunk_frames=4, progress=False, tta="flip")
+    finally:
+        torch.set_num_threads(before)
+    remote = score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, tmp_path / "ray" / "scores.parquet",
+                   pixels_per_class=50, batch_size=4, chunk_frames=4, progress=False, tta="flip",
+                   engine="ray", ray_options=RayOptions(workers=2))
+    pd.testing.assert_frame_equal(local, remote, check_exact=True)
+
+
+def test_cli_tta_flip_and_a_model_fitted_with_it_refuses_a_run_without(tiny_model_dir, tiny_sa_dir, tiny_run,
+                                                                       tmp_path):
+    from typer.testing import CliRunner
+
+    from saseg.analysis.quality import apply_quality, fit_quality
+    from saseg.cli import app
+    from saseg.errors import DataError
+
+    out = tmp_path / "flip" / "scores.parquet"
+    args = ["score", "-m", str(tiny_model_dir), "--sa", str(tiny_sa_dir), "-d", TEST_SPEC, "-o", str(out),
+            "--pixels-per-class", "50", "-b", "4", "-q"]
+    result = CliRunner().invoke(app, [*args, "--tta", "flip"])
+    assert result.exit_code == 0, result.output
+    assert pd.read_parquet(out)["flip_iou"].notna().all()
+    assert CliRunner().invoke(app, [*args, "--tta", "mirror"]).exit_code == 2
+    # a quality model fitted on the flipped run needs flip_iou where it is applied
+    import shutil
+    shutil.copytree(tiny_run / "eval", out.parent / "eval")
+    fit_quality(out.parent, out.parent / "eval", tmp_path / "quality", min_rows_for_trees=10_000)
+    with pytest.raises(DataError, match=r"flip_iou.*--tta flip"):
+        apply_quality(tiny_run, tmp_path / "quality")

@@ -189,6 +189,12 @@ class RunQuality:
         if missing:
             raise DataError(f"quality model: expected the run to have the scores {missing} it was fitted "
                             f"with; score it with the same SA model.")
+        fitted = set(self.models_["class"].features_) if "class" in self.models_ else set()
+        lacking = [c for c in EXTRA_FEATURE_COLUMNS if c in fitted and c not in scores_df.columns]
+        if lacking:
+            raise DataError(f"quality model: expected the run to have the feature columns {lacking} it was "
+                            f"fitted with, but {run.root} lacks them; score it as the pilot was "
+                            f"(flip_iou needs `saseg score --tta flip`, temporal_iou saved predictions).")
         identity = _identity(run, frames_df)
         on_pilot = all(self.pilot_.get(k) == v for k, v in identity.items())
         if on_pilot:
