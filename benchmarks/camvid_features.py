@@ -68,20 +68,29 @@ def main() -> None:
     ap.add_argument("--camvid", default="../shared/data/camvid")
     ap.add_argument("--out", default="runs/camvid_features")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--train", help="spec of the SA model's training frames (default: CamVid train)")
+    ap.add_argument("--val", help="spec of the pilot (default: CamVid val)")
+    ap.add_argument("--test", help="spec of the pool (default: CamVid test)")
+    ap.add_argument("--classes", help="comma-separated class targets (default: the triage's seven)")
     args = ap.parse_args()
     out = Path(args.out)
     spec = f"camvid:{Path(args.camvid).resolve()}"
+    specs = {"train": args.train or spec + ":train", "val": args.val or spec + ":val",
+             "test": args.test or spec + ":test"}
+    if args.classes:
+        global CLASSES
+        CLASSES = tuple(c.strip() for c in args.classes.split(","))
     sa = Path(args.sa)
     if not (sa / "sa.json").exists():
         sa = out / "sa"
         if not (sa / "sa.json").exists():
-            fit(args.model, spec + ":train", sa, estimators=("mdsa", "lsa"), pixels_per_class=100,
+            fit(args.model, specs["train"], sa, estimators=("mdsa", "lsa"), pixels_per_class=100,
                 max_images=10_000, max_ats_per_class=10_000, lsa={"dtype": "float32"}, progress=False)
     runs = {}
     for split in ("val", "test"):
         run = RunDir(out / "scored" / split)
         if not run.is_scored:
-            score(args.model, sa, f"{spec}:{split}", run.scores_path, pixels_per_class=1000,
+            score(args.model, sa, specs[split], run.scores_path, pixels_per_class=1000,
                   batch_size=args.batch_size, tta="flip", progress=False)
         if not (run.eval_dir / "iou.parquet").exists():
             evaluate(run.scores_path, None, run.eval_dir, plots=False, progress=False)
