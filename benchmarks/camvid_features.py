@@ -12,7 +12,8 @@ Protocol, fixed before any result was seen (as ``camvid_triage.py``, issue 11):
 - Feature groups: **base** (the features before this change: dispersion, geometry,
   false-negative mass, plug-in IoU, SA and softmax scores), **components** (`COMPONENT_COLUMNS`),
   **flip** (``flip_iou``), **temporal** (``temporal_iou``). Variants: base; base + each
-  group; all; all minus each group. A variant drops the other columns from both runs.
+  group; all; all minus each group. A variant drops the other columns from both runs and
+  fits with ``extra_features`` = its groups.
 - Each variant's quality model is fitted on val (`fit_quality`, seed 0) and applied to test,
   which it never saw (split by drive, never by frame).
 - Reported on test: frame-level Spearman rho of ``frame_risk`` with the frame's mean class
@@ -84,16 +85,16 @@ def main() -> None:
     if not (sa / "sa.json").exists():
         sa = out / "sa"
         if not (sa / "sa.json").exists():
-            fit(args.model, specs["train"], sa, estimators=("mdsa", "lsa"), pixels_per_class=100,
+            fit(args.model, specs["train"], sa, split=None, estimators=("mdsa", "lsa"), pixels_per_class=100,
                 max_images=10_000, max_ats_per_class=10_000, lsa={"dtype": "float32"}, progress=False)
     runs = {}
     for split in ("val", "test"):
         run = RunDir(out / "scored" / split)
         if not run.is_scored:
-            score(args.model, sa, specs[split], run.scores_path, pixels_per_class=1000,
+            score(args.model, sa, specs[split], run.scores_path, split=None, pixels_per_class=1000,
                   batch_size=args.batch_size, tta="flip", progress=False)
         if not (run.eval_dir / "iou.parquet").exists():
-            evaluate(run.scores_path, None, run.eval_dir, plots=False, progress=False)
+            evaluate(run.scores_path, None, run.eval_dir, split=None, plots=False, progress=False)
         runs[split] = run
 
     text = "\n".join(report(runs["val"], runs["test"], out))
@@ -111,7 +112,7 @@ def report(pilot_run: RunDir, pool_run: RunDir, out: Path) -> list[str]:
         drop = [c for g, cols in GROUPS.items() if g not in keep for c in cols]
         pilot, pool = (_variant(r, out / "variants" / _slug(name) / s, drop)
                        for r, s in ((pilot_run, "val"), (pool_run, "test")))
-        fit_quality(pilot.root, pilot.eval_dir, pilot.root.parent / "quality", seed=0)
+        fit_quality(pilot.root, pilot.eval_dir, pilot.root.parent / "quality", seed=0, extra_features=keep)
         for run in (pilot, pool):
             apply_quality(run, pilot.root.parent / "quality")
         results[name] = judge(pool, test_iou)

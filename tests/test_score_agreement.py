@@ -97,6 +97,17 @@ def test_cli_tta_flip_and_a_model_fitted_with_it_refuses_a_run_without(tiny_mode
     # a quality model fitted on the flipped run needs flip_iou where it is applied
     import shutil
     shutil.copytree(tiny_run / "eval", out.parent / "eval")
-    fit_quality(out.parent, out.parent / "eval", tmp_path / "quality", min_rows_for_trees=10_000)
+    fit_quality(out.parent, out.parent / "eval", tmp_path / "quality", min_rows_for_trees=10_000,
+                extra_features=["flip", "components"])
     with pytest.raises(DataError, match=r"flip_iou.*--tta flip"):
         apply_quality(tiny_run, tmp_path / "quality")
+    # by default the optional groups are left out, so a run without flip_iou is fine
+    default = fit_quality(out.parent, out.parent / "eval", tmp_path / "plain", min_rows_for_trees=10_000)
+    assert not [f for f in default.models_["class"].features_ if f in ("flip_iou", "temporal_iou")
+                or f.startswith("comp_")]
+    assert not [f for f in default.models_["frame"].features_ if "comp_" in f or "_iou" in f.replace("plugin_iou", "")]
+    apply_quality(tiny_run, tmp_path / "plain")
+    with pytest.raises(DataError, match=r"flip_iou.*--tta flip"):
+        fit_quality(tiny_run, tiny_run / "eval", tmp_path / "bad", extra_features=["flip"])
+    with pytest.raises(DataError, match="components, flip|'components', 'flip'"):
+        fit_quality(out.parent, out.parent / "eval", tmp_path / "bad", extra_features=["mirror"])

@@ -466,9 +466,11 @@ def quality_fit(
     out: Annotated[str, typer.Option("--out", "-o", help="Quality dir to write.")],
     min_rows_for_trees: Annotated[int, typer.Option(min=10, help="Below this many pilot rows, a ridge regression replaces the trees.")] = 200,
     seed: SeedOpt = 0,
+    extra_features: Annotated[Optional[list[str]], typer.Option("--extra-features", help="Also learn from an optional feature group: components, flip (needs `score --tta flip`), temporal; repeat for several. Off by default: none has shown an out-of-drive gain yet.")] = None,
 ):
     """Learn each class's, group's and frame's IoU from label-free features (LightGBM; grouped CV by drive)."""
-    fitted = quality_run.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed)
+    fitted = quality_run.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed,
+                                     extra_features=extra_features or ())
     typer.echo(fitted.describe())
     typer.echo(f"quality model: {out}")
 

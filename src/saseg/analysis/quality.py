@@ -38,7 +38,7 @@ from ..data import ClassInfo
 from ..errors import DataError, FormatError
 from ..io import read_json, write_json, write_parquet
 from ..quality import QualityModel
-from ..quality.features import EXTRA_FEATURE_COLUMNS, FEATURE_COLUMNS
+from ..quality.features import EXTRA_FEATURE_COLUMNS, FEATURE_COLUMNS, FEATURE_GROUPS
 from ..run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,10 @@ class RunQuality:
 
     Parameters
     ----------
+    extra_features : sequence of `FEATURE_GROUPS` names (``components``, ``flip``,
+        ``temporal``), default none: the optional feature groups to learn from. Off by default
+        because none has yet shown an out-of-drive gain (README, "Quality features"); the
+        pilot must have the groups' columns.
     **model_options : passed to every `QualityModel` (e.g. ``min_rows_for_trees``)
 
     Attributes
@@ -140,12 +144,14 @@ class RunQuality:
     oof_ : dict target -> DataFrame of out-of-fold predictions on the pilot
     """
 
-    def __init__(self, **model_options):
+    def __init__(self, *, extra_features: Sequence[str] = (), **model_options):
+        self.extra_features = extra_features
         self.model_options = model_options
 
     def fit(self, run: RunDir, iou_df: pd.DataFrame) -> "RunQuality":
         """Fit on a scored pilot run and its evaluation's ``iou.parquet`` rows."""
         scores_df, frames_df = run.scores(), run.frames()
+        scores_df = scores_df.drop(columns=self._unused_columns(scores_df, run))
         self.classes_ = run.classes()
         self.score_columns_ = [c for c in run.score_columns() if c not in ("risk",)]
         self.pilot_ = {**_identity(run, frames_df), "run": str(run.root), "n_frames": int(len(frames_df))}
@@ -165,6 +171,21 @@ class RunQuality:
         if "class" not in self.models_:
             raise DataError("quality fit: expected at least 10 labelled (frame, class) rows in the pilot.")
         return self
+
+    def _unused_columns(self, scores_df: pd.DataFrame, run: RunDir) -> list[str]:
+        """The optional feature columns of the groups not asked for; refuses missing ones."""
+        groups = list(self.extra_features)
+        unknown = [g for g in groups if g not in FEATURE_GROUPS]
+        if unknown:
+            raise DataError(f"quality fit: expected extra feature groups from {list(FEATURE_GROUPS)}, "
+                            f"but got {unknown}.")
+        wanted = {c for g in groups for c in FEATURE_GROUPS[g]}
+        missing = sorted(wanted - set(scores_df.columns))
+        if missing:
+            raise DataError(f"quality fit: expected the pilot {run.root} to have the columns {missing} of "
+                            f"the feature groups {groups} (flip_iou needs `saseg score --tta flip`, "
+                            f"temporal_iou saved predictions), but it has not.")
+        return [c for c in extra_columns(scores_df) if c not in wanted]
 
     def _tables(self, scores_df: pd.DataFrame, frames_df: pd.DataFrame) -> dict:
         """target -> (features, keys): keys is a (frame_id, class_id) MultiIndex or frame ids."""
@@ -229,7 +250,8 @@ class RunQuality:
         write_json(directory / "run_quality.json", {
             "format": QUALITY_FORMAT, "format_version": _VERSION, "targets": names,
             "classes": self.classes_.to_dict(), "score_columns": self.score_columns_,
-            "pilot": self.pilot_, "model_options": self.model_options})
+            "pilot": self.pilot_, "model_options": self.model_options,
+            "extra_features": list(self.extra_features)})
         return directory
 
     @classmethod
@@ -240,7 +262,7 @@ class RunQuality:
         if not isinstance(meta, dict) or meta.get("format") != QUALITY_FORMAT or meta.get("format_version") != _VERSION:
             raise FormatError(f"{path}: expected a saseg quality dir (format {QUALITY_FORMAT} v{_VERSION}, "
                               f"from `saseg quality fit`), but got something else.")
-        self = cls(**meta.get("model_options", {}))
+        self = cls(extra_features=meta.get("extra_features", []), **meta.get("model_options", {}))
         self.classes_ = ClassInfo.from_dict(meta["classes"])
         self.score_columns_ = list(meta["score_columns"])
         self.pilot_ = dict(meta["pilot"])
@@ -256,13 +278,13 @@ class RunQuality:
         return "\n".join(f"{target}: {model.describe()}" for target, model in self.models_.items())
 
 
-def fit_quality(run: str | os.PathLike, eval_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                **model_options) -> RunQuality:
+def fit_quality(run: str | os.PathLike, eval_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                extra_features: Sequence[str] = (), **model_options) -> RunQuality:
     """``saseg quality fit``: fit on a pilot run and its eval dir, save to `out_dir`."""
     iou_path = Path(eval_dir) / "iou.parquet"
     if not iou_path.is_file():
         raise DataError(f"Expected {iou_path} (from `saseg evaluate` on the pilot), but it does not exist.")
-    quality = RunQuality(**model_options).fit(_run(run), pd.read_parquet(iou_path))
+    quality = RunQuality(extra_features=extra_features, **model_options).fit(_run(run), pd.read_parquet(iou_path))
     quality.save(out_dir)
     return quality
 

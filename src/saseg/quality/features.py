@@ -33,7 +33,8 @@ from ..errors import DataError
 from .agreement import FLIP_COLUMN, TEMPORAL_COLUMN
 from .components import COMPONENT_COLUMNS, component_stats
 
-__all__ = ["quality_features", "FEATURE_COLUMNS", "EXTRA_FEATURE_COLUMNS", "DISPERSIONS", "boundary_mask"]
+__all__ = ["quality_features", "FEATURE_COLUMNS", "EXTRA_FEATURE_COLUMNS", "FEATURE_GROUPS", "DISPERSIONS",
+           "boundary_mask"]
 
 DISPERSIONS = ("entropy", "max_softmax", "margin")
 FEATURE_COLUMNS = (
@@ -47,7 +48,10 @@ EXTRA_FEATURE_COLUMNS = {"comp_worst_entropy": "max", "comp_worst_margin": "max"
                          "comp_worst_boundary_share": "max", "comp_min_size": "min",
                          "comp_aw_size": "min", FLIP_COLUMN: "min", TEMPORAL_COLUMN: "min"}
 """Feature columns a run may have (components, flip TTA, temporal) -> the direction in which
-a class row looks worse ("max": larger is worse). Quality models use those present."""
+a class row looks worse ("max": larger is worse)."""
+
+FEATURE_GROUPS = {"components": COMPONENT_COLUMNS, "flip": (FLIP_COLUMN,), "temporal": (TEMPORAL_COLUMN,)}
+"""The optional feature groups a quality model can be asked to use, and their columns."""
 
 def boundary_mask(pred: torch.Tensor, k: int = 2) -> torch.Tensor:
     """(H, W) bool: True where another predicted class lies within `k` px (Chebyshev).
