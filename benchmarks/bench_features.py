@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from saseg.models.networks import build_model
 from saseg.quality import features as qf
+from saseg.quality.agreement import class_agreement
 from saseg.quality.components import component_stats
 
 
@@ -82,7 +83,14 @@ def main() -> None:
         for pred, entropy, margin, boundary in maps:
             component_stats(pred, entropy, margin, boundary, logits.shape[1])
 
+    preds = [(frame.argmax(0), frame.flip(-1).argmax(0)) for frame in logits]
+
+    def agreement():  # the IoU half of flip_iou / temporal_iou (the flip's forward is a forward)
+        for a, b in preds:
+            class_agreement(a, b, logits.shape[1])
+
     t_forward = best(forward, args.repeats)
+    t_agreement = best(agreement, args.repeats)
     t_features = best(features, args.repeats)
     t_components = best(components, args.repeats)
     n = args.frames
@@ -91,6 +99,7 @@ def main() -> None:
     print(f"forward + upsample   {1000 * t_forward / n:8.1f} ms/frame")
     print(f"quality_features     {1000 * t_features / n:8.1f} ms/frame")
     print(f"  of which components {1000 * t_components / n:8.1f} ms/frame")
+    print(f"class_agreement      {1000 * t_agreement / n:8.1f} ms/frame  (flip_iou = one more forward + this)")
     print(f"ratio features / forward {t_features / t_forward:6.1%}  (target <= 10 %); "
           f"components alone {t_components / t_forward:6.1%}")
 

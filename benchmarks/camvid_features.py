@@ -104,7 +104,7 @@ def main() -> None:
 
 def report(pilot_run: RunDir, pool_run: RunDir, out: Path) -> list[str]:
     """The cost table and the ablation table (Markdown lines); variant runs go under `out`."""
-    lines = ["# Quality features of issue 24 item 3: out-of-drive ablation (fit on val, judge on test)", ""]
+    lines = ["# Quality features of issue 24 item 3: out-of-drive ablation (fit on the pilot, judge on the pool)", ""]
     lines += cost(pool_run)
     test_iou = pd.read_parquet(pool_run.eval_dir / "iou.parquet")
     results = {}
@@ -159,7 +159,7 @@ def judge(run: RunDir, iou_df: pd.DataFrame) -> dict[str, tuple[float, float, in
 def table(results: dict, iou_df: pd.DataFrame, run: RunDir) -> list[str]:
     names = ["frame", *CLASSES]
     head = "| variant | " + " | ".join(f"{n} rho / skip" for n in names) + " |"
-    lines = ["## Ablation on CamVid test (rho of risk with IoU; hindsight skip@5 % at t = 0.5)", "",
+    lines = [f"## Ablation on the pool, {run.meta()['data']} (rho of risk with IoU; hindsight skip@5 % at t = 0.5)", "",
              head, "|" + "---|" * (1 + len(names))]
     for variant, res in results.items():
         lines.append(f"| {variant} | " + " | ".join(f"{res[n][0]:+.3f} / {res[n][1]:.0%}" for n in names) + " |")
@@ -187,7 +187,7 @@ def cost(run: RunDir) -> list[str]:
     temporal = time.perf_counter() - started
     per = {k: 1000 * v / frames for k, v in timing.items() if k.endswith("_s")}
     forward = per["forward_s"]
-    lines = ["## Cost per frame on the test run (480x360, CPU, machine shared with other jobs)", "",
+    lines = [f"## Cost per frame on the pool run ({run.meta()['data']}; CPU shared with other jobs)", "",
              "| stage | ms per frame | share of the forward pass |", "|---|---|---|"]
     for k, v in per.items():
         lines.append(f"| {k[:-2]} | {v:.0f} | {v / forward:.0%} |")
