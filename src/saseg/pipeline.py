@@ -29,7 +29,7 @@ from .run_dir import RunDir
 from . import distributed
 from .collect import PixelCollector
 from .distributed import RayOptions
-from .scoring import FrameScorer, add_temporal_agreement, finish_scores, score_columns
+from .scoring import FrameScorer, add_temporal_agreement, check_tta, finish_scores, score_columns
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     the same rows, and a killed run resumes the same way.
     """
     check_pixels_per_class(pixels_per_class)
+    check_tta(tta)
     ray_options = check_engine(engine, ray_options, device)
     run = RunDir.from_scores(out)
     model = as_model(model, device)

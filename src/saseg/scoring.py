@@ -34,10 +34,16 @@ from .sampling import sample_pixels
 from .tracing import sample_ats
 
 __all__ = ["FrameScorer", "frame_seed", "trace_finite", "finish_scores", "score_columns",
-           "add_temporal_agreement", "TTA_MODES"]
+           "add_temporal_agreement", "check_tta", "TTA_MODES"]
 
 TTA_MODES = ("flip",)
 """Test-time augmentations `FrameScorer` can add as agreement features (``tta=``)."""
+
+
+def check_tta(tta: str | None) -> None:
+    """None or one of `TTA_MODES`; one line otherwise."""
+    if tta is not None and tta not in TTA_MODES:
+        raise DataError(f"Expected tta None or one of {list(TTA_MODES)}, but got {tta!r}.")
 
 
 def frame_seed(seed: int, frame_id: str) -> int:
@@ -97,8 +103,7 @@ class FrameScorer:
     def __init__(self, model: LoadedModel, fitted: Mapping, *, pixels_per_class: int | None = 1000,
                  softmax: bool = True, seed: int = 0, features: bool = True,
                  save_predictions: RunDir | None = None, tta: str | None = None):
-        if tta is not None and tta not in TTA_MODES:
-            raise DataError(f"FrameScorer: expected tta None or one of {list(TTA_MODES)}, but got {tta!r}.")
+        check_tta(tta)
         self.model = model
         self.tta = tta
         self.fitted = dict(fitted)

@@ -101,3 +101,12 @@ def test_flip_agreement_equals_numpy_iou_for_a_plain_net():
             assert row.flip_iou == pytest.approx(_iou(a, b, row.class_id), rel=1e-12)
             seen_below_one |= row.flip_iou < 1
     assert seen_below_one and scorer.timing["flip_s"] > 0
+
+
+def test_an_unknown_tta_is_refused_before_any_work(tmp_path):
+    from saseg.errors import DataError
+    from saseg.pipeline import score
+
+    with pytest.raises(DataError, match="tta None or one of \\['flip'\\], but got 'mirror'"):
+        score("no-model", "no-sa", "synthetic:n=1", tmp_path / "scores.parquet", tta="mirror")
+    assert not any(tmp_path.iterdir())
