@@ -97,6 +97,7 @@ def test_cli_tta_flip_and_a_model_fitted_with_it_refuses_a_run_without(tiny_mode
     # a quality model fitted on the flipped run needs flip_iou where it is applied
     import shutil
     shutil.copytree(tiny_run / "eval", out.parent / "eval")
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "plain_run")  # apply writes into it: not the shared one
     fit_quality(out.parent, out.parent / "eval", tmp_path / "quality", min_rows_for_trees=10_000,
                 extra_features=["flip", "components"])
     with pytest.raises(DataError, match=r"flip_iou.*--tta flip"):
