@@ -379,6 +379,7 @@ def score(
     allow_mismatch: AllowMismatchOpt = False,
     features: Annotated[bool, typer.Option("--features/--no-features", help="Also compute the quality features (softmax dispersion over interiors and boundaries, geometry, false-negative mass, plug-in IoU) that `saseg quality` learns from.")] = True,
     quality: Annotated[Optional[str], typer.Option("--quality", help="Quality dir from `saseg quality fit`: add `quality` (predicted IoU) and `risk` (1 - quality) scores.")] = None,
+    tta: Annotated[Optional[Literal["flip"]], typer.Option("--tta", help="Test-time augmentation feature: 'flip' adds flip_iou (agreement with the mirrored frame's prediction); a second forward pass per frame, about doubling the scoring time.")] = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     workers: WorkersOpt = 1,
@@ -392,7 +393,7 @@ def score(
                       reference=reference, seed=seed, batch_size=batch_size, device=device,
                       resume=resume, save_predictions=predictions, progress=not quiet,
                       on_error=on_error, allow_mismatch=allow_mismatch, features=features,
-                      quality=quality, engine=engine,
+                      quality=quality, engine=engine, tta=tta,
                       ray_options=_ray_options(engine, address, workers, gpus_per_worker, cpus_per_worker))
     typer.echo(f"scores: {out}  ({df['frame_id'].nunique()} frames, {len(df)} frame-class rows)")
 
@@ -556,10 +557,12 @@ def quality_fit(
     out: Annotated[str, typer.Option("--out", "-o", help="Quality dir to write.")],
     min_rows_for_trees: Annotated[int, typer.Option(min=10, help="Below this many pilot rows, a ridge regression replaces the trees.")] = 200,
     seed: SeedOpt = 0,
+    extra_features: Annotated[Optional[list[str]], typer.Option("--extra-features", help="Also learn from an optional feature group: components, flip (needs `score --tta flip`), temporal; repeat for several. Off by default: none has shown an out-of-drive gain yet.")] = None,
 ):
     """Learn each class's, group's and frame's IoU from label-free features (LightGBM; grouped CV by drive)."""
     hold_output(out)
-    fitted = quality_run.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed)
+    fitted = quality_run.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed,
+                                     extra_features=extra_features or ())
     typer.echo(fitted.describe())
     typer.echo(f"quality model: {out}")
 

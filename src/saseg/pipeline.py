@@ -29,7 +29,7 @@ from .layout import RunDir
 from . import distributed
 from .collect import PixelCollector
 from .distributed import RayOptions
-from .scoring import FrameScorer, finish_scores, score_columns
+from .scoring import FrameScorer, add_temporal_agreement, check_tta, finish_scores, score_columns
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +161,17 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
           resume: bool = True, save_predictions: bool = True, chunk_frames: int | None = None,
           progress: bool = True, on_error: str = "raise", allow_mismatch: bool = False,
           features: bool = True, quality: str | Path | None = None, engine: str = "local",
-          ray_options: RayOptions | None = None):
+          ray_options: RayOptions | None = None, tta: str | None = None):
     """Score every frame: per predicted class, the mean SA of up to `pixels_per_class` pixels.
 
     With `features`, each row also holds the quality features of `saseg.quality.features`,
     and classes likely present but not predicted get rows too (``n_pixels`` 0, SA NaN).
     With `quality` (a dir from ``saseg quality fit``), ``quality`` and ``risk`` columns are
-    added at the end (`saseg.analysis.quality.apply_quality`).
+    added at the end (`saseg.analysis.quality.apply_quality`). With `features` and
+    `save_predictions`, rows also get ``temporal_iou`` (IoU with the previous frame of the
+    same sequence, from the saved masks after all frames are scored). ``tta="flip"`` adds
+    ``flip_iou`` (agreement with the mirrored frame's prediction) at the cost of a second
+    forward pass per frame (`saseg.scoring.FrameScorer`).
 
     Writes ``scores.parquet`` (one row per frame and predicted class), ``frames.parquet``
     (z-scored class-group SAs and the frame SA) and the run files listed in the module doc.
@@ -179,6 +183,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     the same rows, and a killed run resumes the same way.
     """
     check_pixels_per_class(pixels_per_class)
+    check_tta(tta)
     ray_options = check_engine(engine, ray_options, device)
     run = RunDir.from_scores(out)
     model = as_model(model, device)
@@ -197,7 +202,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 **({"frame_files_sha256": fingerprint["files_sha256"]} if "files_sha256" in fingerprint else {}),
                 "pixels_per_class": pixels_per_class, "softmax": softmax, "seed": seed,
                 "batch_size": batch_size, "chunk_frames": chunk_frames,
-                "save_predictions": bool(save_predictions), "features": bool(features)}
+                "save_predictions": bool(save_predictions), "features": bool(features), "tta": tta}
     store = PartStore(run.scores_path, settings, resume=resume)
     # From here on the folder holds this run's files: drop the old run's ``score.json`` (the
     # mark of a whole run, written last) first, so a run killed halfway leaves a resumable
@@ -210,7 +215,8 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     predictions = run if save_predictions else None
     # on Ray the masks come back as PNG bytes and the driver writes them: workers save none
     scorer = FrameScorer(model, fitted, pixels_per_class=pixels_per_class, softmax=softmax, seed=seed,
-                         features=features, save_predictions=None if ray_options else predictions)
+                         features=features, save_predictions=None if ray_options else predictions,
+                         tta=tta)
     if ray_options is not None:
         timing = distributed.score_chunks(
             scorer, dataset, pending, chunk_frames=chunk_frames, batch_size=batch_size, store=store,
@@ -235,6 +241,8 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     scores_df = store.finish(sort_by=["frame_index", "class_id"])
     if scores_df.empty:
         raise DataError(f"Expected frames to score in {dataset.spec}, but none could be read.")
+    if features and save_predictions:
+        scores_df = add_temporal_agreement(scores_df, run, classes.num_classes)
     columns = score_columns(fitted, softmax)
     finish_scores(run, scores_df, classes, columns,
                   reference=ZScoreReference.load(reference) if reference else None)

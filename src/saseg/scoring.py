@@ -20,17 +20,30 @@ import torch
 
 from .aggregate import ZScoreReference, class_scores, frame_scores
 from .data import Dataset, Frame
-from .errors import DegenerateDataError
+from .errors import DataError, DegenerateDataError
 from .estimators import softmax_scores
 from .estimators.softmax import SOFTMAX_NAMES
 from .models import LoadedModel
 from .models.checkpoint import nonfinite_frames
+from .analysis.quality import drive_of
+from .quality.agreement import (FLIP_COLUMN, TEMPORAL_COLUMN, class_agreement, mirror_frames,
+                                temporal_agreement)
 from .quality.features import quality_features
 from .layout import RunDir
 from .sampling import sample_pixels
 from .tracing import sample_ats
 
-__all__ = ["FrameScorer", "frame_seed", "trace_finite", "finish_scores", "score_columns"]
+__all__ = ["FrameScorer", "frame_seed", "trace_finite", "finish_scores", "score_columns",
+           "add_temporal_agreement", "check_tta", "TTA_MODES"]
+
+TTA_MODES = ("flip",)
+"""Test-time augmentations `FrameScorer` can add as agreement features (``tta=``)."""
+
+
+def check_tta(tta: str | None) -> None:
+    """None or one of `TTA_MODES`; one line otherwise."""
+    if tta is not None and tta not in TTA_MODES:
+        raise DataError(f"Expected tta None or one of {list(TTA_MODES)}, but got {tta!r}.")
 
 
 def frame_seed(seed: int, frame_id: str) -> int:
@@ -79,6 +92,8 @@ class FrameScorer:
     seed : int, the run seed; each frame's pixels use ``frame_seed(seed, frame_id)``
     features : bool, also the quality features (rows then include likely-present classes)
     save_predictions : RunDir or None, where predicted masks are written
+    tta : None or "flip": also run each frame mirrored left-right and add ``flip_iou``
+        (`saseg.quality.agreement`); a second forward pass per frame, timed as ``flip_s``
 
     Attributes
     ----------
@@ -87,8 +102,10 @@ class FrameScorer:
 
     def __init__(self, model: LoadedModel, fitted: Mapping, *, pixels_per_class: int | None = 1000,
                  softmax: bool = True, seed: int = 0, features: bool = True,
-                 save_predictions: RunDir | None = None):
+                 save_predictions: RunDir | None = None, tta: str | None = None):
+        check_tta(tta)
         self.model = model
+        self.tta = tta
         self.fitted = dict(fitted)
         self.pixels_per_class = pixels_per_class
         self.softmax = softmax
@@ -102,12 +119,31 @@ class FrameScorer:
         clock = time.perf_counter()
         frames, logits, features = trace_finite(self.model, dataset, frames)
         clock = self._tick("forward_s", clock)
-        tables = [self.score_frame(frame, logits[b], features[b]) for b, frame in enumerate(frames)]
+        flip = self._flip_agreement(frames, logits) if self.tta == "flip" and frames else None
+        tables = [self.score_frame(frame, logits[b], features[b],
+                                   flip_iou=None if flip is None else flip[b])
+                  for b, frame in enumerate(frames)]
         self.timing["frames"] += len(frames)
         return tables
 
-    def score_frame(self, frame: Frame, logits: torch.Tensor, features: torch.Tensor) -> pd.DataFrame:
-        """Rows of one frame from its traced logits (C, H, W) and features (d, h, w)."""
+    def _flip_agreement(self, frames: list[Frame], logits: torch.Tensor) -> torch.Tensor:
+        """(B, C) IoU per class of each prediction with the mirrored frame's, mirrored back;
+        a frame whose mirrored pass is not finite gets NaN."""
+        clock = time.perf_counter()
+        flipped, _ = self.model.trace(mirror_frames(frames), check_finite=False)
+        flipped = flipped.flip(-1)
+        finite = torch.isfinite(flipped).flatten(1).all(1)
+        n_classes = self.model.classes.num_classes
+        out = torch.stack([class_agreement(logits[b].max(0).indices, flipped[b].max(0).indices, n_classes)
+                           for b in range(len(frames))])
+        out[~finite.to(out.device)] = float("nan")
+        self._tick("flip_s", clock)
+        return out
+
+    def score_frame(self, frame: Frame, logits: torch.Tensor, features: torch.Tensor,
+                    flip_iou: torch.Tensor | None = None) -> pd.DataFrame:
+        """Rows of one frame from its traced logits (C, H, W) and features (d, h, w); with
+        `flip_iou` (C,), its rows get the ``flip_iou`` column."""
         classes = self.model.classes
         clock = time.perf_counter()
         pred = logits.max(0).indices  # = argmax(0), several times faster over dim 0 on CPU
@@ -130,6 +166,8 @@ class FrameScorer:
             table = extra.merge(table.drop(columns="n_pixels"), on="class_id", how="left")
             table["n_sampled"] = table["n_sampled"].fillna(0).astype("int64")
             clock = self._tick("features_s", clock)
+        if flip_iou is not None:
+            table[FLIP_COLUMN] = flip_iou.cpu().numpy()[table["class_id"].to_numpy()]
         table.insert(0, "frame_id", frame.frame_id)
         table.insert(1, "frame_index", frame.index)
         table.insert(2, "source", frame.source)
@@ -143,6 +181,24 @@ class FrameScorer:
         now = time.perf_counter()
         self.timing[key] = self.timing.get(key, 0.0) + now - since
         return now
+
+
+def add_temporal_agreement(scores_df: pd.DataFrame, run: RunDir, num_classes: int) -> pd.DataFrame:
+    """`scores_df` with ``temporal_iou``: each row's class IoU with the previous frame of its
+    sequence (`saseg.quality.agreement.temporal_agreement`; sequence = `drive_of` the frame id).
+
+    A second pass over the predictions `score` saved in `run`, after every frame is scored:
+    unlike state carried from batch to batch it cannot depend on batch size, chunking,
+    resumption or which Ray worker scored which frame.
+    """
+    frames = scores_df.drop_duplicates("frame_id")[["frame_id", "frame_index"]]
+    ids = frames["frame_id"].astype(str).tolist()
+    iou = temporal_agreement(ids, frames["frame_index"].tolist(), [drive_of(f) for f in ids],
+                             run.prediction, num_classes)
+    table = np.stack([iou[f] for f in scores_df["frame_id"].astype(str)])
+    out = scores_df.copy()
+    out[TEMPORAL_COLUMN] = table[np.arange(len(out)), out["class_id"].to_numpy(dtype=np.int64)]
+    return out
 
 
 def finish_scores(run: RunDir, scores_df: pd.DataFrame, classes, columns: Sequence[str], *,

@@ -10,7 +10,9 @@ label-free features of a run (``saseg quality fit``):
   the target's classes: means of the dispersion, boundary, false-negative and plug-in IoU
   features over predicted classes, the minimum plug-in IoU, the mean plug-in IoU over all
   rows, the number and the false-negative mass of likely-missed classes, the count of
-  predicted classes, and the z-scored ``group_<g>_<s>`` or ``frame_<s>`` columns. Target:
+  predicted classes, the mean and the worst (``max_``/``min_``) over predicted classes of
+  each optional feature present (`extra_columns`: components, flip TTA, temporal), and the
+  z-scored ``group_<g>_<s>`` or ``frame_<s>`` columns. Target:
   the group IoU, or the frame's mean class IoU (as `saseg.analysis.correlation`).
 
 Drives are the groups of the grouped cross-validation: `drive_of` reads them from the frame
@@ -38,12 +40,12 @@ from ..io import read_json, write_json, write_parquet
 from ..quality import QualityModel
 from ..quality.model import META as QUALITY_META
 from ..quality.checks import check_keys, check_params, check_sha256, sha256_bytes
-from ..quality.features import FEATURE_COLUMNS
+from ..quality.features import EXTRA_FEATURE_COLUMNS, FEATURE_COLUMNS, FEATURE_GROUPS
 from ..layout import EvalDir, QualityDir, RunDir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunQuality", "drive_of", "class_features", "target_features", "target_iou",
+__all__ = ["RunQuality", "drive_of", "class_features", "extra_columns", "target_features", "target_iou",
            "fit_quality", "apply_quality", "QUALITY_FORMAT"]
 
 QUALITY_FORMAT = "saseg-run-quality"
@@ -64,13 +66,19 @@ def drive_of(frame_id: str) -> str:
 def class_features(scores_df: pd.DataFrame, score_columns: Sequence[str], classes: ClassInfo) -> pd.DataFrame:
     """(n_rows, p) features of each (frame, class) row, in the row order of `scores_df`."""
     require_columns(scores_df, ["class_id", "n_pixels", *FEATURE_COLUMNS], "scores table (scored with features)")
-    columns = ["n_pixels", *FEATURE_COLUMNS]
+    columns = ["n_pixels", *FEATURE_COLUMNS, *extra_columns(scores_df)]
     for s in score_columns:
         columns += [c for c in (s, f"{s}_q90") if c in scores_df.columns]
     out = scores_df[columns].astype("float64").reset_index(drop=True)
     for c, name in enumerate(classes.names):
         out[f"is_{_slug(name)}"] = (scores_df["class_id"].to_numpy() == c).astype(np.float64)
     return out
+
+
+def extra_columns(scores_df: pd.DataFrame) -> list[str]:
+    """The optional feature columns (`EXTRA_FEATURE_COLUMNS`: components, flip, temporal) a
+    scores table has, in their fixed order: a model fitted with them needs them to predict."""
+    return [c for c in EXTRA_FEATURE_COLUMNS if c in scores_df.columns]
 
 
 def target_features(scores_df: pd.DataFrame, frames_df: pd.DataFrame, score_columns: Sequence[str],
@@ -94,6 +102,9 @@ def target_features(scores_df: pd.DataFrame, frames_df: pd.DataFrame, score_colu
     out["n_predicted"] = by_pred.size()
     out["n_likely_missed"] = missed.groupby("frame_id").size()
     out["missed_mass"] = missed.groupby("frame_id")["fn_mass"].sum()
+    for col in extra_columns(scores_df):  # mean and worst over the predicted classes
+        out[f"mean_{col}"] = by_pred[col].mean()
+        out[f"{EXTRA_FEATURE_COLUMNS[col]}_{col}"] = by_pred[col].agg(EXTRA_FEATURE_COLUMNS[col])
     for col in ("n_predicted", "n_likely_missed", "missed_mass"):
         out[col] = out[col].fillna(0.0)
     indexed = frames_df.set_index(frame_ids)
@@ -121,6 +132,10 @@ class RunQuality:
 
     Parameters
     ----------
+    extra_features : sequence of `FEATURE_GROUPS` names (``components``, ``flip``,
+        ``temporal``), default none: the optional feature groups to learn from. Off by default
+        because none has yet shown an out-of-drive gain (README, "Quality features"); the
+        pilot must have the groups' columns.
     **model_options : passed to every `QualityModel` (e.g. ``min_rows_for_trees``)
 
     Attributes
@@ -132,12 +147,14 @@ class RunQuality:
     oof_ : dict target -> DataFrame of out-of-fold predictions on the pilot
     """
 
-    def __init__(self, **model_options):
+    def __init__(self, *, extra_features: Sequence[str] = (), **model_options):
+        self.extra_features = extra_features
         self.model_options = model_options
 
     def fit(self, run: RunDir, iou_df: pd.DataFrame) -> "RunQuality":
         """Fit on a scored pilot run and its evaluation's ``iou.parquet`` rows."""
         scores_df, frames_df = run.scores(), run.frames()
+        scores_df = scores_df.drop(columns=self._unused_columns(scores_df, run))
         self.classes_ = run.classes()
         self.score_columns_ = [c for c in run.score_columns() if c not in ("risk",)]
         self.pilot_ = {**_identity(run, frames_df), "run": str(run.root), "n_frames": int(len(frames_df))}
@@ -157,6 +174,21 @@ class RunQuality:
         if "class" not in self.models_:
             raise DataError("quality fit: expected at least 10 labelled (frame, class) rows in the pilot.")
         return self
+
+    def _unused_columns(self, scores_df: pd.DataFrame, run: RunDir) -> list[str]:
+        """The optional feature columns of the groups not asked for; refuses missing ones."""
+        groups = list(self.extra_features)
+        unknown = [g for g in groups if g not in FEATURE_GROUPS]
+        if unknown:
+            raise DataError(f"quality fit: expected extra feature groups from {list(FEATURE_GROUPS)}, "
+                            f"but got {unknown}.")
+        wanted = {c for g in groups for c in FEATURE_GROUPS[g]}
+        missing = sorted(wanted - set(scores_df.columns))
+        if missing:
+            raise DataError(f"quality fit: expected the pilot {run.root} to have the columns {missing} of "
+                            f"the feature groups {groups} (flip_iou needs `saseg score --tta flip`, "
+                            f"temporal_iou saved predictions), but it has not.")
+        return [c for c in extra_columns(scores_df) if c not in wanted]
 
     def _tables(self, scores_df: pd.DataFrame, frames_df: pd.DataFrame) -> dict:
         """target -> (features, keys): keys is a (frame_id, class_id) MultiIndex or frame ids."""
@@ -181,6 +213,12 @@ class RunQuality:
         if missing:
             raise DataError(f"quality model: expected the run to have the scores {missing} it was fitted "
                             f"with; score it with the same SA model.")
+        fitted = set(self.models_["class"].features_) if "class" in self.models_ else set()
+        lacking = [c for c in EXTRA_FEATURE_COLUMNS if c in fitted and c not in scores_df.columns]
+        if lacking:
+            raise DataError(f"quality model: expected the run to have the feature columns {lacking} it was "
+                            f"fitted with, but {run.root} lacks them; score it as the pilot was "
+                            f"(flip_iou needs `saseg score --tta flip`, temporal_iou saved predictions).")
         identity = _identity(run, frames_df)
         on_pilot = all(self.pilot_.get(k) == v for k, v in identity.items())
         if on_pilot:
@@ -223,7 +261,8 @@ class RunQuality:
         write_json(out.summary_path, {
             "format": QUALITY_FORMAT, "format_version": _VERSION, "targets": names,
             "classes": self.classes_.to_dict(), "score_columns": self.score_columns_,
-            "pilot": self.pilot_, "model_options": self.model_options, "files": files})
+            "pilot": self.pilot_, "model_options": self.model_options, "files": files,
+            "extra_features": list(self.extra_features)})
         return out.root
 
     @classmethod
@@ -239,8 +278,12 @@ class RunQuality:
                               f"from `saseg quality fit`), but got something else.")
         required = {"format", "format_version", "targets", "classes", "score_columns", "pilot", "model_options"}
         meta = check_keys(meta, required | ({"files"} if meta["format_version"] >= 2 else set()), path,
-                          "a quality dir manifest")
-        self = cls(**check_params(meta["model_options"], QualityModel().get_params(), path))
+                          "a quality dir manifest", optional={"extra_features"})
+        extra = meta.get("extra_features", [])
+        if not isinstance(extra, list) or any(g not in FEATURE_GROUPS for g in extra):
+            raise FormatError(f"{path}: expected 'extra_features' as a list of {sorted(FEATURE_GROUPS)}, "
+                              f"but got {extra!r}.")
+        self = cls(extra_features=extra, **check_params(meta["model_options"], QualityModel().get_params(), path))
         try:
             self.classes_ = ClassInfo.from_dict(meta["classes"])
         except (DataError, TypeError, AttributeError, KeyError, ValueError) as exc:
@@ -266,10 +309,10 @@ class RunQuality:
         return "\n".join(f"{target}: {model.describe()}" for target, model in self.models_.items())
 
 
-def fit_quality(run: str | os.PathLike, eval_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                **model_options) -> RunQuality:
+def fit_quality(run: str | os.PathLike, eval_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                extra_features: Sequence[str] = (), **model_options) -> RunQuality:
     """``saseg quality fit``: fit on a pilot run and its eval dir, save to `out_dir`."""
-    quality = RunQuality(**model_options).fit(_run(run), EvalDir(eval_dir).iou())
+    quality = RunQuality(extra_features=extra_features, **model_options).fit(_run(run), EvalDir(eval_dir).iou())
     quality.save(out_dir)
     return quality
 

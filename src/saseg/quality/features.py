@@ -16,6 +16,8 @@ with ``p_c >= likely_p``, so a missed car still gets a row), gets:
   c is not predicted); ``fn_mass`` is the mass itself, in pixels.
 - ``plugin_iou``: the plug-in expected IoU
   ``sum_{pred = c} p_c / (n_pixels + sum_{pred != c} p_c)``, 0 for a class not predicted.
+- per connected component (MetaSeg): the worst and the area-weighted component of the
+  class, `saseg.quality.components.COMPONENT_COLUMNS` (formulas there).
 
 Everything but the connected components runs as a few passes of torch ops on the logits'
 device; the components use `scipy.ndimage.label` on the CPU.
@@ -26,11 +28,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
 from ..errors import DataError
+from .agreement import FLIP_COLUMN, TEMPORAL_COLUMN
+from .components import COMPONENT_COLUMNS, component_stats
 
-__all__ = ["quality_features", "FEATURE_COLUMNS", "DISPERSIONS", "boundary_mask"]
+__all__ = ["quality_features", "FEATURE_COLUMNS", "EXTRA_FEATURE_COLUMNS", "FEATURE_GROUPS", "DISPERSIONS",
+           "boundary_mask"]
 
 DISPERSIONS = ("entropy", "max_softmax", "margin")
 FEATURE_COLUMNS = (
@@ -38,10 +42,16 @@ FEATURE_COLUMNS = (
     "n_components", "largest_component", "mean_component", "boundary_share",
     "fn_mass", "fn_ratio", "plugin_iou",
 )
-"""The columns `quality_features` adds beside ``class_id`` and ``n_pixels``."""
+"""The columns every run scored with features has, beside ``class_id`` and ``n_pixels``."""
 
-_EIGHT = np.ones((3, 3), dtype=bool)
+EXTRA_FEATURE_COLUMNS = {"comp_worst_entropy": "max", "comp_worst_margin": "max",
+                         "comp_worst_boundary_share": "max", "comp_min_size": "min",
+                         "comp_aw_size": "min", FLIP_COLUMN: "min", TEMPORAL_COLUMN: "min"}
+"""Feature columns a run may have (components, flip TTA, temporal) -> the direction in which
+a class row looks worse ("max": larger is worse)."""
 
+FEATURE_GROUPS = {"components": COMPONENT_COLUMNS, "flip": (FLIP_COLUMN,), "temporal": (TEMPORAL_COLUMN,)}
+"""The optional feature groups a quality model can be asked to use, and their columns."""
 
 def boundary_mask(pred: torch.Tensor, k: int = 2) -> torch.Tensor:
     """(H, W) bool: True where another predicted class lies within `k` px (Chebyshev).
@@ -82,8 +92,8 @@ def quality_features(logits: torch.Tensor, *, boundary_px: int = 2, likely_p: fl
 
     Returns
     -------
-    DataFrame sorted by ``class_id``: ``class_id``, ``n_pixels``, then `FEATURE_COLUMNS`
-    (float64, except the integer geometry counts).
+    DataFrame sorted by ``class_id``: ``class_id``, ``n_pixels``, `FEATURE_COLUMNS`, then
+    `COMPONENT_COLUMNS` (float64, except the integer geometry counts).
     """
     if logits.ndim != 3 or logits.shape[0] < 2:
         raise DataError(f"quality_features: expected logits of shape (C, H, W) with C >= 2, but got "
@@ -129,16 +139,11 @@ def quality_features(logits: torch.Tensor, *, boundary_px: int = 2, likely_p: fl
     out["boundary_share"] = (counts[:, 1] / area.clamp(min=1))[ids].cpu().numpy()
     out["boundary_share"] = np.where(out["n_pixels"] > 0, out["boundary_share"], np.nan)
 
-    pred_np = pred.cpu().numpy()
-    geometry = np.zeros((len(ids), 3))
-    for row, c in enumerate(out["class_id"]):
-        if out["n_pixels"][row] == 0:
-            geometry[row] = (0, 0, np.nan)
-            continue
-        labels, n = ndimage.label(pred_np == c, structure=_EIGHT)
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        geometry[row] = (n, sizes.max(), sizes.mean())
-    out["n_components"] = geometry[:, 0].astype(np.int64)
-    out["largest_component"] = geometry[:, 1].astype(np.int64)
-    out["mean_component"] = geometry[:, 2]
-    return pd.DataFrame(out)[["class_id", "n_pixels", *FEATURE_COLUMNS]]
+    ids_np = out["class_id"]
+    comps = component_stats(pred.cpu().numpy(), dispersion["entropy"].cpu().numpy(),
+                            dispersion["margin"].cpu().numpy(), boundary.cpu().numpy(), n_classes)
+    out["n_components"] = comps["n_components"][ids_np].astype(np.int64)
+    out["largest_component"] = comps["largest_component"][ids_np].astype(np.int64)
+    for name in ("mean_component", *COMPONENT_COLUMNS):
+        out[name] = comps[name][ids_np]
+    return pd.DataFrame(out)[["class_id", "n_pixels", *FEATURE_COLUMNS, *COMPONENT_COLUMNS]]
