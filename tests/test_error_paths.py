@@ -511,3 +511,31 @@ def test_refit_killed_between_files_leaves_no_old_manifest_over_new_files(sa_cop
     with pytest.raises(KeyboardInterrupt):
         fitted.save(qdir)
     assert not (qdir / "run_quality.json").exists()
+
+
+KILL_QUALITY_APPLY = """
+import os, signal, sys
+from saseg.run_dir import RunDir
+def die(self, df):  # frames.parquet has the risk; scores.parquet and score.json never will
+    os.kill(os.getpid(), signal.SIGKILL)
+RunDir.write_scores = die
+from saseg.cli import run
+run(sys.argv[1:])
+"""
+
+
+def test_quality_apply_killed_between_two_files_is_refused_by_readers_until_rerun(quality_dirs, run_copy, capsys):
+    """#23 item 1 for every folder command: a kill leaves the writer's pid, which readers refuse."""
+    args = ["quality", "apply", "--run", run_copy, "--quality", quality_dirs / "ridge"]
+    killed = _python(KILL_QUALITY_APPLY, *args)
+    killed.wait(timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.read()
+    assert "frame_risk" in pd.read_parquet(run_copy / "frames.parquet").columns
+    code, _, err = run_in_process(capsys, "plan", "-s", run_copy / "scores.parquet", "-o", run_copy / "plan2",
+                                  "--skip-ratio", "0.5")
+    _one_line(code, err, match=f"left unfinished by a saseg command that stopped halfway (pid {killed.pid})")
+    code, _, err = run_in_process(capsys, *args)
+    assert code == 0, err
+    code, _, err = run_in_process(capsys, "plan", "-s", run_copy / "scores.parquet", "-o", run_copy / "plan2",
+                                  "--skip-ratio", "0.5")
+    assert code == 0, err
