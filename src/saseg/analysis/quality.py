@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..data import ClassInfo
 from ..errors import DataError, FormatError
-from ..io import read_json, write_json, write_parquet
+from ..io import check_not_unfinished, read_json, write_json, write_parquet
 from ..quality import QualityModel
 from ..quality.checks import check_keys, check_params, check_sha256, sha256_bytes
 from ..quality.features import FEATURE_COLUMNS
@@ -231,6 +231,7 @@ class RunQuality:
         file it lists, then each model (`QualityModel.load`) and out-of-fold table. Format 1
         (written before content hashes) is still read, without the hash check."""
         directory = Path(directory)
+        check_not_unfinished(directory)  # a refit killed halfway
         path = directory / MANIFEST
         meta = read_json(path)
         if not isinstance(meta, dict) or meta.get("format") != QUALITY_FORMAT or meta.get("format_version") not in (1, _VERSION):
@@ -268,6 +269,7 @@ class RunQuality:
 def fit_quality(run: str | os.PathLike, eval_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 **model_options) -> RunQuality:
     """``saseg quality fit``: fit on a pilot run and its eval dir, save to `out_dir`."""
+    check_not_unfinished(eval_dir)  # an `evaluate` killed halfway
     iou_path = Path(eval_dir) / "iou.parquet"
     if not iou_path.is_file():
         raise DataError(f"Expected {iou_path} (from `saseg evaluate` on the pilot), but it does not exist.")
