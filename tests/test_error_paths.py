@@ -539,3 +539,24 @@ def test_quality_apply_killed_between_two_files_is_refused_by_readers_until_reru
     code, _, err = run_in_process(capsys, "plan", "-s", run_copy / "scores.parquet", "-o", run_copy / "plan2",
                                   "--skip-ratio", "0.5")
     assert code == 0, err
+
+
+def test_ray_address_that_accepts_but_is_not_ray_is_one_line(monkeypatch):
+    """A port that accepts and stays silent (a planted listener) would hang Ray for minutes."""
+    import socket
+
+    from saseg import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 1.0)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(saseg.errors.SasegError, match=f"{address}, but it does not answer \\(no answer"):
+            distributed.probe_address(address)
+
+
+def test_ray_address_probe_accepts_a_real_cluster(ray_cluster):
+    from saseg import distributed
+
+    distributed.probe_address(ray_cluster.get_runtime_context().gcs_address)
