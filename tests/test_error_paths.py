@@ -511,3 +511,52 @@ def test_refit_killed_between_files_leaves_no_old_manifest_over_new_files(sa_cop
     with pytest.raises(KeyboardInterrupt):
         fitted.save(qdir)
     assert not (qdir / "run_quality.json").exists()
+
+
+KILL_QUALITY_APPLY = """
+import os, signal, sys
+from saseg.layout import RunDir
+def die(self, df):  # frames.parquet has the risk; scores.parquet and score.json never will
+    os.kill(os.getpid(), signal.SIGKILL)
+RunDir.write_scores = die
+from saseg.cli import run
+run(sys.argv[1:])
+"""
+
+
+def test_quality_apply_killed_between_two_files_is_refused_by_readers_until_rerun(quality_dirs, run_copy, capsys):
+    """#23 item 1 for every folder command: a kill leaves the writer's pid, which readers refuse."""
+    args = ["quality", "apply", "--run", run_copy, "--quality", quality_dirs / "ridge"]
+    killed = _python(KILL_QUALITY_APPLY, *args)
+    killed.wait(timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.read()
+    assert "frame_risk" in pd.read_parquet(run_copy / "frames.parquet").columns
+    code, _, err = run_in_process(capsys, "plan", "-s", run_copy / "scores.parquet", "-o", run_copy / "plan2",
+                                  "--skip-ratio", "0.5")
+    _one_line(code, err, match=f"left unfinished by a saseg command that stopped halfway (pid {killed.pid})")
+    code, _, err = run_in_process(capsys, *args)
+    assert code == 0, err
+    code, _, err = run_in_process(capsys, "plan", "-s", run_copy / "scores.parquet", "-o", run_copy / "plan2",
+                                  "--skip-ratio", "0.5")
+    assert code == 0, err
+
+
+def test_ray_address_that_accepts_but_is_not_ray_is_one_line(monkeypatch):
+    """A port that accepts and stays silent (a planted listener) would hang Ray for minutes."""
+    import socket
+
+    from saseg import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 1.0)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(saseg.errors.SasegError, match=f"{address}, but it does not answer \\(no answer"):
+            distributed.probe_address(address)
+
+
+def test_ray_address_probe_accepts_a_real_cluster(ray_cluster):
+    from saseg import distributed
+
+    distributed.probe_address(ray_cluster.get_runtime_context().gcs_address)

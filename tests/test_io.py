@@ -93,3 +93,28 @@ def test_compare_settings_only_compares(tmp_path):
     with pytest.raises(FormatError, match=r"k\d: .* and 2 more"):
         compare_settings({f"k{i}": i for i in range(7)}, {}, "result.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_lock_is_reentrant_and_marks_only_a_writer_that_stopped_halfway(tmp_path):
+    """#23 item 1: the pid stays in the lock file after Ctrl-C or a kill, not after an error."""
+    from saseg.errors import DataError
+    from saseg.io import LOCK_NAME, check_not_unfinished, output_lock
+
+    folder = tmp_path / "out"
+    with output_lock(folder):
+        with output_lock(folder):  # the same process again: no refusal of itself
+            check_not_unfinished(folder)  # a folder this process holds can be read by it
+        assert (folder / LOCK_NAME).read_text().strip() == f"pid {os.getpid()}"
+    assert (folder / LOCK_NAME).read_text() == ""
+    with pytest.raises(ValueError):
+        with output_lock(folder):
+            raise ValueError("bad input")  # an ordinary error: finished, nothing half-written
+    check_not_unfinished(folder)
+    with pytest.raises(KeyboardInterrupt):
+        with output_lock(folder):
+            raise KeyboardInterrupt
+    with pytest.raises(DataError, match=f"stopped halfway \\(pid {os.getpid()}\\)"):
+        check_not_unfinished(folder)
+    with output_lock(folder):
+        pass
+    check_not_unfinished(folder)  # the next writer that finishes clears it

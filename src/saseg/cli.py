@@ -207,7 +207,8 @@ def hold_output(path: str | os.PathLike) -> None:
     naming the holder (`saseg.io.output_lock`); the lock dies with its process.
     """
     folder = Path(path).parent if Path(path).suffix in (".parquet", ".html") else Path(path)
-    session.context.with_resource(output_lock(folder))
+    if session.context is not None:  # None only when a command function is called directly
+        session.context.with_resource(output_lock(folder))
 
 
 # Values that need more than a type: parsed once, rejected as usage errors naming the option.
@@ -388,7 +389,7 @@ def score(
     quiet: QuietOpt = False,
 ):
     """Score frames: class SA per predicted class, z-scored group SA and frame SA."""
-    hold_output(out)
+    hold_output(Path(out).parent)  # --out names the scores table, whatever its suffix
     df = pipeline.score(model, sa, data, out, split=split, pixels_per_class=pixels_per_class or None,
                       reference=reference, seed=seed, batch_size=batch_size, device=device,
                       resume=resume, save_predictions=predictions, progress=not quiet,

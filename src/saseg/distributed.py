@@ -50,7 +50,7 @@ from .progress import progress_bar
 from .layout import RunDir, encode_prediction
 from .scoring import FrameScorer
 
-__all__ = ["RayOptions", "require_ray", "connect", "check_resources", "score_chunks", "collect_pixels"]
+__all__ = ["RayOptions", "require_ray", "connect", "probe_address", "check_resources", "score_chunks", "collect_pixels"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def connect(options: RayOptions):
             atexit.register(shutil.rmtree, private, True)  # before ray.init: runs after Ray's own exit hook
             kwargs.update(address="local", _temp_dir=private)
         else:
-            _probe(address)
+            probe_address(address)
             kwargs.update(address=address)
         try:
             ray.init(**kwargs)
@@ -143,16 +143,25 @@ def connect(options: RayOptions):
 CONNECT_TIMEOUT_S = 10.0
 
 
-def _probe(address: str) -> None:
-    """Open (and close) a TCP connection to ``host:port`` / ``ray://host:port`` within
-    `CONNECT_TIMEOUT_S`: Ray itself retries a silent address for minutes. ``auto`` (the
-    user's explicit choice of the current-cluster file) is left to Ray."""
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def probe_address(address: str) -> None:
+    """Check within `CONNECT_TIMEOUT_S` that ``host:port`` / ``ray://host:port`` answers as a
+    gRPC server (Ray's GCS and Ray Client both are): open a connection, send HTTP/2's preface
+    and an empty SETTINGS frame, and expect a frame back. Ray itself retries a silent address
+    for minutes. ``auto`` (the user's explicit choice of the current-cluster file) is left to Ray."""
     match = re.fullmatch(r"(?:ray://)?\[?([^\[\]]+?)\]?:(\d+)", address.strip())
     if match is None:
         return
     host, port = match.group(1), int(match.group(2))
     try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as sock:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            sock.sendall(_HTTP2_PREFACE)
+            frame = sock.recv(9)
+        if len(frame) < 9:
+            raise ConnectionError(0, "closed without an answer")
     except OSError as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise SasegError(f"Expected a Ray cluster at {address}, but it does not answer ({reason}, "

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from .errors import BusyError, FormatError
+from .errors import BusyError, DataError, FormatError
 
 try:  # POSIX; elsewhere output folders are not locked (see `output_lock`)
     import fcntl
@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "read_json", "write_parquet",
-           "write_csv", "check_settings", "compare_settings", "PartStore", "output_lock", "LOCK_NAME"]
+           "write_csv", "check_settings", "compare_settings", "PartStore", "output_lock", "check_not_unfinished", "LOCK_NAME"]
 
 
 @contextmanager
@@ -272,6 +272,11 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
     --quality`` applies the quality model to the run it holds); a flock held through another
     file descriptor of the same process would otherwise refuse its own holder.
 
+    The pid stays in the file only when the writer stops without returning or raising an
+    ordinary error (``kill -9``, Ctrl-C, a crash): `check_not_unfinished` then tells readers
+    the folder may hold a mix of two runs' files. A writer that finishes, or fails with an
+    error (usually before writing: a bad input), empties the file.
+
     Raises
     ------
     BusyError
@@ -280,35 +285,75 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
-    if key in _held_locks or fcntl is None:
-        _held_locks.setdefault(key, [None, 0])[1] += 1
+    if key not in _held_locks and fcntl is not None:
+        path = folder / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         try:
-            yield folder
-        finally:
-            _release(key)
-        return
-    path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # BlockingIOError: held elsewhere
-        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
-        os.close(fd)
-        raise BusyError(f"{folder} is being written by another saseg process ({holder}); wait "
-                        "for it to finish, or write to another folder.") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
-    _held_locks[key] = [fd, 1]
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: held elsewhere
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
+            os.close(fd)
+            raise BusyError(f"{folder} is being written by another saseg process ({holder}); wait "
+                            "for it to finish, or write to another folder.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        _held_locks[key] = [fd, 0]
+    _held_locks.setdefault(key, [None, 0])[1] += 1
     try:
         yield folder
-    finally:
-        _release(key)
+    except Exception:
+        _release(key, finished=True)
+        raise
+    except BaseException:
+        _release(key, finished=False)
+        raise
+    else:
+        _release(key, finished=True)
 
 
-def _release(key: str) -> None:
+def _release(key: str, finished: bool) -> None:
     entry = _held_locks[key]
     entry[1] -= 1
     if entry[1] == 0:
         del _held_locks[key]
         if entry[0] is not None:
+            if finished:
+                os.ftruncate(entry[0], 0)
             os.close(entry[0])  # closing the only descriptor releases the flock
+
+
+def check_not_unfinished(folder: str | os.PathLike) -> None:
+    """Refuse to read a folder that a saseg command is writing, or stopped writing halfway.
+
+    Its lock file (`output_lock`) names a pid while a writer holds it, and still does after a
+    writer was killed: either way the folder may hold files of two runs. A folder this
+    process holds, or one without a lock file (written by the library directly), passes.
+
+    Raises
+    ------
+    BusyError
+        If another process is writing the folder.
+    DataError
+        If the last writer stopped halfway.
+    """
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    if fcntl is None or not path.is_file() or str(folder.resolve()) in _held_locks:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        if not holder:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise BusyError(f"{folder} is being written by another saseg process ({holder}); wait "
+                            "for it to finish.") from None
+        raise DataError(f"{folder} was left unfinished by a saseg command that stopped halfway "
+                        f"({holder}); rerun that command to finish it.")
+    finally:
+        os.close(fd)

@@ -36,7 +36,7 @@ import pandas as pd
 from ..columns import FRAME, frame_target_iou, id_set_sha256, require_columns, target_column
 from ..data import ClassInfo
 from ..errors import DataError, FormatError
-from ..io import read_json, write_json, write_parquet
+from ..io import check_not_unfinished, read_json, write_json, write_parquet
 from ..quality import QualityModel
 from ..quality.model import META as QUALITY_META
 from ..quality.checks import check_keys, check_params, check_sha256, sha256_bytes
@@ -271,6 +271,7 @@ class RunQuality:
         file it lists, then each model (`QualityModel.load`) and out-of-fold table. Format 1
         (written before content hashes) is still read, without the hash check."""
         folder = QualityDir(directory)
+        check_not_unfinished(folder.root)  # a refit killed halfway
         path = folder.summary_path
         meta = read_json(path)
         if not isinstance(meta, dict) or meta.get("format") != QUALITY_FORMAT or meta.get("format_version") not in (1, _VERSION):

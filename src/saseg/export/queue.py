@@ -25,7 +25,7 @@ from PIL import Image
 from ..columns import frame_score_columns
 from ..data.classes import ClassInfo
 from ..errors import DataError
-from ..io import atomic_path, write_bytes
+from ..io import atomic_path, check_not_unfinished, write_bytes
 from ..layout import frame_stem
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class QueueItem:
 
 def read_plan(path: str | os.PathLike):
     """Read a plan.csv with ids and sources kept as text (``00012`` must not become 12)."""
+    check_not_unfinished(Path(path).parent)  # plan.csv and plan.json of one `saseg plan` run
     try:
         return pd.read_csv(path, dtype={"frame_id": str, "source": str}, keep_default_na=False)
     except FileNotFoundError:

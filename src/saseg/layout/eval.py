@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError, FormatError
-from ..io import read_json
+from ..io import check_not_unfinished, read_json
 
 __all__ = ["EvalDir"]
 
@@ -77,7 +77,9 @@ class EvalDir:
         return self
 
     def iou(self) -> pd.DataFrame:
-        """``iou.parquet`` (`saseg.metrics.frame_iou` rows with ``frame_id`` and ``frame_index``)."""
+        """``iou.parquet`` (`saseg.metrics.frame_iou` rows with ``frame_id`` and ``frame_index``);
+        refused while `evaluate` writes the folder or after it was killed halfway."""
+        check_not_unfinished(self.root)
         if not self.iou_path.is_file():
             raise DataError(f"Expected {self.iou_path} (from `saseg evaluate`), but it does not exist.")
         try:

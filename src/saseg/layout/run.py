@@ -33,7 +33,7 @@ from ..data import ClassInfo, Dataset, Frame, open_dataset
 from ..errors import DataError, FormatError
 from ..estimators.base import SurpriseEstimator
 from ..estimators.sa_model import load_sa_model
-from ..io import PartStore, atomic_path, read_json, write_json, write_parquet
+from ..io import PartStore, atomic_path, check_not_unfinished, read_json, write_json, write_parquet
 from ..models import LoadedModel, load_model
 
 __all__ = ["RunDir", "SCORES", "encode_prediction", "frame_relpath", "frame_stem"]
@@ -206,13 +206,14 @@ class RunDir:
         return _read_table(self.frames_path, columns)
 
     def check_finished(self) -> None:
-        """Refuse a run that `score` is writing, or left unfinished (its parts folder is there):
-        its tables may be half old, half new."""
+        """Refuse a run that `score` is writing, or left unfinished (its parts folder is there),
+        or that another command stopped writing halfway: its tables may be half old, half new."""
         parts = PartStore.parts_dir(self.scores_path)
         if parts.exists():
             raise DataError(f"Expected a finished run in {self.root}, but `saseg score` is writing it "
                             f"or was stopped ({parts} is there); rerun the same score command to "
                             "finish it.")
+        check_not_unfinished(self.root)  # e.g. `quality apply` killed between two tables
 
     def write_scores(self, df: pd.DataFrame) -> None:
         write_parquet(self.scores_path, df)
