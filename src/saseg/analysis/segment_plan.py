@@ -180,6 +180,11 @@ def calibrate_segments(pilot: SegmentTable, *, score: str, alpha: float = 0.05, 
     j = _pick(losses, alpha, delta, bound, in_expectation, seed) if len(grid) else -1
     if j >= 0:
         g.threshold = float(grid[j])
+    elif promise == "skip-precision":
+        g.causes["all"] = (f"Cause: skip precision is a ratio; a frame's loss moves by 1/{pilot.n_classes} (the "
+                           "classes) per segment, and the most cautious thresholds accept almost nothing, so the "
+                           f"betting bound gains too little over {pilot.n_frames} frames. This promise has little "
+                           "power at pilot sizes like this; promise label error instead.")
     else:
         g.causes["all"] = _cause(losses, pilot.n_frames, alpha, delta, bound, in_expectation)
     for name in per_class:
