@@ -28,7 +28,7 @@ from ..errors import DataError
 from ..io import write_csv, write_json
 from .bounds import BOUNDS, crc_index, fixed_sequence, p_values, pilot_multiple_needed
 from ..run_dir import RunDir
-from .plan import PLAN_CSV, SEGMENTS_CSV, PriceModel, pilot_of
+from .plan import PLAN_CSV, SEGMENTS_CSV, PriceModel, pilot_of, shift_lines
 from .segment_compare import available_scores, compare_scores
 from .segments import (PROMISES, SegmentTable, accept, class_losses, label_error_losses, realised,
                        segment_table, skip_precision_losses, threshold_grid)
@@ -227,11 +227,7 @@ class SegmentPlan:
                  f"{s['units_all']:,} units; review {s['review']:g} unit per accepted segment)."]
         if s.get("guarantee"):
             lines.append(s["guarantee"]["statement"])
-        for check in s.get("shift", []):
-            lines.append(("WARNING: " if check["shifted"] else "") + check["statement"] + ".")
-        if s.get("shift_alarm"):
-            lines.append("The pool does not look like the pilot, so the promise may not hold: label a pilot "
-                         "from the new conditions and calibrate on it.")
+        lines += shift_lines(s.get("shift", []), "promise")
         if s.get("realised"):
             r = s["realised"]
             among = r["wrong_among_accepted"]
