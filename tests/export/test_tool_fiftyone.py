@@ -84,3 +84,32 @@ def test_from_dir_and_script_load_the_queue(fiftyone_python, tool_runner, tool_q
                 np.testing.assert_array_equal(np.asarray(image.convert("RGB")), q.images[frame_id])
         assert all(r == [0, 65535] for r in got["heatmap_ranges"])
 
+
+
+LOAD_MARKS = """
+import json, runpy, sys
+import fiftyone as fo
+out = sys.argv[1]
+own = fo.Dataset.from_dir(out, dataset_type=fo.types.FiftyOneDataset, name="marks-from-dir")
+script = runpy.run_path(out + "/import_fiftyone.py", run_name="saseg_test")["load"]("marks-script")
+print(json.dumps({key: {s.frame_id: list(s.accepted_classes or []) for s in ds}
+                  for key, ds in (("from_dir", own), ("script", script))}))
+"""
+
+
+def test_segment_marks_load_as_a_sample_field(fiftyone_python, tool_runner, tool_queue, tmp_path):
+    """A segment plan's accepted classes: a list field on each sample, both ways of loading."""
+    q = tool_queue
+    marks = {q.order[1]: "Road;Sky"}
+    queue = q.queue.assign(accepted_classes=q.queue["frame_id"].map(marks).fillna(""))
+    export_fiftyone(queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
+                    image_for=q.image_for)
+    db_dir = tmp_path / "fiftyone-db"
+    env = {"FIFTYONE_DATABASE_DIR": str(db_dir), "FIFTYONE_DO_NOT_TRACK": "true",
+           "FIFTYONE_DATABASE_VALIDATION": "false", "FIFTYONE_DATASET_ZOO_DIR": str(tmp_path)}
+    try:
+        loaded = tool_runner(fiftyone_python, LOAD_MARKS, q.out, env=env)
+    finally:
+        _stop_mongod(db_dir)
+    expected = {fid: ["Road", "Sky"] if fid in marks else [] for fid in q.order}
+    assert loaded["from_dir"] == expected and loaded["script"] == expected

@@ -43,7 +43,8 @@ from ..viz.plots import plot_risk_coverage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate", "pilot_of"]
+__all__ = ["PriceModel", "Plan", "plan", "plan_from_run", "pilot_curve_for", "calibrate", "pilot_of",
+           "shift_lines"]
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,7 @@ class Plan:
                  f"(saves {s['saved_usd']:,.2f} USD, {s['units_plan']:,} of {s['units_all']:,} units)."]
         if s.get("guarantee"):
             lines.append(s["guarantee"]["statement"])
-        for check in s.get("shift", []):
-            lines.append(("WARNING: " if check["shifted"] else "") + check["statement"] + ".")
-        if any(c["shifted"] for c in s.get("shift", [])):
-            lines.append("The pool does not look like the pilot, so the guarantee may not hold: "
-                         "label a pilot from the new conditions and calibrate on it.")
+        lines += shift_lines(s.get("shift", []), "guarantee")
         if s.get("expected_inaccuracy"):
             parts = [f"IoU<{k[len('below_'):]}: {v:.1%}" if k.startswith("below_")
                      else f"mean 1-IoU: {v:.3f}" for k, v in s["expected_inaccuracy"].items()]
@@ -141,6 +138,15 @@ class Plan:
         if s.get("over_budget"):
             lines.append(f"Over budget: the unscored frames alone exceed the budget of {s['requested']}.")
         return "\n".join(lines)
+
+
+def shift_lines(checks: Sequence[dict], what: str = "guarantee") -> list[str]:
+    """The shift alarm's lines of a plan summary: each check, and the advice when one fired."""
+    lines = [("WARNING: " if c["shifted"] else "") + c["statement"] + "." for c in checks]
+    if any(c["shifted"] for c in checks):
+        lines.append(f"The pool does not look like the pilot, so the {what} may not hold: label a pilot from the "
+                     "new conditions and calibrate on it.")
+    return lines
 
 
 def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: float | None = None,

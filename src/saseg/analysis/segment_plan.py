@@ -28,7 +28,7 @@ from ..errors import DataError
 from ..io import write_csv, write_json
 from .bounds import BOUNDS, crc_index, fixed_sequence, p_values, pilot_multiple_needed
 from ..layout import EvalDir, PlanDir, RunDir
-from .plan import PriceModel, pilot_of
+from .plan import PriceModel, pilot_of, shift_lines
 from .segment_compare import available_scores, compare_scores
 from .segments import (PROMISES, SegmentTable, accept, class_losses, label_error_losses, realised,
                        segment_table, skip_precision_losses, threshold_grid)
@@ -180,6 +180,11 @@ def calibrate_segments(pilot: SegmentTable, *, score: str, alpha: float = 0.05, 
     j = _pick(losses, alpha, delta, bound, in_expectation, seed) if len(grid) else -1
     if j >= 0:
         g.threshold = float(grid[j])
+    elif promise == "skip-precision":
+        g.causes["all"] = (f"Cause: skip precision is a ratio; a frame's loss moves by 1/{pilot.n_classes} (the "
+                           "classes) per segment, and the most cautious thresholds accept almost nothing, so the "
+                           f"betting bound gains too little over {pilot.n_frames} frames. This promise has little "
+                           "power at pilot sizes like this; promise label error instead.")
     else:
         g.causes["all"] = _cause(losses, pilot.n_frames, alpha, delta, bound, in_expectation)
     for name in per_class:
@@ -222,11 +227,7 @@ class SegmentPlan:
                  f"{s['units_all']:,} units; review {s['review']:g} unit per accepted segment)."]
         if s.get("guarantee"):
             lines.append(s["guarantee"]["statement"])
-        for check in s.get("shift", []):
-            lines.append(("WARNING: " if check["shifted"] else "") + check["statement"] + ".")
-        if s.get("shift_alarm"):
-            lines.append("The pool does not look like the pilot, so the promise may not hold: label a pilot "
-                         "from the new conditions and calibrate on it.")
+        lines += shift_lines(s.get("shift", []), "promise")
         if s.get("realised"):
             r = s["realised"]
             among = r["wrong_among_accepted"]
