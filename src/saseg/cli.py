@@ -35,6 +35,7 @@ from .analysis import selection
 from .data import has_splits, open_dataset
 from .distributed import RayOptions
 from .errors import SasegError
+from .export import labels_import as labels_import_module
 from .export import run as export_run
 from .models.checkpoint import TRUSTED_FACTORIES_ENV
 from .models.train import train as train_model
@@ -480,6 +481,31 @@ def quality_apply(
     """Add `quality` (predicted IoU) and `risk` (1 - quality) to a run: rank and plan by frame_risk."""
     df = quality_run.apply_quality(run_dir, quality)
     typer.echo(f"quality: {run_dir}  ({len(df)} rows; scores risk, group_<g>_risk, frame_risk)")
+
+
+labels_app = typer.Typer(help="Labels back from a labelling tool, as a dataset saseg opens.",
+                         no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("import")
+def labels_import(
+    tool: Annotated[Literal["labelstudio", "cvat"], typer.Option("--tool", help="The tool the labels come from.")],
+    export_dir: Annotated[str, typer.Option("--export", "-e", help="The folder `saseg export` wrote (moved or copied is fine).")],
+    source: Annotated[str, typer.Option("--from", "-f", help="The tool's export: Label Studio JSON, or its PNG zip/folder; CVAT 'Segmentation mask 1.1' zip.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Label folder to write (or add to): images/, labels/, classes.json.")],
+    root: Annotated[Optional[str], typer.Option("--root", help="Label Studio: the folder the task image paths are relative to, if not the export's document root.")] = None,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Label Studio PNG: a JSON export of the project, to map task ids to frames (default: labelstudio_tasks.json in the export).")] = None,
+    pick: Annotated[Literal["refuse", "latest"], typer.Option("--pick", help="Two annotations for one task: refuse the task, or take the latest (highest annotation id).")] = "refuse",
+):
+    """Read the tool's export, match tasks to frame ids, write labels `--data folder:...` opens."""
+    report = labels_import_module.import_labels(tool, export_dir, source, out, root=root, tasks=tasks, pick=pick)
+    typer.echo(report.describe())
+    typer.echo(f"labels: {out}  (--data '{labels_import_module.label_spec(out)}')")
+    if not report.ok:
+        typer.echo(f"error: {len(report.refused)} tasks refused (listed above); the "
+                   f"{len(report.imported)} others are imported", err=True)
+        raise typer.Exit(1)
 
 
 experiment_app = typer.Typer(help="The paper's experiments.", no_args_is_help=True)

@@ -7,13 +7,16 @@ Writes to ``out_dir``:
   ``frame_entropy``, ``frame_risk``, ...), so the Data Manager can show and sort on them; ``predictions``
   holds one prediction (``model_version`` "saseg") with one ``brushlabels`` region per
   predicted class (Label Studio brush RLE, see `saseg.export.rle`). Its ``score`` is the
-  priority ``1 - (i - 1) / n`` of the i-th of n tasks: Label Studio wants a score in [0, 1],
-  and a surprise value has no fixed scale (``data.surprise`` keeps it).
-* ``labelstudio_config.xml`` - the labelling interface: an ``Image`` and ``BrushLabels``
-  with the class names and colours.
-* ``labelstudio_storage.json`` - ``document_root`` and ``storage_path`` (below).
-* ``import_labelstudio.py`` - the API import in one command (standard library only).
-* ``IMPORT.md`` - the import steps, with this export's paths filled in.
+  model's confidence in the mask, ``1 - frame_risk`` (the learned quality), and absent
+  without a quality model: never the queue priority, which ``data.rank`` holds.
+* ``labelstudio_config.xml`` - the labelling interface: a header with the rank (and risk or
+  surprise), an ``Image`` and ``BrushLabels`` with the class names and colours.
+* ``labelstudio_storage.json`` - ``document_root`` and ``storage_path`` (below), relative to
+  the export folder, so the folder can move.
+* ``saseg_classes.json`` - the class metadata, for ``saseg labels import``.
+* ``import_labelstudio.py`` - the API import in one command (standard library only); it
+  records Label Studio's task ids in ``labelstudio_tasks.json`` (for the PNG export's names).
+* ``IMPORT.md`` - the import steps, headless machine included.
 * ``images/`` - frames decoded from a video or generated (PNG), and copies with ``copy=True``.
 
 Images are served by Label Studio's local-files storage. Label Studio serves
@@ -39,14 +42,16 @@ import numpy as np
 
 from ..data.classes import ClassInfo
 from ..errors import DataError
-from ..io import write_json, write_text
+from ..io import read_json, write_json, write_text
 from . import rle
-from .queue import ImageFn, PredictionFn, iter_items, prune, select_rows
+from .queue import ImageFn, PredictionFn, iter_items, prune, select_rows, write_classes
 
 logger = logging.getLogger(__name__)
 
 FROM_NAME = "tag"
 TO_NAME = "image"
+TASK_MAP = "labelstudio_tasks.json"  # {"project": id, "tasks": {task id: frame id}}
+CONFIDENCE = "frame_risk"  # prediction score = 1 - this frame score, when the run has it
 
 
 def export_labelstudio(
@@ -96,29 +101,36 @@ def export_labelstudio(
     for item in iter_items(rows, out_dir=out_dir, classes=classes, prediction_for=prediction_for,
                            image_for=image_for, materialise="copy" if copy else "reference"):
         items.append(item.image)
+        prediction = {"model_version": "saseg",
+                      "result": brush_results(item.prediction, classes, region_prefix=f"r{item.rank}")}
+        if CONFIDENCE in item.frame_scores:
+            prediction["score"] = min(1.0, max(0.0, 1.0 - item.frame_scores[CONFIDENCE]))
         tasks.append({
             "data": {"image": None, "frame_id": item.frame_id, "surprise": item.score,
                      "rank": item.rank, **item.frame_scores},
-            "predictions": [{
-                "model_version": "saseg",
-                "score": None,
-                "result": brush_results(item.prediction, classes, region_prefix=f"r{item.rank}"),
-            }],
+            "predictions": [prediction],
         })
     root, storage = serving_paths(items, out_dir, image_root, local_files=not url_prefix)
-    for position, (task, image) in enumerate(zip(tasks, items)):
+    for task, image in zip(tasks, items):
         task["data"]["image"] = image_url(image, root, url_prefix)
-        task["predictions"][0]["score"] = 1.0 - position / len(tasks)
 
     prune(out_dir / "images", set(items))
     # Compact: every RLE byte on its own indented line would multiply the file size.
     write_text(out_dir / "tasks.json", json.dumps(tasks, separators=(",", ":")) + "\n")
-    write_text(out_dir / "labelstudio_config.xml", labelstudio_config(classes))
+    write_text(out_dir / "labelstudio_config.xml",
+               labelstudio_config(classes, header=header_fields([t["data"] for t in tasks])))
+    here = out_dir.resolve()
     write_json(out_dir / "labelstudio_storage.json",
-               {"document_root": str(root), "storage_path": str(storage) if storage else None,
-                "url_prefix": url_prefix, "tasks": len(tasks)})
+               {"document_root": os.path.relpath(root, here),
+                "storage_path": os.path.relpath(storage, here) if storage else None,
+                "url_prefix": url_prefix, "tasks": len(tasks),
+                "numeric_fields": numeric_fields([t["data"] for t in tasks])})
+    write_classes(out_dir, classes)
+    (out_dir / TASK_MAP).unlink(missing_ok=True)  # task ids of an earlier queue's import
     write_text(out_dir / "import_labelstudio.py", IMPORT_SCRIPT)
-    write_text(out_dir / "IMPORT.md", _import_notes(out_dir, root, storage, url_prefix, len(tasks)))
+    write_text(out_dir / "IMPORT.md", import_notes(os.path.relpath(root, here),
+                                                   os.path.relpath(storage, here) if storage else None,
+                                                   url_prefix, len(tasks)))
     logger.info("Wrote %d Label Studio tasks to %s", len(tasks), out_dir / "tasks.json")
     return out_dir
 
@@ -155,15 +167,35 @@ def brush_results(
     return results
 
 
-def labelstudio_config(classes: ClassInfo) -> str:
-    """The labelling interface XML: an image with one brush label per class, in class colours."""
+def header_fields(data: list[dict]) -> list[str]:
+    """Task fields the labelling page shows in its header: rank, then risk or surprise.
+
+    Only fields every task holds (Label Studio refuses tasks that lack a field the config names).
+    """
+    wanted = ["rank", CONFIDENCE if any(CONFIDENCE in d for d in data) else "surprise"]
+    return [f for f in wanted if data and all(f in d for d in data)]
+
+
+def numeric_fields(data: list[dict]) -> list[str]:
+    """Task fields that hold numbers (rank, surprise, frame scores): the Data Manager's view
+    types them Number, so they sort and filter as numbers, not text."""
+    keys = dict.fromkeys(k for d in data for k in d)
+    return [k for k in keys if k not in ("image", "frame_id")
+            and all(isinstance(d.get(k), (int, float)) or d.get(k) is None for d in data)]
+
+
+def labelstudio_config(classes: ClassInfo, header: list[str] = ()) -> str:
+    """The labelling interface XML: a header with the `header` task fields, an image with one
+    brush label per class, in class colours."""
     labels = "\n".join(
         f"    <Label value={quoteattr(name)} background={quoteattr(_hex(colour))}/>"
         for name, colour in zip(classes.names, classes.colours)
     )
+    shown = " · ".join(f"{field.replace('frame_', '')} ${field}" for field in header)
     return (
         "<View>\n"
-        f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
+        + (f"  <Header value={quoteattr(shown)}/>\n" if header else "")
+        + f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
         f'  <BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">\n'
         f"{labels}\n"
         "  </BrushLabels>\n"
@@ -182,6 +214,16 @@ def image_url(image: Path, root: Path, url_prefix: str | None = None) -> str:
     if url_prefix:
         return url_prefix.rstrip("/") + "/" + quote(relative)
     return "/data/local-files/?d=" + quote(relative)
+
+
+def document_root(export_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """The folder an export's ``?d=`` image paths are relative to: `root` when given (the export
+    moved away from images it references), else ``document_root`` of ``labelstudio_storage.json``
+    resolved against the export folder (absolute in older exports)."""
+    if root is not None:
+        return Path(root).resolve()
+    setup = read_json(Path(export_dir) / "labelstudio_storage.json")
+    return (Path(export_dir) / setup["document_root"]).resolve()
 
 
 def serving_paths(images: list[Path], out_dir: Path, image_root=None, *,
@@ -224,44 +266,69 @@ def _hex(colour) -> str:
     return "#" + "".join(f"{int(v):02x}" for v in colour)
 
 
-def _import_notes(out_dir: Path, root: Path, storage: Path | None, url_prefix: str | None,
-                  n: int) -> str:
-    out_dir = out_dir.resolve()
-    head = f"# Label Studio import ({n} frames, most surprising first)\n\n"
-    config, tasks = out_dir / "labelstudio_config.xml", out_dir / "tasks.json"
+def import_notes(root: str, storage: str | None, url_prefix: str | None, n: int) -> str:
+    """IMPORT.md: every step on a fresh, headless machine; paths relative to the export folder."""
+    head = (f"# Label Studio import ({n} frames, most surprising first)\n\n"
+            "Paths here are relative to this folder: run the commands from it (`cd` here). "
+            "The folder can be moved or copied to another machine as a whole.\n\n")
+    order = ("Keep the priority order: in the Data Manager sort by `rank` ascending (set the "
+             "column's type to *Number* from its header menu), then *Label Tasks As Displayed*.")
     if url_prefix:
         return head + (
             f"Images are served from `{url_prefix}` (paths relative to `{root}`).\n\n"
             "1. Create a project; Settings > Labeling Interface > Code: paste "
-            f"`{config}`.\n"
-            f"2. Import `{tasks}`: each task carries the model's prediction as brush masks.\n"
-            "3. Keep the priority order: in the Data Manager sort by `rank` ascending, then "
-            "*Label Tasks As Displayed*.\n"
-        )
+            "`labelstudio_config.xml`.\n"
+            "2. Import `tasks.json`: each task carries the model's prediction as brush masks.\n"
+            f"3. {order}\n")
+    doc_root = '"$PWD"' if root == "." else f'"$(cd {root} && pwd)"'
     return head + (
         "## 1. Start Label Studio so that it serves this export's images\n\n"
-        "```\nLABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\\n"
-        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} \\\n"
-        "label-studio start\n```\n\n"
+        "On a machine without a screen (a server, over ssh), from this folder:\n\n"
+        "```\npip install label-studio            # 1.23 tested\n"
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\\n"
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={doc_root} \\\n"
+        "LATEST_VERSION_CHECK=false \\\n"
+        "label-studio start --no-browser --port 8080 --data-dir ~/label-studio-data \\\n"
+        "    --username you@example.com --password '<a password>'\n```\n\n"
+        "`--no-browser`: there is no screen to open one on. `--port`: where it listens (open "
+        "`http://<machine>:8080` from your own browser, or `ssh -L 8080:localhost:8080 "
+        "<machine>`). `--data-dir`: where Label Studio keeps its database and exports (keep it: "
+        "the labels live there). `--username`/`--password` create the first user on the first "
+        "start (or sign up in the browser). `LATEST_VERSION_CHECK=false`: Label Studio "
+        "otherwise looks up a newer version online at start, which stalls without internet. "
+        "The document root is the folder the image paths below are relative to"
+        + (" (this folder)" if root == "." else f" (`{root}` from here)") + ".\n\n"
         "## 2. Import\n\n"
-        "**With the API, in one command** (Label Studio 1.23 refuses the legacy token; use a "
-        "personal access token: avatar > Account & Settings > Personal Access Token > Create):\n\n"
-        f"```\npython {out_dir / 'import_labelstudio.py'} --url http://localhost:8080 "
-        "--token <PERSONAL_ACCESS_TOKEN>\n```\n\n"
+        "**With the API, in one command.** Sign in, then avatar (top right) > *Account & "
+        "Settings* > *Personal Access Token* > **Create New Token**, and copy it (Label Studio "
+        "1.23 refuses the legacy token):\n\n"
+        "```\npython import_labelstudio.py --url http://localhost:8080 --token <TOKEN>\n```\n\n"
         "It creates the project from `labelstudio_config.xml`, adds a *Local files* source "
         f"storage at `{storage}` (not synced: the tasks come from `tasks.json`), imports "
-        "`tasks.json` in queue order, checks that Label Studio serves the first image, and "
-        "adds a Data Manager tab *Queue order* sorted by `rank`. The same steps by hand:\n\n"
+        "`tasks.json` in queue order, adds a Data Manager tab *Queue order* sorted by `rank` with "
+        "the scores typed as numbers (sort and filter them), checks that Label Studio serves the "
+        "first image, and writes `labelstudio_tasks.json` (Label Studio's task ids, which name "
+        "the files of its PNG export). It reads the files beside it, wherever the folder is; "
+        "`--document-root DIR` names another document root. If a step fails it deletes the "
+        "project it created and prints one line.\n\n"
         "**In the browser:**\n\n"
-        f"1. Create a project; Settings > Labeling Interface > Code: paste `{config}`.\n"
-        "2. Settings > Cloud Storage > Add Source Storage > *Local files*, absolute local path "
-        f"`{storage}`. Add it, but do not sync it. (Label Studio refuses the document root "
-        "itself as a storage; this folder is below it.)\n"
-        f"3. Import `{tasks}`: each task carries the model's prediction as brush masks (edit "
+        "1. Create a project; Settings > Labeling Interface > Code: paste `labelstudio_config.xml`.\n"
+        "2. Settings > Cloud Storage > Add Source Storage > *Local files*, absolute local path: "
+        f"`{storage}` made absolute (`realpath {storage}`). Add it, but do not sync it. (Label "
+        "Studio refuses the document root itself as a storage; this folder is below it.)\n"
+        "3. Import `tasks.json`: each task carries the model's prediction as brush masks (edit "
         "them rather than painting from scratch).\n"
-        "4. Keep the priority order: in the Data Manager sort by `rank` ascending, then "
-        "*Label Tasks As Displayed* (or Settings > Annotation > Task Sampling: Sequential).\n"
-    )
+        f"4. {order}\n\n"
+        "The labelling page shows the frame's rank and risk (or surprise) above the image. The "
+        "prediction's score is the model's confidence in its mask (1 - risk), absent without a "
+        "quality model.\n\n"
+        "## 3. Labels back\n\n"
+        "Export the project (Export > *JSON*, or *Brush labels to PNG*), then:\n\n"
+        "```\nsaseg labels import --tool labelstudio --export <this folder> --from <export.json "
+        "or the PNG zip> --out <labels dir>\n```\n\n"
+        "Only labelled tasks come back; skipped ones stay unlabelled. The PNG export names "
+        "files by Label Studio task id: the import maps them through `labelstudio_tasks.json` "
+        "(or `--tasks <a JSON export>`).\n")
 
 
 IMPORT_SCRIPT = r'''"""Import this saseg queue into a running Label Studio (>= 1.20) through its API.
@@ -269,10 +336,12 @@ IMPORT_SCRIPT = r'''"""Import this saseg queue into a running Label Studio (>= 1
     python import_labelstudio.py --url http://localhost:8080 --token PERSONAL_ACCESS_TOKEN
 
 Start Label Studio first with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and
-LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<document_root of labelstudio_storage.json>.
-Creates a project from labelstudio_config.xml, adds the Local files storage (not synced),
-imports tasks.json in queue order and adds a Data Manager tab sorted by rank. Needs only
-Python's standard library. Prints the project URL; exits 1 with one line on failure.
+LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<document_root of labelstudio_storage.json, relative
+to this folder>. Creates a project from labelstudio_config.xml, adds the Local files storage
+(not synced), imports tasks.json in queue order, adds a Data Manager tab sorted by rank and
+writes labelstudio_tasks.json (task id -> frame id). Reads the files beside this script,
+wherever the folder is. Needs only Python's standard library. Prints the project URL;
+exits 1 with one line on failure, after deleting the project it created.
 """
 import argparse
 import json
@@ -325,11 +394,15 @@ def main(argv=None):
     parser.add_argument("--token", default=os.environ.get("LABEL_STUDIO_API_KEY"),
                         help="personal access token (or $LABEL_STUDIO_API_KEY)")
     parser.add_argument("--title", default="saseg queue", help="project title")
+    parser.add_argument("--document-root", help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when "
+                        "it is not the document_root of labelstudio_storage.json (relative to "
+                        "this folder)")
     args = parser.parse_args(argv)
     if not args.token:
-        parser.error("pass --token (avatar > Account & Settings > Personal Access Token)")
+        parser.error("pass --token (avatar > Account & Settings > Personal Access Token > "
+                     "Create New Token)")
     try:
-        project = run(args.url, args.token, args.title)
+        project = run(args.url, args.token, args.title, args.document_root)
     except ImportFailed as exc:
         print(f"import_labelstudio: {exc}", file=sys.stderr)
         return 1
@@ -337,40 +410,73 @@ def main(argv=None):
     return 0
 
 
-def run(url, token, title):
-    def read(name):
-        with open(os.path.join(HERE, name), encoding="utf-8") as fh:
-            return fh.read()
+def read(name):
+    with open(os.path.join(HERE, name), encoding="utf-8") as fh:
+        return fh.read()
 
+
+def run(url, token, title, document_root=None):
     setup = json.loads(read("labelstudio_storage.json"))
     tasks = json.loads(read("tasks.json"))
+    # Paths are relative to this folder (absolute in older exports: join keeps those).
+    root = os.path.realpath(os.path.join(HERE, document_root or setup["document_root"]))
+    storage = setup["storage_path"] and os.path.realpath(os.path.join(HERE, setup["storage_path"]))
+    if document_root and storage:  # the images sit at the same place below the new root
+        old_root = os.path.realpath(os.path.join(HERE, setup["document_root"]))
+        storage = os.path.join(root, os.path.relpath(storage, old_root))
     client = Client(url, token)
     project = client.call("POST", "/api/projects/", {"title": title,
                                                      "label_config": read("labelstudio_config.xml")})
     pid = project["id"]
+    try:
+        fill(client, pid, setup, tasks, root, storage)
+    except (ImportFailed, KeyError, ValueError) as exc:
+        try:
+            client.call("DELETE", f"/api/projects/{pid}/", raw=True)
+            undo = f"project {pid} deleted"
+        except ImportFailed:
+            undo = (f"project {pid} left behind: delete it (project > Settings > Danger Zone > "
+                    "Delete Project)")
+        raise ImportFailed(f"{exc}; {undo}") from None
+    return {"project": pid, "tasks": len(tasks), "url": f"{client.url}/projects/{pid}/data"}
+
+
+def fill(client, pid, setup, tasks, root, storage):
     hint = ("start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
-            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={setup['document_root']}")
-    if setup["storage_path"]:
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root}")
+    if storage:
         try:
             client.call("POST", "/api/storages/localfiles/", {
-                "project": pid, "title": "saseg images", "path": setup["storage_path"],
+                "project": pid, "title": "saseg images", "path": storage,
                 "use_blob_urls": False, "regex_filter": ""})
         except ImportFailed as exc:
-            raise ImportFailed(f"project {pid} created, but Label Studio refused the storage "
-                               f"{setup['storage_path']} ({exc}); {hint}") from None
+            raise ImportFailed(f"Label Studio refused the storage {storage} ({exc}); {hint}") from None
     for start in range(0, len(tasks), CHUNK):
         client.call("POST", f"/api/projects/{pid}/import", tasks[start:start + CHUNK])
+    numbers = {f"tasks:data.{name}": "Number" for name in setup.get("numeric_fields", ["rank"])}
     client.call("POST", "/api/dm/views/", {"project": pid, "data": {
         "title": "Queue order", "ordering": ["tasks:data.rank"], "type": "list",
-        "target": "tasks", "filters": {"conjunction": "and", "items": []}}})
+        "target": "tasks", "columnsDisplayType": numbers,
+        "filters": {"conjunction": "and", "items": []}}})
     if tasks and not setup["url_prefix"]:
         image = tasks[0]["data"]["image"]
         try:
             client.call("GET", image, raw=True)
         except ImportFailed as exc:
-            raise ImportFailed(f"project {pid} imported, but Label Studio does not serve "
-                               f"{image} ({exc}); {hint}") from None
-    return {"project": pid, "tasks": len(tasks), "url": f"{client.url}/projects/{pid}/data"}
+            raise ImportFailed(f"Label Studio does not serve {image} ({exc}); {hint}") from None
+    ids, page = {}, 1
+    while len(ids) < len(tasks):
+        listed = client.call("GET", f"/api/tasks/?project={pid}&page={page}&page_size=500")
+        if not listed["tasks"]:
+            break
+        ids.update({str(t["id"]): t["data"]["frame_id"] for t in listed["tasks"]})
+        page += 1
+    if len(ids) != len(tasks):
+        raise ImportFailed(f"Label Studio lists {len(ids)} tasks, {len(tasks)} were imported")
+    tmp = os.path.join(HERE, ".labelstudio_tasks.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"project": pid, "url": client.url, "tasks": ids}, fh, indent=1)
+    os.replace(tmp, os.path.join(HERE, "labelstudio_tasks.json"))
 
 
 if __name__ == "__main__":
