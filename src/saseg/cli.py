@@ -336,10 +336,12 @@ def evaluate(
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Labelled dataset spec (default: the one scored).")] = None,
     split: SplitOpt = "test",
     risk: Annotated[float, typer.Option(min=0.0, max=1.0, help="Acceptable share of skipped frames below IoU 0.5, for the max-skip table.")] = 0.05,
+    labelled_only: Annotated[bool, typer.Option("--labelled-only", help="Evaluate only the scored frames the labels cover (e.g. a labelled queue from `saseg labels import`).")] = False,
     quiet: QuietOpt = False,
 ):
     """RQ1 (Spearman SA vs IoU, Table 3) and RQ2 (skip trade-off, Figure 9) against labels."""
-    summary = evaluation.evaluate(scores, data, out, split=split, risk=risk, progress=not quiet)
+    summary = evaluation.evaluate(scores, data, out, split=split, risk=risk, progress=not quiet,
+                                  labelled_only=labelled_only)
     typer.echo(summary["table"])
     typer.echo(f"eval: {out}  ({summary['n_frames']} frames)")
 
@@ -371,18 +373,30 @@ def plan(
 
 @app.command()
 def export(
-    plan_path: Annotated[str, typer.Option("--plan", "-p", help="plan.csv from `saseg plan` (inside or beside the scored run).")],
-    to: Annotated[Literal["labelstudio", "cvat", "fiftyone"], typer.Option("--to", help="Labelling tool.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Export dir to write.")],
+    existing: Annotated[Optional[str], typer.Argument(metavar="[DIR]", help="With --check: an existing export folder to check as it is (not rewritten).")] = None,
+    plan_path: Annotated[Optional[str], typer.Option("--plan", "-p", help="plan.csv from `saseg plan` (inside or beside the scored run).")] = None,
+    to: Annotated[Optional[Literal["labelstudio", "cvat", "fiftyone"]], typer.Option("--to", help="Labelling tool (with DIR: found from its files).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Export dir to write.")] = None,
     run: Annotated[Optional[str], typer.Option("--run", help="Scored run dir (default: found beside/above the plan).")] = None,
     copy: Annotated[bool, typer.Option("--copy", help="Copy frames into the export instead of referencing them.")] = False,
     include_skipped: Annotated[bool, typer.Option("--include-skipped", help="Export skipped frames too (after the queue).")] = False,
     image_root: Annotated[Optional[str], typer.Option(help="Label Studio: its LOCAL_FILES_DOCUMENT_ROOT (default: the export dir, or the folder above the images when they are referenced elsewhere).")] = None,
     heatmaps: Annotated[bool, typer.Option("--heatmaps/--no-heatmaps", help="FiftyOne: add per-pixel SA heatmaps (runs the model).")] = True,
     device: DeviceOpt = "cpu",
-    check: Annotated[bool, typer.Option("--check", help="Re-read the export as the tool will (images, masks, order) and exit 1 if anything differs.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Re-read the export as the tool will (images, masks, order) and exit 1 if anything differs. `--check DIR` checks an existing export without rewriting it (masks compared with the run's when --plan is given).")] = False,
 ):
     """Hand the labelling queue to Label Studio, CVAT or FiftyOne, with predictions as pre-annotations."""
+    if existing is not None:
+        if not check:
+            raise typer.BadParameter("a DIR argument needs --check (export writes to --out)")
+        result = export_run.check_existing_export(existing, to=to, plan=plan_path, run_dir=run,
+                                                  include_skipped=include_skipped)
+        typer.echo(result.describe())
+        if not result.ok:
+            raise typer.Exit(1)
+        return
+    if plan_path is None or to is None or out is None:
+        raise typer.BadParameter("expected --plan, --to and --out (or --check DIR)")
     options = {"image_root": image_root} if image_root and to == "labelstudio" else {}
     path = export_run.export_plan(plan_path, to=to, out_dir=out, run_dir=run, heatmaps=heatmaps, device=device,
                        copy=copy, include_skipped=include_skipped, **options)

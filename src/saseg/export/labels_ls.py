@@ -33,7 +33,8 @@ from ..errors import DataError, FormatError
 from ..io import read_json
 from . import rle
 from .labels import Annotated, ExportedFrame, exported_frame, pick_annotation
-from .labelstudio import FROM_NAME, TASK_MAP, document_root
+from .labelstudio import FROM_NAME, TASK_MAP, brush_results, document_root
+from .queue import read_classes
 
 LOCAL_FILES_URL = "/data/local-files/?d="
 PNG_NAME = re.compile(r"task-(\d+)-annotation-(\d+)-by-[A-Za-z0-9@.]*-(.+)-(\d+)\.png")
@@ -196,3 +197,25 @@ def detect_format(path: Path) -> str:
     if not path.exists():
         raise DataError(f"Expected Label Studio's export at {path}, but it does not exist.")
     return "png" if path.is_dir() or zipfile.is_zipfile(path) else "json"
+
+
+def simulated_json_export(export_dir: Path, label_for, *, first_task_id: int = 1) -> list[dict]:
+    """What Label Studio's JSON export holds when labellers submit ``label_for(frame_id)`` for
+    every task of an export (simulated labellers: the demo, tests).
+
+    Parameters
+    ----------
+    label_for : callable frame_id -> ndarray of shape (H, W), int, or None
+        The submitted class ids (ignore index unpainted); None: the task is skipped.
+    """
+    tasks = read_json(Path(export_dir) / "tasks.json")
+    classes = read_classes(Path(export_dir))
+    exported = []
+    for n, task in enumerate(tasks):
+        label = label_for(str(task["data"]["frame_id"]))
+        annotation = {"id": first_task_id + n, "was_cancelled": label is None,
+                      "result": [] if label is None else brush_results(np.asarray(label), classes,
+                                                                         region_prefix=f"a{n}")}
+        exported.append({"id": first_task_id + n, "data": task["data"],
+                         "annotations": [annotation], "predictions": task.get("predictions", [])})
+    return exported

@@ -9,7 +9,7 @@ from ..errors import DataError
 from ..review import heatmaps_for_run
 from ..run_dir import RunDir
 from . import export_queue, read_plan
-from .check import ExportCheck, check_export
+from .check import ExportCheck, check_export, detect_tool
 from .queue import frame_score_columns, select_rows
 
 
@@ -59,3 +59,22 @@ def check_plan_export(plan: str | os.PathLike, *, to: str, out_dir: str | os.Pat
     rows = select_rows(read_plan(plan), include_skipped=include_skipped)
     return check_export(out_dir, to, prediction_for=run.prediction,
                         expected_order=rows["frame_id"].astype(str).tolist())
+
+
+def check_existing_export(out_dir: str | os.PathLike, *, to: str | None = None,
+                          plan: str | os.PathLike | None = None,
+                          run_dir: str | os.PathLike | None = None,
+                          include_skipped: bool = False) -> ExportCheck:
+    """``saseg export --check DIR``: re-read an export as it is, without writing to it.
+
+    The tool is `to` or found from the folder's files. With `plan`, masks are compared with
+    the run's predictions and the order with the plan's; without, masks are only decoded
+    and the order checked by rank.
+    """
+    if not Path(out_dir).is_dir():
+        raise DataError(f"Expected an export folder at {out_dir}, but there is none.")
+    to = to or detect_tool(out_dir)
+    if plan is None:
+        return check_export(out_dir, to)
+    return check_plan_export(plan, to=to, out_dir=out_dir, run_dir=run_dir,
+                             include_skipped=include_skipped)
