@@ -58,12 +58,15 @@ class Annotated:
         Class ids, -1 where no region covers the pixel; None when unlabelled.
     annotation : str or None
         The tool's annotation id.
+    problem : str or None
+        Why the task is refused (one line), when it is.
     """
 
     frame_id: str
     task: str
     mask: np.ndarray | None
     annotation: str | None = None
+    problem: str | None = None
 
 
 @dataclass
@@ -75,7 +78,6 @@ class ImportReport:
     imported: list[str] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
-    not_in_tool: int = 0
 
     @property
     def ok(self) -> bool:
@@ -83,10 +85,8 @@ class ImportReport:
 
     def describe(self) -> str:
         line = (f"{self.tool}: {len(self.imported)} labelled frames imported, "
-                f"{len(self.unlabelled)} unlabelled (no annotation, or skipped), "
-                f"{len(self.refused)} refused")
-        if self.not_in_tool:
-            line += f"; {self.not_in_tool} exported frames absent from the tool's export"
+                f"{len(self.unlabelled)} unlabelled (no annotation, skipped, or not in the "
+                f"tool's export), {len(self.refused)} refused")
         if self.unlabelled:
             line += f"\n  unlabelled: {self.unlabelled[:5]}" + (" ..." if len(self.unlabelled) > 5 else "")
         return line + "".join(f"\n  refused: {p}" for p in self.refused)
@@ -180,7 +180,7 @@ def write_labels(tool: str, annotated: Iterable[Annotated | str], frames: dict[s
         _write_each(annotated, frames, classes, labels, report, seen, tool)
     finally:  # what was written is recorded, even when a later task stops the import
         labels.close()
-    report.not_in_tool = len(set(frames) - seen)
+    report.unlabelled += sorted(set(frames) - seen)  # tasks the tool's export left out
     logger.info("Imported %d labels from %s into %s", len(report.imported), tool, out_dir)
     return report
 
@@ -194,6 +194,10 @@ def _write_each(annotated, frames, classes, labels, report, seen, tool) -> None:
         if frame is None:
             report.refused.append(f"{item.task}: frame {item.frame_id!r} is not in the export "
                                   "(another queue's task?)")
+            continue
+        if item.problem is not None:
+            seen.add(item.frame_id)
+            report.refused.append(item.problem)
             continue
         if item.frame_id in seen:
             report.refused.append(f"{item.task}: frame {item.frame_id!r} comes twice in the tool's export")

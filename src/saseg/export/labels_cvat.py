@@ -70,16 +70,17 @@ def read_segmentation_mask(path: Path, classes: ClassInfo, names: dict[str, str]
             with Image.open(io.BytesIO(data)) as png:
                 rgb = np.asarray(png.convert("RGB")).astype(np.int64)
         except OSError as exc:
-            yield f"{task}: unreadable class PNG ({exc})"
+            yield Annotated(frame_id, task, None, problem=f"{task}: unreadable class PNG ({exc})")
             continue
         packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
         values, inverse = np.unique(packed, return_inverse=True)
         strangers = [int(v) for v in values if int(v) not in lookup]
         if strangers:
             named = [unknown[v] for v in strangers if v in unknown]
-            yield (f"{task}: label {named[0]!r} is not a class of the export {list(classes.names)}"
-                   if named else f"{task}: colours {[f'#{v:06x}' for v in strangers[:3]]} are "
-                   "not in labelmap.txt")
+            problem = (f"{task}: label {named[0]!r} is not a class of the export {list(classes.names)}"
+                       if named else f"{task}: colours {[f'#{v:06x}' for v in strangers[:3]]} are "
+                       "not in labelmap.txt")
+            yield Annotated(frame_id, task, None, problem=problem)
             continue
         mask = np.array([lookup[int(v)] for v in values], dtype=np.int64)[inverse.reshape(packed.shape)]
         yield Annotated(frame_id, task, None if (mask < 0).all() else mask, name)

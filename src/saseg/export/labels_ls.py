@@ -75,7 +75,7 @@ def read_json_export(path: Path, classes: ClassInfo, *, pick: str = "refuse") ->
             annotation = pick_annotation(done, pick, name, key=lambda a: int(a.get("id") or 0))
             mask = paint_results(annotation.get("result") or [], classes, name)
         except (DataError, FormatError) as exc:
-            yield str(exc)
+            yield Annotated(str(frame_id), name, None, problem=str(exc))
             continue
         yield Annotated(str(frame_id), name, mask, str(annotation.get("id")))
 
@@ -164,7 +164,8 @@ def read_png_export(path: Path, classes: ClassInfo, frames_of: dict[int, str], *
                         "export keeps no drawing order: import the JSON export instead")
                 mask[layer] = class_id
         except (DataError, OSError) as exc:
-            yield str(exc) if isinstance(exc, DataError) else f"{name}: unreadable PNG ({exc})"
+            problem = str(exc) if isinstance(exc, DataError) else f"{name}: unreadable PNG ({exc})"
+            yield Annotated(frame_id, name, None, problem=problem)
             continue
         yield Annotated(frame_id, name, mask, str(annotation))
     for task, frame_id in frames_of.items():
