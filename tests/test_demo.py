@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from saseg.demo import run_demo
@@ -16,3 +17,7 @@ def test_quick_demo_writes_every_output(tmp_path):
                  "export/fiftyone/samples.json", "review.mp4", "report/index.html"):
         assert (tmp_path / path).stat().st_size > 0, path
     assert "RQ1" in text and "Surprise by driving condition" in text and "report" in text
+    # The loop closes: the labelled queue comes back through `labels import` and is evaluated.
+    labelled = (pd.read_csv(tmp_path / "plan" / "plan.csv").action == "label").sum()
+    assert f"labelstudio: {labelled} labelled frames imported, 0 unlabelled" in text
+    assert (tmp_path / "labelled" / "eval" / "iou.parquet").stat().st_size > 0

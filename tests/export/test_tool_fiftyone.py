@@ -6,6 +6,7 @@ FiftyOne 1.22.1 runs from .venv-tools/fiftyone, with the mongod of the
 """
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -62,11 +63,13 @@ def test_from_dir_and_script_load_the_queue(fiftyone_python, tool_runner, tool_q
     heat = {fid: rng.random(p.shape) for fid, p in q.preds.items()}
     export_fiftyone(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
                     image_for=q.image_for, heatmap_for=heat.__getitem__)
+    moved = tmp_path / "moved" / "export"  # paths are relative: the folder loads where it lands
+    shutil.move(str(q.out), moved)
     db_dir = tmp_path / "fiftyone-db"
     env = {"FIFTYONE_DATABASE_DIR": str(db_dir), "FIFTYONE_DO_NOT_TRACK": "true",
            "FIFTYONE_DATABASE_VALIDATION": "false", "FIFTYONE_DATASET_ZOO_DIR": str(tmp_path)}
     try:
-        loaded = tool_runner(fiftyone_python, LOAD_BOTH_WAYS, q.out, tmp_path / "masks.npz",
+        loaded = tool_runner(fiftyone_python, LOAD_BOTH_WAYS, moved, tmp_path / "masks.npz",
                              env=env)
     finally:
         _stop_mongod(db_dir)
