@@ -163,9 +163,12 @@ def _labels_back(out: Path, run: RunDir, test_spec: str, *, progress: bool) -> s
     report = import_labels("labelstudio", export_dir, tool_export, labelled)
     result = evaluate(run.scores_path, label_spec(labelled), labelled / "eval", plots=False,
                       progress=progress, labelled_only=True)
+    refit = fit_quality(run.root, labelled / "eval", labelled / "quality")
     return (f"  {report.describe()}\n"
             f"  evaluated on the imported labels: {result['n_frames']} frames, mean class IoU "
-            f"{result['mean_iou']:.3f}, dataset mIoU {result['dataset_miou']:.3f}")
+            f"{result['mean_iou']:.3f}, dataset mIoU {result['dataset_miou']:.3f}\n"
+            f"  quality model refitted on them ({labelled / 'quality'}; the queue's hard frames "
+            f"only, see README):\n" + "\n".join("    " + line for line in refit.describe().splitlines()))
 
 
 def _realised(the_plan, iou) -> str:
