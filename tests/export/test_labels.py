@@ -270,3 +270,18 @@ def test_swapped_folders_and_other_classes_are_refused(ls, tmp_path):
     (out / "classes.json").write_text(json.dumps({**saved, "names": ["a", "b", "c", "d"]}))
     with pytest.raises(DataError, match="import into another folder"):
         import_labels("labelstudio", ls.out, ls.source, out)
+
+
+def test_url_prefix_export_maps_images_through_the_document_root(tool_queue, tmp_path):
+    q = tool_queue
+    export_labelstudio(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
+                       image_for=q.image_for, url_prefix="http://host:8081/data/")
+    labels = _labels(q)
+    (tmp_path / "p.json").write_text(json.dumps(_ls_export(q, labels)))
+    report = import_labels("labelstudio", q.out, tmp_path / "p.json", tmp_path / "l")
+    assert report.ok and len(report.imported) == len(q.order)
+    tasks = json.loads((q.out / "tasks.json").read_text())
+    tasks[0]["data"]["image"] = "https://elsewhere/x.png"
+    (q.out / "tasks.json").write_text(json.dumps(tasks))
+    with pytest.raises(DataError, match="image URLs starting with"):
+        import_labels("labelstudio", q.out, tmp_path / "p.json", tmp_path / "l")

@@ -44,13 +44,16 @@ def labelstudio_frames(export_dir: Path, root: str | os.PathLike | None = None) 
     """Frame id -> image of each task in the export's ``tasks.json``."""
     tasks = read_json(export_dir / "tasks.json")
     base = document_root(export_dir, root)
+    prefix = (read_json(export_dir / "labelstudio_storage.json").get("url_prefix") or "").rstrip("/")
+    starts = [LOCAL_FILES_URL] + ([prefix + "/"] if prefix else [])
     frames = {}
     for task in tasks:
         frame_id, url = str(task["data"]["frame_id"]), str(task["data"]["image"])
-        if not url.startswith(LOCAL_FILES_URL):
-            raise DataError(f"Expected local-files image URLs in {export_dir / 'tasks.json'}, but "
-                            f"frame {frame_id!r} has {url!r}: import from a local-files export.")
-        frames[frame_id] = exported_frame(base / unquote(url[len(LOCAL_FILES_URL):]), frame_id)
+        start = next((s for s in starts if url.startswith(s)), None)
+        if start is None:
+            raise DataError(f"Expected image URLs starting with {starts} in "
+                            f"{export_dir / 'tasks.json'}, but frame {frame_id!r} has {url!r}.")
+        frames[frame_id] = exported_frame(base / unquote(url[len(start):]), frame_id)
     return frames
 
 
