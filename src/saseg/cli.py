@@ -504,16 +504,18 @@ app.add_typer(labels_app, name="labels")
 
 @labels_app.command("import")
 def labels_import(
-    tool: Annotated[Literal["labelstudio", "cvat"], typer.Option("--tool", help="The tool the labels come from.")],
+    tool: Annotated[Literal["labelstudio", "cvat", "fiftyone"], typer.Option("--tool", help="The tool the labels come from.")],
     export_dir: Annotated[str, typer.Option("--export", "-e", help="The folder `saseg export` wrote (moved or copied is fine).")],
-    source: Annotated[str, typer.Option("--from", "-f", help="The tool's export: Label Studio JSON, or its PNG zip/folder; CVAT 'Segmentation mask 1.1' zip.")],
+    source: Annotated[str, typer.Option("--from", "-f", help="The tool's export: Label Studio JSON, or its PNG zip/folder; CVAT 'Segmentation mask 1.1' zip; FiftyOne: a FiftyOneDataset export folder.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Label folder to write (or add to): images/, labels/, classes.json.")],
     root: Annotated[Optional[str], typer.Option("--root", help="Label Studio: the folder the task image paths are relative to, if not the export's document root.")] = None,
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Label Studio PNG: a JSON export of the project, to map task ids to frames (default: labelstudio_tasks.json in the export).")] = None,
     pick: Annotated[Literal["refuse", "latest"], typer.Option("--pick", help="Two annotations for one task: refuse the task, or take the latest (highest annotation id).")] = "refuse",
+    field: Annotated[str, typer.Option("--field", help="FiftyOne: the segmentation field with the labels.")] = "ground_truth",
 ):
     """Read the tool's export, match tasks to frame ids, write labels `--data folder:...` opens."""
-    report = labels_import_module.import_labels(tool, export_dir, source, out, root=root, tasks=tasks, pick=pick)
+    report = labels_import_module.import_labels(tool, export_dir, source, out, root=root, tasks=tasks,
+                                                pick=pick, field=field)
     typer.echo(report.describe())
     typer.echo(f"labels: {out}  (--data '{labels_import_module.label_spec(out)}')")
     if not report.ok:

@@ -285,3 +285,85 @@ def test_url_prefix_export_maps_images_through_the_document_root(tool_queue, tmp
     (q.out / "tasks.json").write_text(json.dumps(tasks))
     with pytest.raises(DataError, match="image URLs starting with"):
         import_labels("labelstudio", q.out, tmp_path / "p.json", tmp_path / "l")
+
+
+def _fo_mask(values):
+    """A mask as FiftyOne's FiftyOneDataset exporter writes one kept in its database."""
+    import base64
+    import zlib
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(values), allow_pickle=False)
+    return {"$binary": {"base64": base64.b64encode(zlib.compress(buffer.getvalue())).decode(),
+                        "subType": "00"}}
+
+
+@pytest.fixture
+def fo(tool_queue, tmp_path):
+    from saseg.export import export_fiftyone
+
+    q = tool_queue
+    export_fiftyone(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
+                    image_for=q.image_for)
+    q.labels = _labels(q)
+    q.source = tmp_path / "fo_export"
+    (q.source / "fields").mkdir(parents=True)
+
+    def write(samples, targets={"1": "Road", "2": "Car", "3": "Pole", "4": "Sky"}):
+        (q.source / "metadata.json").write_text(json.dumps({"mask_targets": {"ground_truth": targets}}))
+        (q.source / "samples.json").write_text(json.dumps({"samples": samples}))
+
+    def sample(frame_id, label):
+        value = None if label is None else {"_cls": "Segmentation",
+                                            "mask": _fo_mask(np.where(label == 255, 0, label + 1))}
+        return {"filepath": f"data/{frame_id}.png", "frame_id": frame_id, "ground_truth": value}
+
+    q.write, q.sample = write, sample
+    return q
+
+
+def test_fiftyone_labels_map_by_target_name(fo, tmp_path):
+    samples = [fo.sample(f, fo.labels[f]) for f in fo.order[:3]] + [fo.sample(fo.order[3], None)]
+    # One mask as a file (mask_path, relative to the export) instead of in the database.
+    Image.fromarray(np.where(fo.labels[fo.order[2]] == 255, 0, fo.labels[fo.order[2]] + 1)
+                    .astype(np.uint8)).save(fo.source / "fields" / "m.png")
+    samples[2]["ground_truth"] = {"_cls": "Segmentation", "mask_path": "fields/m.png"}
+    fo.write(samples)
+    report = import_labels("fiftyone", fo.out, fo.source, tmp_path / "l")
+    assert report.ok and sorted(report.imported) == sorted(fo.order[:3])
+    assert sorted(report.unlabelled) == sorted(fo.order[3:])
+    frames = _read_back(tmp_path / "l")
+    for frame_id in fo.order[:3]:
+        np.testing.assert_array_equal(frames[frame_id].label, fo.labels[frame_id])
+
+
+@pytest.mark.parametrize("case, match", [
+    ("unknown value", "mask values [9] have no mask target"),
+    ("rgb mask", "2-D class-value mask"),
+    ("no frame id", "no frame_id field"),
+    ("not in plan", "is not in the export"),
+    ("wrong size", "mask is 24x18"),
+])
+def test_fiftyone_bad_samples_get_one_line(fo, tmp_path, case, match):
+    samples = [fo.sample(f, fo.labels[f]) for f in fo.order]
+    label = fo.labels[fo.order[1]]
+    if case == "unknown value":
+        samples[1]["ground_truth"]["mask"] = _fo_mask(np.where(label == 1, 9, label))
+    elif case == "rgb mask":
+        samples[1]["ground_truth"]["mask"] = _fo_mask(np.stack([label] * 3, axis=-1))
+    elif case == "no frame id":
+        del samples[1]["frame_id"]
+    elif case == "not in plan":
+        samples[1]["frame_id"] = "skipped/000001"
+    elif case == "wrong size":
+        samples[1]["ground_truth"]["mask"] = _fo_mask(label[::2, ::2])
+    fo.write(samples)
+    report = import_labels("fiftyone", fo.out, fo.source, tmp_path / "l")
+    assert len(report.refused) == 1 and match in report.refused[0], report.refused
+    assert len(report.imported) == len(fo.order) - 1
+
+
+def test_fiftyone_targets_naming_no_class_are_refused(fo, tmp_path):
+    fo.write([fo.sample(f, fo.labels[f]) for f in fo.order], targets={"1": "Tree"})
+    with pytest.raises(DataError, match="'Tree'"):
+        import_labels("fiftyone", fo.out, fo.source, tmp_path / "l")

@@ -12,28 +12,31 @@ from pathlib import Path
 from ..errors import DataError
 from .labels import ImportReport, label_spec, write_labels
 from .labels_cvat import cvat_frames, read_segmentation_mask
+from .labels_fo import DEFAULT_FIELD, fiftyone_frames, read_fiftyone_export
 from .labels_ls import (detect_format, labelstudio_frames, read_json_export, read_png_export,
                         task_frames)
 from .queue import read_classes
 
-IMPORT_TOOLS = ("labelstudio", "cvat")
+IMPORT_TOOLS = ("labelstudio", "cvat", "fiftyone")
 
 __all__ = ["IMPORT_TOOLS", "import_labels", "label_spec"]
 
 
 def import_labels(tool: str, export_dir: str | os.PathLike, source: str | os.PathLike,
                   out_dir: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                  tasks: str | os.PathLike | None = None, pick: str = "refuse") -> ImportReport:
+                  tasks: str | os.PathLike | None = None, pick: str = "refuse",
+                  field: str = DEFAULT_FIELD) -> ImportReport:
     """Import the labels of `source` (the tool's export) for the saseg export `export_dir`.
 
     Parameters
     ----------
-    tool : {"labelstudio", "cvat"}
+    tool : {"labelstudio", "cvat", "fiftyone"}
     export_dir : path
         The folder `saseg export` wrote (moved or copied is fine).
     source : path
         Label Studio: its JSON export, or its PNG export (zip or folder). CVAT: the
-        "Segmentation mask 1.1" zip (or its unzipped folder).
+        "Segmentation mask 1.1" zip (or its unzipped folder). FiftyOne: a FiftyOneDataset
+        export folder of the dataset.
     out_dir : path
         The label folder (created, or added to).
     root : path, optional
@@ -44,6 +47,8 @@ def import_labels(tool: str, export_dir: str | os.PathLike, source: str | os.Pat
         export has no ``labelstudio_tasks.json``.
     pick : {"refuse", "latest"}
         Two annotations for one task: refuse the task, or take the latest.
+    field : str
+        FiftyOne: the segmentation field holding the labels.
 
     Returns
     -------
@@ -64,6 +69,9 @@ def import_labels(tool: str, export_dir: str | os.PathLike, source: str | os.Pat
     elif tool == "cvat":
         frames, names = cvat_frames(export_dir)
         decoded = read_segmentation_mask(source, classes, names)
+    elif tool == "fiftyone":
+        frames = fiftyone_frames(export_dir)
+        decoded = read_fiftyone_export(source, classes, field=field)
     else:
         raise DataError(f"Expected a tool in {list(IMPORT_TOOLS)}, but got {tool!r}.")
     return write_labels(tool, decoded, frames, classes, out_dir)
