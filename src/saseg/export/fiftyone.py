@@ -221,7 +221,14 @@ def _import_notes(n: int, first_class: str) -> str:
         "*Color annotations by* > *value*).\n\n"
         "Samples are in rank order (the App's default order is the labelling priority); "
         "`prediction` is the model's mask (class names from `default_mask_targets`; FiftyOne "
-        f"draws id 0, `{first_class}`, unpainted), `heatmap` the per-pixel surprise.\n"
+        f"draws id 0, `{first_class}`, unpainted), `heatmap` the per-pixel surprise.\n\n"
+        "## 4. Labels back\n\n"
+        "Put the labels in a segmentation field (`ground_truth`, values named by "
+        "`dataset.mask_targets[\"ground_truth\"]`, 0 = nothing painted), then\n\n"
+        "```python\ndataset.export(export_dir=\"labelled\", "
+        "dataset_type=fo.types.FiftyOneDataset, export_media=False)\n```\n\n"
+        "```\nsaseg labels import --tool fiftyone --export <this folder> --from labelled "
+        "--out <labels dir>\n```\n"
     )
 
 
