@@ -430,3 +430,7 @@ def test_export_check_dir_checks_without_rewriting(tiny_run, tmp_path):
     assert result.exit_code == 1 and "not in queue order" in result.output
     result = runner.invoke(app, ["export", str(tmp_path / "ls")])
     assert result.exit_code == 2
+    for to in ("cvat", "fiftyone"):  # the tool found from the folder's files
+        invoke("export", "--plan", plan, "--to", to, "-o", tmp_path / to, "--no-heatmaps")
+        assert f"{to}: {n} frames, {n}/{n} masks verified" in invoke(
+            "export", "--check", tmp_path / to, "--plan", plan)

@@ -367,3 +367,47 @@ def test_fiftyone_targets_naming_no_class_are_refused(fo, tmp_path):
     fo.write([fo.sample(f, fo.labels[f]) for f in fo.order], targets={"1": "Tree"})
     with pytest.raises(DataError, match="'Tree'"):
         import_labels("fiftyone", fo.out, fo.source, tmp_path / "l")
+
+
+def test_referenced_images_that_did_not_move_are_found_with_root(tool_queue, tmp_path):
+    """Images referenced in place (not copied into the export): the export moves, the images
+    stay; the import names the missing image and `root` points it at them."""
+    q = tool_queue
+    data = tmp_path / "data" / "frames"
+    data.mkdir(parents=True)
+    sources = []
+    for frame_id in q.queue["frame_id"]:
+        path = data / f"{len(sources)}.png"
+        Image.fromarray(q.images[frame_id]).save(path)
+        sources.append(str(path))
+    queue = q.queue.assign(source=sources)
+    export_labelstudio(queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for)
+    moved = tmp_path / "far" / "away" / "export"
+    shutil.move(str(q.out), moved)
+    q.out = moved
+    (tmp_path / "p.json").write_text(json.dumps(_ls_export(q, _labels(q))))
+    with pytest.raises(DataError, match="pass --root"):
+        import_labels("labelstudio", moved, tmp_path / "p.json", tmp_path / "l")
+    report = import_labels("labelstudio", moved, tmp_path / "p.json", tmp_path / "l",
+                           root=tmp_path / "data")  # the document root: the storage's parent
+    assert report.ok and len(report.imported) == len(q.order)
+
+
+def test_cli_prints_one_line_per_refused_task_and_exits_1(ls, tmp_path):
+    from typer.testing import CliRunner
+
+    from saseg.cli import app
+
+    tasks = _ls_export(ls, ls.labels)
+    tasks[0]["annotations"][0]["result"][0]["value"]["brushlabels"] = ["Tree"]
+    ls.write(tasks)
+    result = CliRunner().invoke(app, ["labels", "import", "--tool", "labelstudio", "--export",
+                                      str(ls.out), "--from", str(ls.source), "-o", str(tmp_path / "l")])
+    assert result.exit_code == 1
+    assert "4 labelled frames imported, 0 unlabelled" in result.output
+    assert sum("refused: task 101: label 'Tree'" in line for line in result.output.splitlines()) == 1
+    assert "error: 1 tasks refused (listed above); the 4 others are imported" in result.output
+    result = CliRunner().invoke(app, ["labels", "import", "--tool", "labelstudio", "--export",
+                                      str(ls.out), "--from", str(tmp_path / "nope.json"), "-o",
+                                      str(tmp_path / "l")])
+    assert result.exit_code == 1 and "does not exist" in str(result.exception)
