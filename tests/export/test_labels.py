@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from saseg.data import open_dataset
-from saseg.errors import DataError
+from saseg.errors import DataError, FormatError
 from saseg.export import export_cvat, export_labelstudio
 from saseg.export.cvat import cvat_labelmap, segmentation_pngs
 from saseg.export.labels_import import import_labels, label_spec
@@ -411,3 +411,61 @@ def test_cli_prints_one_line_per_refused_task_and_exits_1(ls, tmp_path):
                                       str(ls.out), "--from", str(tmp_path / "nope.json"), "-o",
                                       str(tmp_path / "l")])
     assert result.exit_code == 1 and "does not exist" in str(result.exception)
+
+
+def _png_bytes(array):
+    buffer = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case, match", [
+    ("unknown label", "label 'Tree' is not a class"),
+    ("two annotations", "2 annotations for one task"),
+    ("wrong size", "mask is 24x18"),
+    ("unreadable", "unreadable PNG"),
+])
+def test_png_bad_tasks_get_one_line(ls, tmp_path, case, match):
+    ids = {str(101 + n): f for n, f in enumerate(ls.order)}
+    (ls.out / "labelstudio_tasks.json").write_text(json.dumps({"project": 1, "tasks": ids}))
+    labels = dict(ls.labels)
+    if case == "wrong size":
+        labels[ls.order[1]] = labels[ls.order[1]][::2, ::2]
+    _png_export(ls, tmp_path / "png.zip", labels=labels)
+    layer = (ls.labels[ls.order[1]] == 0) * 255
+    extra = {"unknown label": ("task-102-annotation-501-by-x-tag-Tree-0.png", _png_bytes(layer)),
+             "two annotations": ("task-102-annotation-777-by-x-tag-Road-0.png", _png_bytes(layer)),
+             "unreadable": ("task-102-annotation-501-by-x-tag-Road-1.png", b"not a png")}.get(case)
+    if extra:
+        with zipfile.ZipFile(tmp_path / "png.zip", "a") as archive:
+            archive.writestr(*extra)
+    report = import_labels("labelstudio", ls.out, tmp_path / "png.zip", tmp_path / "l")
+    assert len(report.refused) == 1 and match in report.refused[0], report.refused
+    assert report.refused[0].startswith("task 102") and len(report.imported) == len(ls.order) - 1
+    if case == "two annotations":  # --pick latest: annotation 777, the newer one, alone
+        report = import_labels("labelstudio", ls.out, tmp_path / "png.zip", tmp_path / "l2",
+                               pick="latest")
+        assert report.ok
+        expected = np.where(layer > 0, 0, 255)
+        np.testing.assert_array_equal(_read_back(tmp_path / "l2")[ls.order[1]].label, expected)
+
+
+def test_cvat_mask_of_the_wrong_size_is_refused(tool_queue, tmp_path):
+    q = tool_queue
+    export_cvat(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
+                image_for=q.image_for)
+    names = {v: k for k, v in json.loads((q.out / "cvat_frames.json").read_text()).items()}
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as archive:
+        archive.writestr("labelmap.txt", cvat_labelmap(q.classes))
+        archive.writestr("ImageSets/Segmentation/default.txt", names[q.order[0]] + "\n")
+        small = q.preds[q.order[0]][::2, ::2]
+        archive.writestr(f"SegmentationClass/{names[q.order[0]]}.png",
+                         segmentation_pngs(small, q.classes)[0])
+    report = import_labels("cvat", q.out, tmp_path / "c.zip", tmp_path / "l")
+    assert len(report.refused) == 1 and "mask is 24x18, the image 48x36" in report.refused[0]
+
+
+def test_json_min_export_is_refused_with_a_hint(ls, tmp_path):
+    ls.source.write_text(json.dumps([{"image": "x", "tag": []}]))
+    with pytest.raises(FormatError, match="JSON_MIN"):
+        import_labels("labelstudio", ls.out, ls.source, tmp_path / "l")
