@@ -58,7 +58,7 @@ def server(labelstudio_python, tmp_path_factory):
     log = (data_dir / "server.log").open("w")
     process = subprocess.Popen(
         [str(Path(labelstudio_python).parent / "label-studio"), "start", "--no-browser",
-         "--internal-host", "127.0.0.1", "-p", str(port), "--data-dir", str(data_dir),
+         "--internal-host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
          "--username", EMAIL, "--password", PASSWORD],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
