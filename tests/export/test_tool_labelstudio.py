@@ -275,3 +275,43 @@ def test_failed_import_deletes_the_project_it_created(server, token, tool_queue,
     assert done.returncode == 1 and "deleted" in done.stderr, done.stderr
     after = {p["id"] for p in api.call("GET", "/api/projects/?page_size=100")["results"]}
     assert after == before
+
+
+def test_labels_from_label_studio_evaluate_a_scored_run(server, token, tiny_run, tmp_path):
+    """A scored run's plan through Label Studio and back: the labellers submit the ground truth,
+    and `evaluate --labelled-only` on the imported labels gives the run's own IoU."""
+    import pandas as pd
+
+    from conftest import TEST_SPEC
+    from saseg.evaluation import evaluate
+    from saseg.export.run import export_plan
+    from saseg.run_dir import RunDir
+
+    url, served = server
+    for old in served.iterdir():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    export_plan(tiny_run / "plan" / "plan.csv", to="labelstudio", out_dir=served)
+    done = subprocess.run([sys.executable, str(served / "import_labelstudio.py"), "--url", url,
+                           "--token", token, "--title", "scored run"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    project = json.loads(done.stdout)["project"]
+    api = Api(url, token)
+    truth = {f.frame_id: f.label for f in open_dataset(TEST_SPEC)}
+    classes = RunDir(tiny_run).classes()
+    tasks = api.call("GET", f"/api/tasks/?project={project}&page_size=100")["tasks"]
+    for task in tasks:
+        api.call("POST", f"/api/tasks/{task['id']}/annotations/",
+                 {"result": brush_results(truth[task["data"]["frame_id"]], classes),
+                  "was_cancelled": False})
+    (tmp_path / "ls.json").write_bytes(api.call("GET", f"/api/projects/{project}/export?exportType=JSON", raw=True))
+    report = import_labels("labelstudio", served, tmp_path / "ls.json", tmp_path / "labels")
+    assert report.ok and len(report.imported) == len(tasks)
+    summary = evaluate(tiny_run / "scores.parquet", label_spec(tmp_path / "labels"), tmp_path / "eval",
+                       plots=False, progress=False, labelled_only=True)
+    assert summary["n_frames"] == len(tasks)
+    mine = pd.read_parquet(tmp_path / "eval" / "iou.parquet")
+    own = pd.read_parquet(tiny_run / "eval" / "iou.parquet")
+    merged = mine.merge(own, on=["frame_id", "kind", "target"], suffixes=("", "_own"))
+    assert len(merged) == len(mine)
+    np.testing.assert_allclose(merged["iou"], merged["iou_own"])
