@@ -330,9 +330,9 @@ def main(argv=None):
     parser.add_argument("--token", default=os.environ.get("LABEL_STUDIO_API_KEY"),
                         help="personal access token (or $LABEL_STUDIO_API_KEY)")
     parser.add_argument("--title", default="saseg queue", help="project title")
-    parser.add_argument("--document-root", help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when "
-                        "it is not the document_root of labelstudio_storage.json (relative to "
-                        "this folder)")
+    parser.add_argument("--document-root", help="the folder the image paths of tasks.json are "
+                        "relative to, when the images referenced outside this folder moved (it "
+                        "is then Label Studio's LOCAL_FILES_DOCUMENT_ROOT)")
     args = parser.parse_args(argv)
     if not args.token:
         parser.error("pass --token (avatar > Account & Settings > Personal Access Token > "
