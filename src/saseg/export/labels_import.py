@@ -15,7 +15,7 @@ from .labels_cvat import cvat_frames, read_segmentation_mask
 from .labels_fo import DEFAULT_FIELD, fiftyone_frames, read_fiftyone_export
 from .labels_ls import (detect_format, labelstudio_frames, read_json_export, read_png_export,
                         task_frames)
-from .queue import read_classes
+from .queue import CLASSES_FILE, read_classes
 
 IMPORT_TOOLS = ("labelstudio", "cvat", "fiftyone")
 
@@ -56,7 +56,7 @@ def import_labels(tool: str, export_dir: str | os.PathLike, source: str | os.Pat
         What was imported, unlabelled or refused (one line each).
     """
     export_dir, source = Path(export_dir), Path(source)
-    if not (export_dir / "saseg_classes.json").is_file() and (source / "saseg_classes.json").is_file():
+    if not (export_dir / CLASSES_FILE).is_file() and (source / CLASSES_FILE).is_file():
         raise DataError(f"Expected --export to be the saseg export and --from the tool's export, "
                         f"but {source} is a saseg export: swap them.")
     classes = read_classes(export_dir)
