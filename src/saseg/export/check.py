@@ -35,11 +35,10 @@ from PIL import Image
 
 from ..errors import DataError, FormatError
 from . import rle
-from .labelstudio import document_root
+from .labelstudio import LOCAL_FILES_URL, document_root
 from .queue import PredictionFn
 
 UNLABELLED = -1
-LOCAL_FILES_URL = "/data/local-files/?d="
 
 
 @dataclass

@@ -33,10 +33,9 @@ from ..errors import DataError, FormatError
 from ..io import read_json
 from . import rle
 from .labels import Annotated, ExportedFrame, exported_frame, pick_annotation
-from .labelstudio import FROM_NAME, TASK_MAP, brush_results, document_root
+from .labelstudio import FROM_NAME, LOCAL_FILES_URL, TASK_MAP, brush_results, document_root
 from .queue import read_classes
 
-LOCAL_FILES_URL = "/data/local-files/?d="
 PNG_NAME = re.compile(r"task-(\d+)-annotation-(\d+)-by-[A-Za-z0-9@.]*-(.+)-(\d+)\.png")
 
 

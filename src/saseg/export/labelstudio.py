@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 FROM_NAME = "tag"
 TO_NAME = "image"
+LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio serves DOCUMENT_ROOT/<path> here
 TASK_MAP = "labelstudio_tasks.json"  # {"project": id, "tasks": {task id: frame id}}
 CONFIDENCE = "frame_risk"  # prediction score = 1 - this frame score, when the run has it
 
@@ -214,7 +215,7 @@ def image_url(image: Path, root: Path, url_prefix: str | None = None) -> str:
         ) from None
     if url_prefix:
         return url_prefix.rstrip("/") + "/" + quote(relative)
-    return "/data/local-files/?d=" + quote(relative)
+    return LOCAL_FILES_URL + quote(relative)
 
 
 def document_root(export_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
