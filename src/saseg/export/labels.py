@@ -1,8 +1,9 @@
 """Labels back from a labelling tool: the tool's own export to a folder saseg opens.
 
-`import_labels` reads what Label Studio (`saseg.export.labels_ls`) or CVAT
-(`saseg.export.labels_cvat`) exported, maps each task back to its frame id through the
-saseg export it was made from, and writes a label set:
+`saseg.export.labels_import.import_labels` reads what Label Studio (`saseg.export.labels_ls`),
+CVAT (`saseg.export.labels_cvat`) or FiftyOne (`saseg.export.labels_fo`) exported, maps each
+task back to its frame id through the saseg export it was made from, and `write_labels`
+writes a label set:
 
 * ``images/<frame id>.<ext>`` - the frame the labeller saw (hard-linked or copied from the
   export);
