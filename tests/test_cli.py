@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -379,3 +380,68 @@ def test_quality_fit_apply_and_guaranteed_plan(tiny_model_dir, tiny_sa_dir, tmp_
     result = runner.invoke(app, ["plan", "-s", str(tmp_path / "pool" / "scores.parquet"), "-o",
                                  str(tmp_path / "p3"), "--unit", "segment"])
     assert result.exit_code == 2 and "--calibration" in result.output
+
+
+def test_labelled_queue_comes_back_and_is_evaluated(tiny_run, tmp_path):
+    """The loop: export the plan, labellers submit the ground truth (one task skipped), Label
+    Studio's JSON export comes back through `saseg labels import`, and the imported labels
+    feed `evaluate --labelled-only` and `quality fit`."""
+    from saseg.data import open_dataset
+    from saseg.export.labels_ls import simulated_json_export
+
+    plan = tiny_run / "plan" / "plan.csv"
+    invoke("export", "--plan", plan, "--to", "labelstudio", "-o", tmp_path / "ls")
+    truth = {f.frame_id: f.label for f in open_dataset(TEST_SPEC)}
+    queue = pd.read_csv(plan, dtype={"frame_id": str})
+    labelled = queue[queue.action == "label"].frame_id.tolist()
+    moved = tmp_path / "moved" / "ls"
+    shutil.move(str(tmp_path / "ls"), moved)
+    exported = simulated_json_export(moved, lambda f: None if f == labelled[-1] else truth[f])
+    (tmp_path / "project.json").write_text(json.dumps(exported))
+
+    out = invoke("labels", "import", "--tool", "labelstudio", "--export", moved,
+                 "--from", tmp_path / "project.json", "-o", tmp_path / "labels")
+    n = len(labelled) - 1
+    assert f"labelstudio: {n} labelled frames imported, 1 unlabelled" in out
+    spec = out.split("--data '")[1].split("'")[0]
+    got = {f.frame_id: f.label for f in open_dataset(spec)}
+    assert sorted(got) == sorted(labelled[:-1])
+    for frame_id, label in got.items():
+        np.testing.assert_array_equal(label, truth[frame_id])
+
+    # Without --labelled-only the frames nobody labelled are missing: refused, one line.
+    result = runner.invoke(app, ["evaluate", "-s", str(tiny_run / "scores.parquet"), "-d", spec,
+                                 "-o", str(tmp_path / "eval0"), "-q"])
+    assert result.exit_code == 1 and "Expected labels for every scored frame" in str(result.exception)
+    out = invoke("evaluate", "-s", tiny_run / "scores.parquet", "-d", spec, "-o", tmp_path / "eval",
+                 "--labelled-only", "-q")
+    assert f"({n} frames)" in out
+    reference = pd.read_parquet(tiny_run / "eval" / "iou.parquet")
+    mine = pd.read_parquet(tmp_path / "eval" / "iou.parquet")
+    merged = mine.merge(reference, on=["frame_id", "kind", "target"], suffixes=("", "_ref"))
+    assert len(merged) == len(mine)
+    np.testing.assert_allclose(merged["iou"], merged["iou_ref"])  # the same labels, the same IoU
+
+
+def test_export_check_dir_checks_without_rewriting(tiny_run, tmp_path):
+    plan = tiny_run / "plan" / "plan.csv"
+    n = int((pd.read_csv(plan).action == "label").sum())
+    invoke("export", "--plan", plan, "--to", "labelstudio", "-o", tmp_path / "ls")
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "ls").rglob("*")}
+    out = invoke("export", "--check", tmp_path / "ls", "--plan", plan)
+    assert f"labelstudio: {n} frames, {n}/{n} masks verified, order verified" in out
+    out = invoke("export", "--check", tmp_path / "ls")
+    assert "masks decoded, not compared" in out and "order verified" in out
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ls").rglob("*")} == stamps
+    # An edited export: checked as it is, not rewritten first.
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    tasks[0], tasks[1] = tasks[1], tasks[0]
+    (tmp_path / "ls" / "tasks.json").write_text(json.dumps(tasks))
+    result = runner.invoke(app, ["export", "--check", str(tmp_path / "ls"), "--plan", str(plan)])
+    assert result.exit_code == 1 and "not in queue order" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "ls")])
+    assert result.exit_code == 2
+    for to in ("cvat", "fiftyone"):  # the tool found from the folder's files
+        invoke("export", "--plan", plan, "--to", to, "-o", tmp_path / to, "--no-heatmaps")
+        assert f"{to}: {n} frames, {n}/{n} masks verified" in invoke(
+            "export", "--check", tmp_path / to, "--plan", plan)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from saseg.demo import run_demo
@@ -18,3 +20,12 @@ def test_quick_demo_writes_every_output(tmp_path):
     assert "RQ1" in text and "Surprise by driving condition" in text and "report" in text
     assert "mIoU on this pool is" in text and "true pool mIoU" in text
     assert (tmp_path / "audit" / "plan.csv").is_file() and (tmp_path / "audit" / "estimate" / "audit.json").is_file()
+    # The loop closes: the labelled queue comes back through `labels import` and is evaluated.
+    labelled = (pd.read_csv(tmp_path / "plan" / "plan.csv").action == "label").sum()
+    assert f"labelstudio: {labelled} labelled frames imported, 0 unlabelled" in text
+    # The imported labels are the generator's: the same IoU as the pool's own labels.
+    imported = pd.read_parquet(tmp_path / "labelled" / "eval" / "iou.parquet")
+    own = pd.read_parquet(tmp_path / "eval" / "iou.parquet")
+    merged = imported.merge(own, on=["frame_id", "kind", "target"], suffixes=("", "_own"))
+    assert len(merged) == len(imported) and imported["frame_id"].nunique() == labelled
+    assert np.allclose(merged["iou"], merged["iou_own"], equal_nan=True)

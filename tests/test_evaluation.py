@@ -250,3 +250,29 @@ def test_missing_frames_or_labels_are_data_errors(tiny_run, tmp_path):
         evaluate(tiny_run / "scores.parquet", f"folder:{images}", tmp_path / "b", plots=False,
                  progress=False)
     assert not (tmp_path / "a" / "eval.json").exists() and not (tmp_path / "b" / "eval.json").exists()
+
+
+def test_labelled_only_needs_some_of_the_runs_frames(tiny_run, tmp_path):
+    """--labelled-only evaluates the frames the labels hold; labels of none of them: one line."""
+    frames = list(open_dataset(TEST_SPEC))
+    classes = json.loads((tiny_run / "score.json").read_text())["classes"]
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    for frame in frames[:3]:
+        for folder, array in (("images", frame.image), ("labels", frame.label.astype(np.uint8))):
+            path = tmp_path / folder / f"{frame.frame_id}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+    (tmp_path / "classes.json").write_text(json.dumps(classes))
+    spec = f"folder:{tmp_path / 'images'}:{tmp_path / 'labels'}?classes={tmp_path / 'classes.json'}"
+    summary = evaluate(tiny_run / "scores.parquet", spec, tmp_path / "eval", plots=False,
+                       progress=False, labelled_only=True)
+    assert summary["n_frames"] == 3
+    with pytest.raises(DataError, match="every scored frame"):
+        evaluate(tiny_run / "scores.parquet", spec, tmp_path / "eval", plots=False, progress=False)
+    for name in ("images", "labels"):
+        for path in (tmp_path / name).iterdir():
+            path.rename(path.with_name("other_" + path.name))
+    with pytest.raises(DataError, match="holds none of the run's frame ids"):
+        evaluate(tiny_run / "scores.parquet", spec, tmp_path / "eval", plots=False, progress=False,
+                 labelled_only=True)

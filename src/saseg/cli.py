@@ -40,6 +40,7 @@ from .data import has_splits, open_dataset
 from .distributed import RayOptions
 from .errors import SasegError
 from .export import EXPORTERS, exporter
+from .export import labels_import as labels_import_module
 from .io import output_lock
 from .export import run as export_run
 from .layout import PlanDir
@@ -264,8 +265,8 @@ def registered(registry: dict, what: str):
     """An option callback that accepts only names in `registry`, read when the option is parsed,
     so a tool registered after import (`saseg.export.register_exporter`) is accepted without
     editing the CLI."""
-    def check(value: str) -> str:
-        if value not in registry:
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in registry:
             raise typer.BadParameter(f"expected {what} in {list(registry)}, got {value!r}")
         return value
     return check
@@ -406,11 +407,13 @@ def evaluate(
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Labelled dataset spec (default: the one scored).")] = None,
     split: SplitOpt = "test",
     risk: Annotated[float, typer.Option(min=0.0, max=1.0, help="Acceptable share of skipped frames below IoU 0.5, for the max-skip table.")] = 0.05,
+    labelled_only: Annotated[bool, typer.Option("--labelled-only", help="Evaluate only the scored frames the labels cover (e.g. a labelled queue from `saseg labels import`).")] = False,
     quiet: QuietOpt = False,
 ):
     """RQ1 (Spearman SA vs IoU, Table 3) and RQ2 (skip trade-off, Figure 9) against labels."""
     hold_output(out)
-    summary = evaluation.evaluate(scores, data, out, split=split, risk=risk, progress=not quiet)
+    summary = evaluation.evaluate(scores, data, out, split=split, risk=risk, progress=not quiet,
+                                  labelled_only=labelled_only)
     typer.echo(summary["table"])
     typer.echo(f"eval: {out}  ({summary['n_frames']} frames)")
 
@@ -461,18 +464,30 @@ def plan(
 
 @app.command()
 def export(
-    plan_path: Annotated[str, typer.Option("--plan", "-p", help="plan.csv from `saseg plan` (inside or beside the scored run).")],
-    to: Annotated[str, typer.Option("--to", callback=registered(EXPORTERS, "a labelling tool"), help=f"Labelling tool: {', '.join(EXPORTERS)}.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Export dir to write.")],
+    existing: Annotated[Optional[str], typer.Argument(metavar="[DIR]", help="With --check: an existing export folder to check as it is (not rewritten).")] = None,
+    plan_path: Annotated[Optional[str], typer.Option("--plan", "-p", help="plan.csv from `saseg plan` (inside or beside the scored run).")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", callback=registered(EXPORTERS, "a labelling tool"), help=f"Labelling tool: {', '.join(EXPORTERS)} (with DIR: found from its files).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Export dir to write.")] = None,
     run: Annotated[Optional[str], typer.Option("--run", help="Scored run dir (default: found beside/above the plan).")] = None,
     copy: Annotated[bool, typer.Option("--copy", help="Copy frames into the export instead of referencing them.")] = False,
     include_skipped: Annotated[bool, typer.Option("--include-skipped", help="Export skipped frames too (after the queue).")] = False,
     image_root: Annotated[Optional[str], typer.Option(help="Label Studio: its LOCAL_FILES_DOCUMENT_ROOT (default: the export dir, or the folder above the images when they are referenced elsewhere).")] = None,
     heatmaps: Annotated[bool, typer.Option("--heatmaps/--no-heatmaps", help="FiftyOne: add per-pixel SA heatmaps (runs the model).")] = True,
     device: DeviceOpt = "cpu",
-    check: Annotated[bool, typer.Option("--check", help="Re-read the export as the tool will (images, masks, order) and exit 1 if anything differs.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Re-read the export as the tool will (images, masks, order) and exit 1 if anything differs. `--check DIR` checks an existing export without rewriting it (masks compared with the run's when --plan is given).")] = False,
 ):
     """Hand the labelling queue to Label Studio, CVAT or FiftyOne, with predictions as pre-annotations."""
+    if existing is not None:
+        if not check:
+            raise typer.BadParameter("a DIR argument needs --check (export writes to --out)")
+        result = export_run.check_existing_export(existing, to=to, plan=plan_path, run_dir=run,
+                                                  include_skipped=include_skipped)
+        typer.echo(result.describe())
+        if not result.ok:
+            raise typer.Exit(1)
+        return
+    if plan_path is None or to is None or out is None:
+        raise typer.BadParameter("expected --plan, --to and --out (or --check DIR)")
     hold_output(out)
     options = {"image_root": image_root} if image_root and "image_root" in exporter(to).options else {}
     path = export_run.export_plan(plan_path, to=to, out_dir=out, run_dir=run, heatmaps=heatmaps, device=device,
@@ -579,6 +594,34 @@ def quality_apply(
     typer.echo(f"quality: {run_dir}  ({len(df)} rows; scores risk, group_<g>_risk, frame_risk)")
 
 
+labels_app = CheckedTyper(help="Labels back from a labelling tool, as a dataset saseg opens.",
+                         no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("import")
+def labels_import(
+    tool: Annotated[Literal["labelstudio", "cvat", "fiftyone"], typer.Option("--tool", help="The tool the labels come from.")],
+    export_dir: Annotated[str, typer.Option("--export", "-e", help="The folder `saseg export` wrote (moved or copied is fine).")],
+    source: Annotated[str, typer.Option("--from", "-f", help="The tool's export: Label Studio JSON, or its PNG zip/folder; CVAT 'Segmentation mask 1.1' zip; FiftyOne: a FiftyOneDataset export folder.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Label folder to write (or add to): images/, labels/, classes.json.")],
+    root: Annotated[Optional[str], typer.Option("--root", help="Label Studio: the folder the task image paths are relative to, if not the export's document root.")] = None,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Label Studio PNG: a JSON export of the project, to map task ids to frames (default: labelstudio_tasks.json in the export).")] = None,
+    pick: Annotated[Literal["refuse", "latest"], typer.Option("--pick", help="Two annotations for one task: refuse the task, or take the latest (highest annotation id).")] = "refuse",
+    field: Annotated[str, typer.Option("--field", help="FiftyOne: the segmentation field with the labels.")] = "ground_truth",
+):
+    """Read the tool's export, match tasks to frame ids, write labels `--data folder:...` opens."""
+    hold_output(out)
+    report = labels_import_module.import_labels(tool, export_dir, source, out, root=root, tasks=tasks,
+                                                pick=pick, field=field)
+    typer.echo(report.describe())
+    typer.echo(f"labels: {out}  (--data '{labels_import_module.label_spec(out)}')")
+    if not report.ok:
+        typer.echo(f"error: {len(report.refused)} tasks refused (listed above); the "
+                   f"{len(report.imported)} others are imported", err=True)
+        raise typer.Exit(1)
+
+
 experiment_app = CheckedTyper(help="The paper's experiments.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 
@@ -604,7 +647,7 @@ def demo(
     typer.echo(demo_module.run_demo(out, quick=quick, progress=not quiet))
 
 
-audit_app = typer.Typer(help="The pool's IoU from a few labelled frames, with a confidence interval (PPI++).",
+audit_app = CheckedTyper(help="The pool's IoU from a few labelled frames, with a confidence interval (PPI++).",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

@@ -10,6 +10,10 @@ calibration never sees in-sample predictions): whole frames (`plan_frame/`), and
 (`plan/`, exported and reported), with the label-error promise (at most 5 % of a frame's
 segment labels wrong, 90 % confidence). The test pool is planned with them, and so is a
 further pool of night drives, where the shift alarm should fire.
+
+Last, the labelling loop closes: simulated labellers submit the generator's ground truth for
+the labelled queue as Label Studio's JSON export, `saseg labels import` brings it back, and the
+imported labels are evaluated (`evaluate --labelled-only`).
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ from .analysis.quality import apply_quality, fit_quality
 from .data import open_dataset
 from .evaluation import evaluate
 from .export import EXPORTERS
+from .export.labels_import import import_labels, label_spec
+from .export.labels_ls import simulated_json_export
 from .export.run import export_plan
 from .models.train import train
 from .pipeline import fit, score
 from .report import write_report
 from .review import write_gallery, write_review_video
 from .columns import RISK, frame_column, frame_target_iou
+from .io import write_json
 from .layout import EvalDir, PlanDir, RunDir
 
 log = logging.getLogger(__name__)
@@ -106,6 +113,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     for tool in EXPORTERS:
         export_plan(PlanDir(run.plan_dir).queue_path, to=tool, out_dir=out / "export" / tool)
     lap("export")
+    loop = _labels_back(out, run, test_spec, progress=progress)
+    lap("labels back")
     write_review_video(model_dir, out / "sa", test_spec, out / "review.mp4",
                        max_frames=cfg["video_frames"], progress=progress)
     write_gallery(run, n=cfg["gallery"])
@@ -150,6 +159,9 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         f"{len(run.frames())} frames labelled); labels alone: "
         f"{audit.summary['miou']['labels_only']['low']:.2f}-{audit.summary['miou']['labels_only']['high']:.2f}.",
         "",
+        "Labels back: the labelled queue as Label Studio exports it, imported and evaluated:",
+        loop,
+        "",
         "timings: " + ", ".join(f"{n} {t:.0f}s" for n, t in steps),
         "outputs:",
         f"  model checkpoint   {model_dir}",
@@ -161,10 +173,29 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
         f"{night.plan_dir}; whole-frame plan: {out / 'plan_frame'})",
         f"  labelling exports  {out / 'export'} (labelstudio, cvat, fiftyone; see IMPORT.md)",
         f"  audit              {out / 'audit'} (sample, plan.csv; estimate/audit.json, classes.csv)",
+        f"  labels back        {out / 'labelled'} (imported labels; evaluated in {out / 'labelled' / 'eval'})",
         f"  review video       {out / 'review.mp4'}",
         f"  HTML report        {report}",
     ]
     return "\n".join(lines)
+
+
+def _labels_back(out: Path, run: RunDir, test_spec: str, *, progress: bool) -> str:
+    """Simulated labellers: the generator's ground truth for the exported queue, written as
+    Label Studio's JSON export, then the real import path and `evaluate --labelled-only`."""
+    truth = {frame.frame_id: frame.label for frame in open_dataset(test_spec)}
+    export_dir, labelled = out / "export" / "labelstudio", out / "labelled"
+    tool_export = out / "labelstudio_export.json"
+    write_json(tool_export, simulated_json_export(export_dir, truth.__getitem__))
+    report = import_labels("labelstudio", export_dir, tool_export, labelled)
+    result = evaluate(run.scores_path, label_spec(labelled), labelled / "eval", plots=False,
+                      progress=progress, labelled_only=True)
+    refit = fit_quality(run.root, labelled / "eval", labelled / "quality")
+    return (f"  {report.describe()}\n"
+            f"  evaluated on the imported labels: {result['n_frames']} frames, mean class IoU "
+            f"{result['mean_iou']:.3f}, dataset mIoU {result['dataset_miou']:.3f}\n"
+            f"  quality model refitted on them ({labelled / 'quality'}; the queue's hard frames "
+            f"only, see README):\n" + "\n".join("    " + line for line in refit.describe().splitlines()))
 
 
 def _realised(the_plan, iou) -> str:

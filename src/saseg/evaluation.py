@@ -30,8 +30,14 @@ THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path, *,
              split: str | None = "test", thresholds: Sequence[float] = THRESHOLDS,
-             risk: float = 0.05, plots: bool = True, progress: bool = True) -> dict:
-    """Compare the run's scores with labelled IoU; returns the summary written to eval.json."""
+             risk: float = 0.05, plots: bool = True, progress: bool = True,
+             labelled_only: bool = False) -> dict:
+    """Compare the run's scores with labelled IoU; returns the summary written to eval.json.
+
+    With `labelled_only`, only the scored frames the labelled data holds are evaluated (a
+    labelled queue brought back by ``saseg labels import``); otherwise every scored frame
+    needs a label.
+    """
     run = RunDir.from_scores(scores)
     scores_df = run.scores()
     frames_df = run.frames()
@@ -42,6 +48,15 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
         raise DataError(f"Expected labels to evaluate against, but {dataset.spec} has none.")
 
     wanted = set(scores_df["frame_id"])
+    if labelled_only:
+        held = {dataset.frame_id(i) for i in range(len(dataset))}
+        wanted &= held
+        if not wanted:
+            raise DataError(f"Expected labels for some scored frames, but {dataset.spec} holds none "
+                            "of the run's frame ids.")
+        scores_df = scores_df[scores_df["frame_id"].isin(wanted)].reset_index(drop=True)
+        frames_df = frames_df[frames_df["frame_id"].isin(wanted)].reset_index(drop=True)
+        log.info("evaluate: %d labelled frames of the run", len(wanted))
     tables = []
     cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
     bar = progress_bar(total=len(wanted), desc="evaluate: IoU", unit="frame", enabled=progress)

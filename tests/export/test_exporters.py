@@ -34,7 +34,7 @@ def _check_toy(out_dir, check):
 
 @pytest.fixture
 def toy_tool():
-    register_exporter("toy", Exporter(_write_toy, _check_toy, options=("stride",)))
+    register_exporter("toy", Exporter(_write_toy, _check_toy, "toy.json", options=("stride",)))
     yield EXPORTERS["toy"]
     EXPORTERS.pop("toy")
 

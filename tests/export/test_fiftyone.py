@@ -48,8 +48,12 @@ def test_samples_in_rank_order_with_fields(tmp_path):
     samples, _, _, out = _export(tmp_path)
     assert [s["frame_id"] for s in samples] == ["d003/00012", "d003/00001", "still"]
     assert [(s["rank"], s["surprise"]) for s in samples] == [(1, 9.5), (2, 7.25), (3, 5.0)]
-    assert samples[2]["filepath"] == str((tmp_path / "src/still.png").resolve())
-    assert samples[0]["filepath"] == str((out / f"images/{frame_stem('d003/00012')}.png").resolve())
+    # Relative to the export folder (FiftyOne's importer resolves them so): the folder can move.
+    assert samples[2]["filepath"] == "../src/still.png"
+    assert samples[0]["filepath"] == f"images/{frame_stem('d003/00012')}.png"
+    assert samples[0]["prediction"]["mask_path"] == f"fields/prediction/{frame_stem('d003/00012')}.png"
+    assert 'color_by="value"' in (out / "IMPORT.md").read_text()
+    assert str(tmp_path) not in (out / "IMPORT.md").read_text()
     assert all(s["prediction"]["_cls"] == "Segmentation" for s in samples)
     assert all(s["heatmap"]["_cls"] == "Heatmap" for s in samples)
     info = json.loads((out / "metadata.json").read_text())
@@ -58,17 +62,17 @@ def test_samples_in_rank_order_with_fields(tmp_path):
 
 
 def test_masks_decode_to_prediction(tmp_path):
-    samples, preds, _, _ = _export(tmp_path)
+    samples, preds, _, out = _export(tmp_path)
     for s in samples:
-        mask = np.asarray(Image.open(s["prediction"]["mask_path"]))
+        mask = np.asarray(Image.open(out / s["prediction"]["mask_path"]))
         np.testing.assert_array_equal(mask, preds[s["frame_id"]])
 
 
 def test_heatmaps_quantise_sa(tmp_path):
-    samples, _, heat, _ = _export(tmp_path)
+    samples, _, heat, out = _export(tmp_path)
     for s in samples:
         sa = heat[s["frame_id"]]
-        q = np.asarray(Image.open(s["heatmap"]["map_path"])).astype(np.float64)
+        q = np.asarray(Image.open(out / s["heatmap"]["map_path"])).astype(np.float64)
         lo, hi = s["heatmap_sa_range"]
         assert s["heatmap"]["range"] == [0, 65535]
         assert (lo, hi) == (np.nanmin(sa), np.nanmax(sa))
@@ -77,9 +81,9 @@ def test_heatmaps_quantise_sa(tmp_path):
                                    atol=(hi - lo) / 65535)
         assert (q[~finite] == 0).all()
 
-    samples, _, heat, _ = _export(tmp_path, heatmap_range=(9.0, 11.0))
+    samples, _, heat, out = _export(tmp_path, heatmap_range=(9.0, 11.0))
     sa = heat[samples[0]["frame_id"]]
-    q = np.asarray(Image.open(samples[0]["heatmap"]["map_path"])).astype(np.int64)
+    q = np.asarray(Image.open(out / samples[0]["heatmap"]["map_path"])).astype(np.int64)
     expected = np.rint(np.clip((np.nan_to_num(sa, nan=9.0) - 9) / 2, 0, 1) * 65535)
     np.testing.assert_array_equal(q, expected)
 
@@ -132,8 +136,8 @@ def test_import_snippet_builds_dataset_in_order(tmp_path, monkeypatch):
     assert [s["rank"] for s in dataset.samples] == [1, 2, 3]
     first = dataset.samples[0]
     assert first["prediction"] == {"_cls": "Segmentation",
-                                   "mask_path": samples[0]["prediction"]["mask_path"]}
-    assert first["heatmap"]["map_path"] == samples[0]["heatmap"]["map_path"]
+                                   "mask_path": str(out.resolve() / samples[0]["prediction"]["mask_path"])}
+    assert first["heatmap"]["map_path"] == str(out.resolve() / samples[0]["heatmap"]["map_path"])
     assert load_fiftyone(out, name="again").name == "again"
 
 

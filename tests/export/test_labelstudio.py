@@ -62,8 +62,9 @@ def test_tasks_in_priority_order_with_sortable_fields(tmp_path):
     assert [t["data"]["frame_id"] for t in tasks] == ["d003/00012", "d003/00001", "still"]
     assert [t["data"]["rank"] for t in tasks] == [1, 2, 3]
     assert [t["data"]["surprise"] for t in tasks] == [9.5, 7.25, 5.0]
-    # Label Studio wants a score in [0, 1]: the priority 1 - (i - 1) / n, in queue order.
-    assert [t["predictions"][0]["score"] for t in tasks] == pytest.approx([1, 2 / 3, 1 / 3])
+    # Without a quality model the prediction has no score: the queue priority is not the
+    # model's confidence (a labeller would read it so).
+    assert all("score" not in t["predictions"][0] for t in tasks)
     assert all(t["predictions"][0]["model_version"] == "saseg" for t in tasks)
 
 
@@ -108,15 +109,17 @@ def test_image_urls_local_files_and_prefix(tmp_path):
     # Images in tmp/src and tmp/ls/images: the storage is tmp, the document root above it
     # (Label Studio refuses a storage equal to its root).
     setup = json.loads((out / "labelstudio_storage.json").read_text())
-    root, storage = Path(setup["document_root"]), Path(setup["storage_path"])
+    # Relative to the export folder, so the folder can move.
+    assert (setup["document_root"], setup["storage_path"]) == ("../..", "..")
+    root, storage = (out / setup["document_root"]).resolve(), (out / setup["storage_path"]).resolve()
     assert (root, storage) == (tmp_path.resolve().parent, tmp_path.resolve())
     paths = [root / unquote(t["data"]["image"].split("?d=", 1)[1]) for t in tasks]
     assert all(t["data"]["image"].startswith("/data/local-files/?d=") for t in tasks)
     assert paths[2] == (tmp_path / "src" / "still.png").resolve()  # referenced, not copied
     assert paths[0].parent == (out / "images").resolve() and paths[0].is_file()
     notes = (out / "IMPORT.md").read_text()
-    assert "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=" + str(root) in notes
-    assert f"absolute local path `{storage}`" in notes
+    assert 'LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="$(cd ../.. && pwd)"' in notes
+    assert str(tmp_path) not in notes  # nothing absolute: the folder can move
 
     tasks, _, _, out = _export(tmp_path, copy=True, image_root=tmp_path / "ls",
                                url_prefix="http://host:8081/data/")
@@ -129,8 +132,12 @@ def test_image_urls_local_files_and_prefix(tmp_path):
 def test_default_root_is_the_export_folder_when_it_holds_the_images(tmp_path):
     tasks, _, _, out = _export(tmp_path, copy=True)
     setup = json.loads((out / "labelstudio_storage.json").read_text())
-    assert setup["document_root"] == str(out.resolve())
-    assert setup["storage_path"] == str((out / "images").resolve())
+    assert (setup["document_root"], setup["storage_path"]) == (".", "images")
+    notes = (out / "IMPORT.md").read_text()
+    assert 'LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="$PWD"' in notes
+    for step in ("--no-browser", "--port", "--data-dir", "LATEST_VERSION_CHECK=false",
+                 "Create New Token", "--username", "saseg labels import"):
+        assert step in notes
     assert [t["data"]["image"].split("?d=")[1].split("/")[0] for t in tasks] == ["images"] * 3
 
 
@@ -227,3 +234,26 @@ def test_token_sent_to_another_origin_on_redirect_is_refused():
 def test_token_origin_promise_is_in_import_md(tmp_path):
     _, _, _, out = _export(tmp_path)
     assert "refuses a redirect to another scheme, host or port" in (out / "IMPORT.md").read_text()
+
+
+def test_prediction_score_is_the_models_confidence_and_the_page_shows_rank_and_risk(tmp_path):
+    queue, preds, image_for, _ = _setup(tmp_path)
+    queue["frame_risk"] = [0.25, 0.5, 1.5, 0.0]  # 1.5: out of range, clipped
+    queue["frame_mdsa"] = [3.0, 9.0, 4.0, 1.0]
+    out = export_labelstudio(queue, out_dir=tmp_path / "ls", classes=CLASSES,
+                             prediction_for=preds.__getitem__, image_for=image_for)
+    tasks = json.loads((out / "tasks.json").read_text())
+    assert [t["data"]["frame_id"] for t in tasks] == ["d003/00012", "d003/00001", "still"]
+    assert [t["predictions"][0]["score"] for t in tasks] == [0.5, 0.0, 0.75]  # 1 - risk
+    assert [t["data"]["frame_risk"] for t in tasks] == [0.5, 1.5, 0.25]  # numbers, not text
+    header = ET.fromstring((out / "labelstudio_config.xml").read_text()).find("Header")
+    assert header.attrib["value"] == "rank $rank · risk $frame_risk"
+    setup = json.loads((out / "labelstudio_storage.json").read_text())
+    assert set(setup["numeric_fields"]) == {"rank", "surprise", "frame_risk", "frame_mdsa"}
+    assert json.loads((out / "saseg_classes.json").read_text())["names"] == list(CLASSES.names)
+
+
+def test_header_names_only_fields_every_task_has(tmp_path):
+    _, _, _, out = _export(tmp_path)
+    header = ET.fromstring((out / "labelstudio_config.xml").read_text()).find("Header")
+    assert header.attrib["value"] == "rank $rank · surprise $surprise"

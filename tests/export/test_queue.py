@@ -107,8 +107,8 @@ def test_ids_that_collide_under_slugging_keep_their_own_files(tmp_path):
     paths = [s["prediction"]["mask_path"] for s in samples]
     assert len(set(paths)) == n and len({p.lower() for p in paths}) == n
     for sample, fid in zip(samples, COLLIDING_IDS):
-        assert np.array_equal(np.asarray(Image.open(sample["prediction"]["mask_path"])), masks[fid])
-        assert np.asarray(Image.open(sample["filepath"]))[0, 0, 0] == images[fid][0, 0, 0]
+        assert np.array_equal(np.asarray(Image.open(out / sample["prediction"]["mask_path"])), masks[fid])
+        assert np.asarray(Image.open(out / sample["filepath"]))[0, 0, 0] == images[fid][0, 0, 0]
     ls = export_queue(queue, to="labelstudio", out_dir=tmp_path / "ls", classes=CLASSES,
                       prediction_for=masks.__getitem__, image_for=images.__getitem__, copy=True)
     tasks = json.loads((ls / "tasks.json").read_text())

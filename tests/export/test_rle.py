@@ -98,6 +98,9 @@ def test_matches_label_studios_own_encoder(labelstudio_python, tool_runner, tmp_
     for mask, ref in zip(masks, reference):
         assert rle.encode(mask) == ref["rle"]
         np.testing.assert_array_equal(np.array(ref["decoded"]) == 255, mask.reshape(-1))
+        # Our decoder reads Label Studio's own RLE as its decoder does.
+        np.testing.assert_array_equal(rle.decode(ref["rle"], *mask.shape), mask)
+        np.testing.assert_array_equal(rle.decode_values(ref["rle"])[::4], ref["decoded"])
 
 
 @pytest.mark.parametrize("bad", [np.zeros((3, 4), np.int64), np.zeros((3, 4, 3), np.uint8),

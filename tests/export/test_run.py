@@ -114,10 +114,10 @@ def test_fiftyone_export_with_heatmaps_from_the_run(labelled_run, tmp_path):
     assert [s["frame_id"] for s in samples] == queue["frame_id"].tolist()
     for sample, row in zip(samples, queue.itertuples()):
         pred = saved_prediction(labelled_run, row.frame_id)
-        with Image.open(sample["prediction"]["mask_path"]) as mask:
+        with Image.open(out / sample["prediction"]["mask_path"]) as mask:
             np.testing.assert_array_equal(np.asarray(mask), pred)
-        np.testing.assert_array_equal(read_rgb(sample["filepath"]), data[int(row.frame_index)].image)
-        with Image.open(sample["heatmap"]["map_path"]) as heat:
+        np.testing.assert_array_equal(read_rgb(out / sample["filepath"]), data[int(row.frame_index)].image)
+        with Image.open(out / sample["heatmap"]["map_path"]) as heat:
             quantised = np.asarray(heat)
         lo, hi = sample["heatmap_sa_range"]  # the frame's own SA range, so it spans 0..65535
         assert quantised.shape == pred.shape and np.isfinite([lo, hi]).all() and lo < hi

@@ -7,13 +7,16 @@ ignored pixels), in queue order; the manifest must follow CVAT's manifest 1.1 ru
 
 import json
 import re
+import shutil
 import zipfile
 
 import numpy as np
 from PIL import Image
 
+from saseg.data import open_dataset
 from saseg.export import export_cvat
 from saseg.export import check_export
+from saseg.export.labels_import import import_labels, label_spec
 
 READ_WITH_DATUMARO = """
 import json, sys
@@ -82,3 +85,62 @@ def test_manifest_follows_cvats_rules(tool_queue):
     assert [e["name"] for e in lines[2:]] == sorted(e["name"] for e in lines[2:])  # lexicographic too
     check = check_export(q.out, "cvat", prediction_for=q.prediction_for, expected_order=q.order)
     assert check.ok, check.describe()
+
+
+WRITE_WITH_DATUMARO = """
+import json, sys
+import numpy as np
+from datumaro.components.annotation import Mask
+from datumaro.components.dataset import Dataset
+from datumaro.components.dataset_base import DatasetItem
+spec = json.load(open(sys.argv[1]))
+labels = np.load(sys.argv[2])
+items = []
+for name in spec["names"]:
+    annotations = []
+    if name in labels.files:
+        for class_id, label in enumerate(spec["labels"][1:], start=1):
+            painted = labels[name] == class_id - 1
+            if painted.any():
+                annotations.append(Mask(image=painted, label=class_id))
+    items.append(DatasetItem(id=name, annotations=annotations))
+dataset = Dataset.from_iterable(items, categories=spec["labels"])
+dataset.export(sys.argv[3], "voc_segmentation", label_map=sys.argv[4], save_media=False)
+print(json.dumps({"items": len(items)}))
+"""
+
+
+def test_labels_back_from_a_segmentation_mask_export(datumaro_python, tool_runner, tool_queue, tmp_path):
+    """CVAT's "Segmentation mask 1.1" export, as datumaro (CVAT's exporter) writes it, back into
+    saseg: masks equal to the prediction, edited ones, one frame never labelled; the export
+    folder moved before the import."""
+    q = tool_queue
+    export_cvat(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
+                image_for=q.image_for)
+    with zipfile.ZipFile(q.out / "annotations.zip") as archive:
+        (tmp_path / "labelmap.txt").write_bytes(archive.read("labelmap.txt"))
+    names = {v: k for k, v in json.loads((q.out / "cvat_frames.json").read_text()).items()}
+    submitted = {}
+    for i, frame_id in enumerate(q.order[:4]):
+        label = q.preds[frame_id].copy()
+        if i % 2:  # edited: a car painted over the road, the pole erased
+            label[-6:, 2:12] = 1
+            label[label == 2] = 0
+        submitted[frame_id] = label
+    np.savez(tmp_path / "labels.npz", **{names[f]: v for f, v in submitted.items()})
+    (tmp_path / "spec.json").write_text(json.dumps({
+        "names": [names[f] for f in q.order], "labels": ["background", *q.classes.names]}))
+    tool_runner(datumaro_python, WRITE_WITH_DATUMARO, tmp_path / "spec.json",
+                tmp_path / "labels.npz", tmp_path / "cvat_export", tmp_path / "labelmap.txt")
+    zipped = shutil.make_archive(str(tmp_path / "task_export"), "zip", tmp_path / "cvat_export")
+
+    moved = tmp_path / "moved" / "export"
+    shutil.move(str(q.out), moved)
+    report = import_labels("cvat", moved, zipped, tmp_path / "labels")
+    assert report.ok and sorted(report.imported) == sorted(submitted)
+    assert report.unlabelled == [q.order[4]]
+    frames = {f.frame_id: f for f in open_dataset(label_spec(tmp_path / "labels"))}
+    assert sorted(frames) == sorted(submitted)
+    for frame_id, label in submitted.items():
+        np.testing.assert_array_equal(frames[frame_id].label, label)  # ignored pixels stay 255
+        np.testing.assert_array_equal(frames[frame_id].image, q.images[frame_id])

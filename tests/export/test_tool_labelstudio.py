@@ -10,6 +10,7 @@ the Data Manager's order, and an annotation through Label Studio's own export.
 import http.cookiejar
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,8 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from saseg.data import open_dataset
 from saseg.export import export_labelstudio, rle
-from saseg.export.check import check_export
+from saseg.export import check_export
+from saseg.export.labels_import import import_labels, label_spec
+from saseg.export.labelstudio import brush_results
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +58,7 @@ def server(labelstudio_python, tmp_path_factory):
     log = (data_dir / "server.log").open("w")
     process = subprocess.Popen(
         [str(Path(labelstudio_python).parent / "label-studio"), "start", "--no-browser",
-         "--internal-host", "127.0.0.1", "-p", str(port), "--data-dir", str(data_dir),
+         "--internal-host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
          "--username", EMAIL, "--password", PASSWORD],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -216,3 +220,119 @@ def test_segment_marks_round_trip(server, token, tool_queue):
     listed = api.call("GET", f"/api/tasks/?project={project}&page_size=100")
     got = {t["data"]["frame_id"]: t["data"]["accepted_segments"] for t in listed["tasks"]}
     assert got == {fid: "Road, Sky" if fid in marks else "none" for fid in q.order}
+
+
+def test_labels_come_back_from_label_studio_json_and_png(server, token, tool_queue, tmp_path):
+    """The loop through a real Label Studio: the export is moved to the server's document root
+    before its import; labellers submit some predictions unchanged, edit others and skip one;
+    Label Studio exports JSON and PNG; the export folder moves again; `saseg labels import`
+    gives back exactly what was submitted, under the right frame ids."""
+    url, served = server
+    q = tool_queue
+    export_labelstudio(q.queue, out_dir=tmp_path / "written", classes=q.classes,
+                       prediction_for=q.prediction_for, image_for=q.image_for)
+    for old in served.iterdir():  # the server's document root takes the moved export
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    for item in (tmp_path / "written").iterdir():
+        shutil.move(str(item), served / item.name)
+    assert check_export(served, "labelstudio", prediction_for=q.prediction_for,
+                        expected_order=q.order).ok
+    done = subprocess.run([sys.executable, str(served / "import_labelstudio.py"), "--url", url,
+                           "--token", token, "--title", "round trip"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    project = json.loads(done.stdout)["project"]
+    api = Api(url, token)
+    view = api.call("GET", f"/api/dm/views/?project={project}")[0]
+    assert view["data"]["columnsDisplayType"]["tasks:data.frame_risk"] == "Number"
+    assert view["data"]["columnsDisplayType"]["tasks:data.rank"] == "Number"
+    listed = api.call("GET", f"/api/tasks/?project={project}&view={view['id']}&page_size=100")["tasks"]
+    assert [t["data"]["frame_id"] for t in listed] == q.order
+    recorded = json.loads((served / "labelstudio_tasks.json").read_text())["tasks"]
+    assert {int(k): v for k, v in recorded.items()} == {t["id"]: t["data"]["frame_id"] for t in listed}
+
+    submitted = {}
+    for i, task in enumerate(listed[:4]):
+        frame_id = task["data"]["frame_id"]
+        if i == 2:  # skipped
+            api.call("POST", f"/api/tasks/{task['id']}/annotations/", {"result": [], "was_cancelled": True})
+            continue
+        label = q.preds[frame_id].copy()
+        if i % 2:  # edited: a car block painted, the pole erased
+            label[-6:, 2:12] = 1
+            label[label == 2] = 0
+        submitted[frame_id] = label
+        api.call("POST", f"/api/tasks/{task['id']}/annotations/",
+                 {"result": brush_results(label, q.classes), "was_cancelled": False})
+    (tmp_path / "ls.json").write_bytes(api.call("GET", f"/api/projects/{project}/export?exportType=JSON", raw=True))
+    (tmp_path / "ls_png.zip").write_bytes(
+        api.call("GET", f"/api/projects/{project}/export?exportType=BRUSH_TO_PNG", raw=True))
+
+    moved = tmp_path / "moved" / "export"
+    shutil.copytree(served, moved)
+    for source, out in ((tmp_path / "ls.json", tmp_path / "from_json"),
+                        (tmp_path / "ls_png.zip", tmp_path / "from_png")):
+        report = import_labels("labelstudio", moved, source, out)
+        assert report.ok and sorted(report.imported) == sorted(submitted), report.describe()
+        assert sorted(report.unlabelled) == sorted(set(q.order) - set(submitted))
+        frames = {f.frame_id: f for f in open_dataset(label_spec(out))}
+        assert sorted(frames) == sorted(submitted)
+        for frame_id, label in submitted.items():
+            np.testing.assert_array_equal(frames[frame_id].label, label)
+            np.testing.assert_array_equal(frames[frame_id].image, q.images[frame_id])
+
+
+def test_failed_import_deletes_the_project_it_created(server, token, tool_queue, tmp_path):
+    url, _ = server
+    q = tool_queue
+    other = tmp_path / "elsewhere"
+    export_labelstudio(q.queue, out_dir=other, classes=q.classes,
+                       prediction_for=q.prediction_for, image_for=q.image_for)
+    api = Api(url, token)
+    before = {p["id"] for p in api.call("GET", "/api/projects/?page_size=100")["results"]}
+    done = subprocess.run([sys.executable, str(other / "import_labelstudio.py"), "--url", url,
+                           "--token", token, "--title", "doomed"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "deleted" in done.stderr, done.stderr
+    after = {p["id"] for p in api.call("GET", "/api/projects/?page_size=100")["results"]}
+    assert after == before
+
+
+def test_labels_from_label_studio_evaluate_a_scored_run(server, token, tiny_run, tmp_path):
+    """A scored run's plan through Label Studio and back: the labellers submit the ground truth,
+    and `evaluate --labelled-only` on the imported labels gives the run's own IoU."""
+    import pandas as pd
+
+    from conftest import TEST_SPEC
+    from saseg.evaluation import evaluate
+    from saseg.export.run import export_plan
+    from saseg.layout import RunDir
+
+    url, served = server
+    for old in served.iterdir():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    export_plan(tiny_run / "plan" / "plan.csv", to="labelstudio", out_dir=served)
+    done = subprocess.run([sys.executable, str(served / "import_labelstudio.py"), "--url", url,
+                           "--token", token, "--title", "scored run"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    project = json.loads(done.stdout)["project"]
+    api = Api(url, token)
+    truth = {f.frame_id: f.label for f in open_dataset(TEST_SPEC)}
+    classes = RunDir(tiny_run).classes()
+    tasks = api.call("GET", f"/api/tasks/?project={project}&page_size=100")["tasks"]
+    for task in tasks:
+        api.call("POST", f"/api/tasks/{task['id']}/annotations/",
+                 {"result": brush_results(truth[task["data"]["frame_id"]], classes),
+                  "was_cancelled": False})
+    (tmp_path / "ls.json").write_bytes(api.call("GET", f"/api/projects/{project}/export?exportType=JSON", raw=True))
+    report = import_labels("labelstudio", served, tmp_path / "ls.json", tmp_path / "labels")
+    assert report.ok and len(report.imported) == len(tasks)
+    summary = evaluate(tiny_run / "scores.parquet", label_spec(tmp_path / "labels"), tmp_path / "eval",
+                       plots=False, progress=False, labelled_only=True)
+    assert summary["n_frames"] == len(tasks)
+    mine = pd.read_parquet(tmp_path / "eval" / "iou.parquet")
+    own = pd.read_parquet(tiny_run / "eval" / "iou.parquet")
+    merged = mine.merge(own, on=["frame_id", "kind", "target"], suffixes=("", "_own"))
+    assert len(merged) == len(mine)
+    np.testing.assert_allclose(merged["iou"], merged["iou_own"])

@@ -9,7 +9,8 @@ from .cvat import export_cvat
 from .fiftyone import export_fiftyone, load_fiftyone
 from .labelstudio import export_labelstudio
 from .queue import read_plan
-from .registry import EXPORTERS, Exporter, check_export, export_queue, exporter, register_exporter
+from .registry import (EXPORTERS, Exporter, check_export, detect_tool, export_queue, exporter,
+                       register_exporter)
 
-__all__ = ["EXPORTERS", "Exporter", "register_exporter", "exporter", "export_queue", "check_export",
+__all__ = ["EXPORTERS", "Exporter", "register_exporter", "exporter", "detect_tool", "export_queue", "check_export",
            "export_labelstudio", "export_cvat", "export_fiftyone", "load_fiftyone", "read_plan"]

@@ -2,7 +2,8 @@
 
 Each checker decodes only what the export wrote, with the tool's own conventions:
 
-* Label Studio: ``tasks.json``; each ``?d=`` URL resolved against ``document_root`` and found
+* Label Studio: ``tasks.json``; each ``?d=`` URL resolved against ``document_root`` (relative to
+  the export folder, or `root`) and found
   inside the storage folder (the rule Label Studio serves by); brush RLE regions decoded
   (`saseg.export.rle`) and painted by label name, in ``labelstudio_config.xml``'s order.
 * CVAT: ``images/manifest.jsonl`` against CVAT's manifest rules (header lines, ``name`` /
@@ -35,10 +36,10 @@ from PIL import Image
 
 from ..errors import FormatError
 from . import rle
+from .labelstudio import LOCAL_FILES_URL, document_root
 from .queue import PredictionFn
 
 UNLABELLED = -1
-LOCAL_FILES_URL = "/data/local-files/?d="
 
 
 @dataclass
@@ -55,6 +56,8 @@ class ExportCheck:
     order_verified : bool
     problems : list of str
         One line each; empty when the export is sound.
+    compared : bool
+        Whether masks were compared with predictions (False: decoded only).
     """
 
     tool: str
@@ -62,14 +65,18 @@ class ExportCheck:
     masks_verified: int = 0
     order_verified: bool = False
     problems: list[str] = field(default_factory=list)
+    compared: bool = True
 
     @property
     def ok(self) -> bool:
-        return not self.problems and self.order_verified and self.masks_verified == self.frames
+        return (not self.problems and self.order_verified
+                and (self.masks_verified == self.frames or not self.compared))
 
     def describe(self) -> str:
         order = "order verified" if self.order_verified else "order NOT verified"
-        line = f"{self.tool}: {self.frames} frames, {self.masks_verified}/{self.frames} masks verified, {order}"
+        masks = (f"{self.masks_verified}/{self.frames} masks verified" if self.compared
+                 else "masks decoded, not compared with predictions (no plan given)")
+        line = f"{self.tool}: {self.frames} frames, {masks}, {order}"
         shown = "".join(f"\n  - {p}" for p in self.problems[:10])
         more = f"\n  - ... and {len(self.problems) - 10} more" if len(self.problems) > 10 else ""
         return line + shown + more
@@ -95,7 +102,7 @@ def verify_export(out_dir: str | os.PathLike, tool: str, checker: Checker, *,
         Frame ids in queue order.
     """
     out_dir = Path(out_dir)
-    check = ExportCheck(tool)
+    check = ExportCheck(tool, compared=prediction_for is not None)
     try:
         frames = checker(out_dir, check)
     except (OSError, ValueError, KeyError, TypeError, FormatError, zipfile.BadZipFile,
@@ -149,8 +156,8 @@ def check_labelstudio(out_dir: Path, check: ExportCheck) -> list[tuple[str, int,
     setup = json.loads((out_dir / "labelstudio_storage.json").read_text(encoding="utf-8"))
     config = ElementTree.fromstring((out_dir / "labelstudio_config.xml").read_text(encoding="utf-8"))
     names = [label.attrib["value"] for label in config.iter("Label")]
-    root = Path(setup["document_root"])
-    storage = Path(setup["storage_path"]) if setup.get("storage_path") else None
+    root = document_root(out_dir)
+    storage = (out_dir / setup["storage_path"]).resolve() if setup.get("storage_path") else None
     frames = []
     for task in tasks:
         data, frame_id = task["data"], str(task["data"]["frame_id"])
@@ -164,8 +171,9 @@ def check_labelstudio(out_dir: Path, check: ExportCheck) -> list[tuple[str, int,
             size = _image_size(path, frame_id, check)
         mask = None
         predictions = task.get("predictions") or []
-        if len(predictions) != 1 or not 0 <= float(predictions[0]["score"]) <= 1:
-            check.problems.append(f"frame {frame_id!r}: expected one prediction with a score in [0, 1]")
+        if len(predictions) != 1 or not 0 <= float(predictions[0].get("score", 0)) <= 1:
+            check.problems.append(f"frame {frame_id!r}: expected one prediction, its score (if "
+                                  "any) in [0, 1]")
         else:
             mask = _paint_brush_regions(predictions[0]["result"], names, frame_id, check)
             if mask is not None and size is not None and mask.ids.shape != size:
@@ -263,8 +271,8 @@ def check_fiftyone(out_dir: Path, check: ExportCheck) -> list[tuple[str, int, De
     frames = []
     for sample in samples:
         frame_id = str(sample["frame_id"])
-        size = _image_size(Path(sample["filepath"]), frame_id, check)
-        mask_path = Path(sample["prediction"]["mask_path"])
+        size = _image_size(out_dir / sample["filepath"], frame_id, check)  # relative or absolute
+        mask_path = out_dir / sample["prediction"]["mask_path"]
         mask = None
         try:
             with Image.open(mask_path) as png:

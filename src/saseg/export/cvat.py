@@ -17,7 +17,9 @@ Writes to ``out_dir``:
   and ``SegmentationObject/<name>.png`` (one object per predicted class, coloured with the
   Pascal VOC palette by object index 1, 2, ... in class-id order: semantic masks have no
   instances, and CVAT's importer takes each object's label from the class mask).
-* ``cvat_frames.json`` - ``{image name: frame id}``, to map CVAT's frames back to the run.
+* ``cvat_frames.json`` - ``{image name: frame id}``, to map CVAT's frames back to the run
+  (``saseg labels import`` reads it).
+* ``saseg_classes.json`` - the class metadata, for ``saseg labels import``.
 * ``cvat_labels.json`` - the label list for the task's Raw label editor (mask labels, colours).
 * ``IMPORT.md`` - the steps below.
 
@@ -41,7 +43,7 @@ from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import atomic_path, write_json, write_text
 from ..layout import frame_stem
-from .queue import ACCEPTED_COLUMN, ImageFn, PredictionFn, encode_png, iter_items, prune, select_rows
+from .queue import ACCEPTED_COLUMN, ImageFn, PredictionFn, encode_png, iter_items, prune, select_rows, write_classes
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +120,8 @@ def export_cvat(
     write_json(out_dir / "cvat_frames.json", frame_ids)
     if ACCEPTED_COLUMN in rows.columns:  # a segment plan: per image, the classes whose model mask is accepted
         write_json(out_dir / CVAT_ACCEPTED, accepted)
-    write_text(out_dir / "IMPORT.md", _import_notes(out_dir, len(names)))
+    write_classes(out_dir, classes)
+    write_text(out_dir / "IMPORT.md", _import_notes(len(names)))
     logger.info("Wrote %d CVAT frames and masks to %s", len(names), out_dir)
     return out_dir
 
@@ -189,24 +192,31 @@ def cvat_labels(classes: ClassInfo) -> list[dict]:
     ]
 
 
-def _import_notes(out_dir: Path, n: int) -> str:
-    out_dir = out_dir.resolve()
+def _import_notes(n: int) -> str:
     return (
         f"# CVAT import ({n} frames, most surprising first)\n\n"
+        "Paths are relative to this folder; it can be moved or copied as a whole.\n\n"
         "1. Create a task. Labels > Raw: paste `cvat_labels.json`.\n"
-        f"2. Files: select *all* files in `{out_dir / 'images'}` (the images and "
+        "2. Files: select *all* files in `images/` (the images and "
         "`manifest.jsonl`; or point a share at that folder). Advanced configuration > "
         "Sorting method: *Predefined*, so frames follow `manifest.jsonl` (queue order). The "
         "rank prefix of the file names keeps the order under lexicographical sorting too.\n"
         "3. After the task is created: Actions > Upload annotations > *Segmentation mask 1.1*, "
         "**uncheck \"Convert masks to polygons\"**, then choose "
-        f"`{out_dir / 'annotations.zip'}`. Each predicted class then arrives as one mask to "
+        "`annotations.zip`. Each predicted class then arrives as one mask to "
         "correct. (Left checked, the default, CVAT traces every mask into polygons: small or "
         "thin regions are lost and the rest no longer match the prediction pixel for pixel.)\n\n"
         "Through the REST API, add the same option to the upload: "
         "`PUT /api/tasks/<id>/annotations?format=Segmentation%20mask%201.1"
         "&conv_mask_to_poly=false`; recent `cvat-sdk` import methods take "
         "`conv_mask_to_poly=False` too (cvat PR #8823).\n\n"
+        "## Labels back\n\n"
+        "Actions > Export task dataset > *Segmentation mask 1.1* (images not needed), then\n\n"
+        "```\nsaseg labels import --tool cvat --export <this folder> --from <the zip> "
+        "--out <labels dir>\n```\n\n"
+        "CVAT names frames by file name (`<rank>_<frame>`): `cvat_frames.json` maps each name "
+        "back to its frame id, so keep it beside the images. Classes map by name through the "
+        "zip's `labelmap.txt`; a frame with nothing painted comes back unlabelled.\n\n"
         "The archive also reads with datumaro (`Dataset.import_from(<unzipped folder>, "
         "\"voc_segmentation\")` in datumaro 1.13; CVAT's own datumaro fork calls it `voc`).\n"
     )

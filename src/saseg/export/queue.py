@@ -25,7 +25,7 @@ from PIL import Image
 from ..columns import frame_score_columns
 from ..data.classes import ClassInfo
 from ..errors import DataError
-from ..io import atomic_path, check_not_unfinished, write_bytes
+from ..io import atomic_path, check_not_unfinished, read_json, write_bytes, write_json
 from ..layout import frame_stem
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ REQUIRED_COLUMNS = ("rank", "frame_id", "frame_index", "source", "score", "actio
 ACCEPTED_COLUMN = "accepted_classes"  # a segment plan's accepted classes per frame, ";"-joined
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
+CLASSES_FILE = "saseg_classes.json"  # in every export: the classes its masks and labels name
 PredictionFn = Callable[[str], np.ndarray]
 ImageFn = Callable[[str], np.ndarray]
 
@@ -163,11 +164,11 @@ def iter_items(
                             f"{frame_id!r} both map to {stem!r}.")
         source = Path(str(row.source))
         if source.suffix.lower() in IMAGE_SUFFIXES and source.is_file():
-            size = _image_size(source)
+            size = image_size(source)
             if materialise == "reference":
                 image = source.resolve()
             else:
-                image = _place_file(source, images_dir / (stem + source.suffix.lower()),
+                image = place_file(source, images_dir / (stem + source.suffix.lower()),
                                     link=materialise == "link")
         else:
             image = images_dir / f"{stem}.png"
@@ -184,6 +185,21 @@ def iter_items(
                         prediction=prediction,
                         frame_scores={c: v for c, v in frame_scores.items() if np.isfinite(v)},
                         accepted=[n for n in str(getattr(row, ACCEPTED_COLUMN, "") or "").split(";") if n])
+
+
+def write_classes(out_dir: Path, classes: ClassInfo) -> None:
+    """Record the export's class metadata (``saseg_classes.json``), for ``saseg labels import``."""
+    write_json(Path(out_dir) / CLASSES_FILE, classes.to_dict())
+
+
+def read_classes(export_dir: Path) -> ClassInfo:
+    """The classes an export's masks use (``saseg_classes.json``)."""
+    path = Path(export_dir) / CLASSES_FILE
+    if not path.is_file():
+        raise DataError(f"Expected {path} (written by `saseg export`), but it does not exist: "
+                        "point --export at the folder `saseg export` wrote, or re-export it.")
+    return ClassInfo.from_dict(read_json(path))
+
 
 
 def check_prediction(prediction, classes: ClassInfo, frame_id: str) -> np.ndarray:
@@ -225,7 +241,7 @@ def write_png(path: Path, array: np.ndarray) -> None:
     write_bytes(path, encode_png(array))
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.height, img.width
@@ -238,7 +254,7 @@ def _write_frame(path: Path, frame_id: str, source: str, size: tuple[int, int],
     """Write a non-file frame once; a file of the right size already there is reused."""
     if path.is_file():
         try:
-            if _image_size(path) == size:
+            if image_size(path) == size:
                 return size
         except DataError:
             pass
@@ -257,7 +273,7 @@ def _write_frame(path: Path, frame_id: str, source: str, size: tuple[int, int],
     return image.shape[:2]
 
 
-def _place_file(source: Path, target: Path, *, link: bool) -> Path:
+def place_file(source: Path, target: Path, *, link: bool) -> Path:
     """Copy or hard-link `source` to `target` atomically; skip when identical already.
 
     A copy must not be the source's own inode (a link left by an earlier linking export).

@@ -22,7 +22,7 @@ from .fiftyone import HeatmapFn, export_fiftyone
 from .labelstudio import export_labelstudio
 from .queue import ImageFn, PredictionFn
 
-__all__ = ["Exporter", "EXPORTERS", "register_exporter", "exporter", "export_queue", "check_export"]
+__all__ = ["Exporter", "EXPORTERS", "register_exporter", "exporter", "detect_tool", "export_queue", "check_export"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class Exporter:
     ----------
     write : callable, writes the export (signature in the module docstring)
     check : callable, re-reads it as the tool will
+    marker : str
+        A file only this tool's export holds (how `detect_tool` recognises an existing export).
     heatmaps : bool
         `write` takes ``heatmap_for`` (per-pixel SA maps, which cost a model run).
     options : tuple of str
@@ -41,14 +43,16 @@ class Exporter:
 
     write: Callable[..., Path]
     check: Checker
+    marker: str
     heatmaps: bool = False
     options: tuple[str, ...] = ()
 
 
 EXPORTERS: dict[str, Exporter] = {
-    "labelstudio": Exporter(export_labelstudio, check_labelstudio, options=("image_root", "url_prefix")),
-    "cvat": Exporter(export_cvat, check_cvat),
-    "fiftyone": Exporter(export_fiftyone, check_fiftyone, heatmaps=True,
+    "labelstudio": Exporter(export_labelstudio, check_labelstudio, "tasks.json",
+                            options=("image_root", "url_prefix")),
+    "cvat": Exporter(export_cvat, check_cvat, "cvat_frames.json"),
+    "fiftyone": Exporter(export_fiftyone, check_fiftyone, "samples.json", heatmaps=True,
                          options=("heatmap_range", "dataset_name")),
 }
 
@@ -65,6 +69,16 @@ def exporter(name: str) -> Exporter:
     if name not in EXPORTERS:
         raise DataError(f"Expected an export target in {list(EXPORTERS)}, but got {name!r}.")
     return EXPORTERS[name]
+
+
+def detect_tool(out_dir: str | os.PathLike) -> str:
+    """Which tool an existing export folder is for, from the file each exporter writes (`Exporter.marker`)."""
+    out_dir = Path(out_dir)
+    found = [name for name, tool in EXPORTERS.items() if (out_dir / tool.marker).is_file()]
+    if len(found) != 1:
+        raise DataError(f"Expected a saseg export in {out_dir} (one of "
+                        f"{[tool.marker for tool in EXPORTERS.values()]}), but found {found or 'none'}.")
+    return found[0]
 
 
 def export_queue(queue, *, to: str, out_dir: str | os.PathLike, classes: ClassInfo,

@@ -13,7 +13,7 @@ from ..layout import PlanDir, RunDir
 from ..review import heatmaps_for_run
 from .check import ExportCheck
 from .queue import ACCEPTED_COLUMN, accepted_marks, read_plan, select_rows
-from .registry import check_export, export_queue, exporter
+from .registry import check_export, detect_tool, export_queue, exporter
 
 
 def export_plan(plan: str | os.PathLike, *, to: str, out_dir: str | os.PathLike,
@@ -66,3 +66,22 @@ def check_plan_export(plan: str | os.PathLike, *, to: str, out_dir: str | os.Pat
     rows = select_rows(read_plan(plan), include_skipped=include_skipped)
     return check_export(out_dir, to, prediction_for=run.prediction,
                         expected_order=rows["frame_id"].astype(str).tolist())
+
+
+def check_existing_export(out_dir: str | os.PathLike, *, to: str | None = None,
+                          plan: str | os.PathLike | None = None,
+                          run_dir: str | os.PathLike | None = None,
+                          include_skipped: bool = False) -> ExportCheck:
+    """``saseg export --check DIR``: re-read an export as it is, without writing to it.
+
+    The tool is `to` or found from the folder's files. With `plan`, masks are compared with
+    the run's predictions and the order with the plan's; without, masks are only decoded
+    and the order checked by rank.
+    """
+    if not Path(out_dir).is_dir():
+        raise DataError(f"Expected an export folder at {out_dir}, but there is none.")
+    to = to or detect_tool(out_dir)
+    if plan is None:
+        return check_export(out_dir, to)
+    return check_plan_export(plan, to=to, out_dir=out_dir, run_dir=run_dir,
+                             include_skipped=include_skipped)
