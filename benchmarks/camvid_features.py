@@ -186,7 +186,7 @@ def cost(run: RunDir) -> list[str]:
     timing = run.meta()["timing_this_session"]
     frames = max(1, timing["frames"])
     started = time.perf_counter()
-    add_temporal_agreement(run.scores(), run, run.classes().num_classes)
+    add_temporal_agreement(run.scores(), run.prediction, run.classes().num_classes)
     temporal = time.perf_counter() - started
     per = {k: 1000 * v / frames for k, v in timing.items() if k.endswith("_s")}
     forward = per["forward_s"]

@@ -341,3 +341,37 @@ def test_resume_refuses_a_frame_file_replaced_since_the_crash(tiny_model_dir, ti
     os.utime(images / "f0.png", ns=(1, 1))
     with pytest.raises(FormatError, match=r"frame_files_sha256"):
         score(tiny_model_dir, tiny_sa_dir, spec, out, **options)
+
+
+def test_score_writes_each_table_once_with_and_without_quality(tiny_model_dir, tiny_sa_dir, tiny_run,
+                                                                tmp_path, monkeypatch):
+    """One writer: scores.parquet, frames.parquet, zscore.json and score.json are written once
+    per run, and a quality model given to `score` gives what applying it afterwards gives."""
+    from saseg.analysis.quality import RunQuality, apply_quality, fit_quality
+
+    fit_quality(tiny_run, tiny_run / "eval", tmp_path / "q", min_rows_for_trees=100_000)
+    writes: dict[str, int] = {}
+    for name in ("write_scores", "write_frames", "write_zscore", "write_meta"):
+        real = getattr(RunDir, name)
+
+        def counted(self, *args, _real=real, _name=name):
+            writes[_name] = writes.get(_name, 0) + 1
+            return _real(self, *args)
+
+        monkeypatch.setattr(RunDir, name, counted)
+    options = dict(pixels_per_class=50, batch_size=4, chunk_frames=4, progress=False)
+    for quality in (None, RunQuality.load(tmp_path / "q")):
+        writes.clear()
+        out = tmp_path / ("plain" if quality is None else "with") / "scores.parquet"
+        score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, out, quality=quality, **options)
+        assert writes == {"write_scores": 1, "write_frames": 1, "write_zscore": 1, "write_meta": 1}
+    monkeypatch.undo()
+    apply_quality(tmp_path / "plain", tmp_path / "q")
+    plain, with_ = RunDir(tmp_path / "plain"), RunDir(tmp_path / "with")
+    pd.testing.assert_frame_equal(plain.scores(), with_.scores())
+    pd.testing.assert_frame_equal(plain.frames(), with_.frames())
+    assert plain.meta()["quality"] == with_.meta()["quality"]
+    assert with_.meta()["score_columns"][-1] == "risk"
+    with pytest.raises(DataError, match="loaded quality model"):
+        score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, tmp_path / "x" / "scores.parquet",
+              quality=tmp_path / "q", **options)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import TEST_SPEC
-from saseg.analysis.quality import class_features, drive_of, target_features
+from saseg.analysis.quality import class_features, target_features
+from saseg.columns import drive_of
 from saseg.pipeline import score
 from saseg.layout import RunDir
 

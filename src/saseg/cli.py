@@ -391,11 +391,12 @@ def score(
 ):
     """Score frames: class SA per predicted class, z-scored group SA and frame SA."""
     hold_output(Path(out).parent)  # --out names the scores table, whatever its suffix
+    loaded_quality = quality_run.RunQuality.load(quality) if quality else None  # checked before any work
     df = pipeline.score(model, sa, data, out, split=split, pixels_per_class=pixels_per_class or None,
                       reference=reference, seed=seed, batch_size=batch_size, device=device,
                       resume=resume, save_predictions=predictions, progress=not quiet,
                       on_error=on_error, allow_mismatch=allow_mismatch, features=features,
-                      quality=quality, engine=engine, tta=tta,
+                      quality=loaded_quality, engine=engine, tta=tta,
                       ray_options=_ray_options(engine, address, workers, gpus_per_worker, cpus_per_worker))
     typer.echo(f"scores: {out}  ({df['frame_id'].nunique()} frames, {len(df)} frame-class rows)")
 

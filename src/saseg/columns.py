@@ -5,7 +5,8 @@ frame and ``group_<g>_<score>`` for class group g (see `saseg.aggregate.frame_sc
 `aggregate` builds these names, and `plan`, `export`, `report`, `review` and `analysis` take
 them apart, all through the functions below, never by spelling a prefix. The same goes for the
 default ranking score (one rule for every command), the frame-level target IoU (the mean class
-IoU of a frame, the paper's unit), the two frame-id hashes, and `require_columns`.
+IoU of a frame, the paper's unit), the two frame-id hashes, the drive a frame id belongs to
+(`drive_of`), and `require_columns`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .errors import DataError
 __all__ = [
     "FRAME", "FRAME_KEYS", "KEY_COLUMNS", "RISK", "frame_column", "group_column", "target_column",
     "frame_score_columns", "frame_score_names", "parse_score_column", "default_ranking_score",
-    "frame_target_iou", "require_columns", "ids_sha256", "id_set_sha256",
+    "frame_target_iou", "require_columns", "ids_sha256", "id_set_sha256", "drive_of",
 ]
 
 FRAME = "frame"
@@ -134,3 +135,15 @@ def id_set_sha256(frame_ids: Iterable[str]) -> str:
     """sha256 of the *set* of frame ids (sorted, then as `ids_sha256`): which frames a table
     covers, whatever its row order (a quality model's pilot, a plan's pool)."""
     return ids_sha256(sorted(map(str, frame_ids)))
+
+
+def drive_of(frame_id: str) -> str:
+    """The drive or sequence of a frame id: its folder (``d003/00012`` -> ``d003``), else the
+    part before the first ``_`` (CamVid's ``0001TP_006690`` -> ``0001TP``), else ``""``.
+
+    Frames of one drive are correlated, so every split by drive and every temporal feature
+    groups frames with this one rule."""
+    text = str(frame_id)
+    if "/" in text:
+        return text.rsplit("/", 1)[0]
+    return text.split("_", 1)[0] if "_" in text else ""

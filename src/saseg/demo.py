@@ -102,7 +102,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, progress: bo
     night_spec = spec.format(n=cfg["n_night"], s=seed + 5, size=cfg["size"], split="test") + ",conditions=night"
     night = RunDir(out / "night")
     score(model_dir, out / "sa", night_spec, night.scores_path, pixels_per_class=cfg["ppc"], seed=seed,
-          progress=progress, quality=out / "quality")
+          progress=progress, quality=quality)
     night_plan = plan_segments_from_run(night.scores_path, night.plan_dir, **per_segment)
     lap("plan")
     # the audit: the pool's mIoU from a few labelled frames (the generator's labels stand in

@@ -11,8 +11,8 @@ and runs the same `FrameScorer.score_batch` / `PixelCollector.add_batch` as the 
 engine, so rows are equal by construction; pixels are seeded per frame id, so worker order
 cannot change them. Only a frame's rows (Arrow IPC bytes), its predicted mask (PNG bytes)
 and skip notes travel back - no feature or softmax map does. The driver writes what comes
-back with the local engine's `PartStore`: a chunk's part is written once all its frames
-are in, so a run killed anywhere resumes from its finished chunks. For `fit`, each actor
+back with the local engine's writer (`saseg.writer.ScoreWriter`): a chunk's part is written
+once all its frames are in, so a run killed anywhere resumes from its finished chunks. For `fit`, each actor
 returns one `FitSample` per batch and the driver merges them (`FitSample.merge`).
 
 Ray is an optional extra (``pip install 'saseg[ray]'``), imported only here, inside the
@@ -33,6 +33,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -44,11 +45,11 @@ import torch
 from .collect import FitSample, PixelCollector
 from .data import Dataset, Frame
 from .errors import DataError, SasegError
-from .io import PartStore
 from .models import LoadedModel
 from .progress import progress_bar
-from .layout import RunDir, encode_prediction
+from .layout import encode_prediction
 from .scoring import FrameScorer
+from .writer import ScoreWriter
 
 __all__ = ["RayOptions", "require_ray", "connect", "probe_address", "check_resources", "score_chunks", "collect_pixels"]
 
@@ -212,16 +213,6 @@ class _SkipLog:
         self.skipped.append((int(i), [str(getattr(exc, "where", None) or i), str(exc)]))
 
 
-class _PredictionBytes:
-    """Collects predicted masks as PNG bytes (what `RunDir.write_prediction` would write)."""
-
-    def __init__(self):
-        self.png: dict[str, bytes] = {}
-
-    def write_prediction(self, frame_id: str, pred) -> None:
-        self.png[frame_id] = encode_prediction(pred)
-
-
 def _worker_model(model: LoadedModel, options: "RayOptions") -> LoadedModel:
     """The actor's model on its device, using the CPUs it reserved."""
     torch.set_num_threads(max(1, int(round(options.cpus_per_worker))))
@@ -246,20 +237,24 @@ class ScoreActor:
     def __call__(self, batch: dict) -> dict:
         out = {"index": [], "rows": [], "prediction": [], "note": [], "timing": []}
         for indices, frames, notes in zip(batch["indices"], batch["frames"], batch["notes"]):
-            skips, predictions = _SkipLog(), _PredictionBytes()
-            self.scorer.save_predictions = predictions if self.save_predictions else None
+            skips = _SkipLog()
             before = dict(self.scorer.timing)
-            rows = {}
+            rows, png = {}, {}
             for run in _same_size_runs(list(frames)):
-                for table in self.scorer.score_batch(run, skips):
-                    rows[int(table["frame_index"].iat[0])] = (table["frame_id"].iat[0], _table_bytes(table))
+                scored = self.scorer.score_batch(run, skips)
+                for i, table in scored.rows.groupby("frame_index", sort=False) if len(scored.rows) else ():
+                    rows[int(i)] = (table["frame_id"].iat[0], _table_bytes(table.reset_index(drop=True)))
+                if self.save_predictions:  # encoded here, spread over the workers; the driver writes
+                    start = time.perf_counter()
+                    png.update({f: encode_prediction(mask) for f, mask in scored.predictions.items()})
+                    self.scorer.timing["encode_s"] = self.scorer.timing.get("encode_s", 0.0) + time.perf_counter() - start
             timing = {k: v - before.get(k, 0) for k, v in self.scorer.timing.items()}
             noted = dict(list(notes) + skips.skipped)
             for k, i in enumerate(np.asarray(indices).tolist()):
                 frame_id, data = rows.get(i, (None, b""))
                 out["index"].append(i)
                 out["rows"].append(data)
-                out["prediction"].append(predictions.png.get(frame_id, b""))
+                out["prediction"].append(png.get(frame_id, b""))
                 out["note"].append(json.dumps(noted[i]) if i in noted else "")
                 out["timing"].append(json.dumps(timing) if k == 0 else "")
         return {key: np.array(value) if key == "index" else _objects(value) for key, value in out.items()}
@@ -286,13 +281,13 @@ class CollectActor:
 
 # ------------------------------------------------------------------------------ drivers
 def score_chunks(scorer: FrameScorer, dataset: Dataset, chunks: Sequence[int], *, chunk_frames: int,
-                 batch_size: int, store: PartStore, run: RunDir | None, options: RayOptions,
+                 batch_size: int, writer: ScoreWriter, options: RayOptions,
                  progress: bool = True, on_error: str = "raise", done_frames: int = 0) -> dict:
-    """Score the frames of `chunks` on Ray and write each chunk's part once all its frames are in.
+    """Score the frames of `chunks` on Ray; `writer` writes each chunk's part once all its
+    frames are in, and the masks (PNG-encoded on the workers) when it keeps them.
 
     Batches are the local engine's (`batch_size` frames from each chunk's start), so each
-    forward pass sees the same frames. `run` receives the predicted masks (None: not
-    saved). Returns the workers' timing, summed.
+    forward pass sees the same frames. Returns the workers' timing, summed.
     """
     ray = connect(options)
     n = len(dataset)
@@ -308,7 +303,7 @@ def score_chunks(scorer: FrameScorer, dataset: Dataset, chunks: Sequence[int], *
                for k in range(0, len(r), batch_size)]
     if batches:
         stream = _pipeline(ray, batches, dataset, ScoreActor,
-                           dict(scorer=scorer, options=options, save_predictions=run is not None),
+                           dict(scorer=scorer, options=options, save_predictions=writer.run is not None),
                            options=options)
         with contextlib.closing(_stream(ray, stream)) as results:  # an early raise frees the actors
             for batch in results:
@@ -320,8 +315,8 @@ def score_chunks(scorer: FrameScorer, dataset: Dataset, chunks: Sequence[int], *
                     if rows:
                         table = _table_from_bytes(rows)
                         tables[chunk].append((i, table))
-                        if png and run is not None:
-                            run.write_prediction_png(table["frame_id"].iat[0], png)
+                        if png:
+                            writer.write_prediction(table["frame_id"].iat[0], bytes(png))
                     if note:
                         notes[chunk].append((i, json.loads(note)))
                     for key, value in (json.loads(spent) if spent else {}).items():
@@ -330,8 +325,8 @@ def score_chunks(scorer: FrameScorer, dataset: Dataset, chunks: Sequence[int], *
                     waiting[chunk] -= 1
                     if waiting[chunk] == 0:  # all its frames are in: its part, atomically
                         parts = [t for _, t in sorted(tables.pop(chunk), key=lambda x: x[0])]
-                        store.write(chunk, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(),
-                                    notes=[note for _, note in sorted(notes.pop(chunk), key=lambda x: x[0])])
+                        writer.write_part(chunk, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(),
+                                          notes=[note for _, note in sorted(notes.pop(chunk), key=lambda x: x[0])])
     bar.close()
     return timing
 

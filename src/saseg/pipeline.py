@@ -17,7 +17,6 @@ import pandas as pd
 
 from . import __version__
 from .aggregate import ZScoreReference
-from .analysis.quality import apply_quality
 from .data import Dataset, as_dataset, iter_batches
 from .errors import DataError
 from .estimators import ESTIMATOR_NAMES, fit_per_class, make_estimator
@@ -29,7 +28,8 @@ from .layout import RunDir
 from . import distributed
 from .collect import PixelCollector
 from .distributed import RayOptions
-from .scoring import FrameScorer, add_temporal_agreement, check_tta, finish_scores, score_columns
+from .scoring import FrameScorer, add_temporal_agreement, check_tta, run_tables, score_columns
+from .writer import ScoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -160,21 +160,23 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
           batch_size: int = 8, device: str = "cpu", reference: str | Path | None = None,
           resume: bool = True, save_predictions: bool = True, chunk_frames: int | None = None,
           progress: bool = True, on_error: str = "raise", allow_mismatch: bool = False,
-          features: bool = True, quality: str | Path | None = None, engine: str = "local",
+          features: bool = True, quality=None, engine: str = "local",
           ray_options: RayOptions | None = None, tta: str | None = None):
     """Score every frame: per predicted class, the mean SA of up to `pixels_per_class` pixels.
 
     With `features`, each row also holds the quality features of `saseg.quality.features`,
     and classes likely present but not predicted get rows too (``n_pixels`` 0, SA NaN).
-    With `quality` (a dir from ``saseg quality fit``), ``quality`` and ``risk`` columns are
-    added at the end (`saseg.analysis.quality.apply_quality`). With `features` and
+    With `quality` (a loaded quality model, ``saseg.analysis.quality.RunQuality.load(dir)``,
+    or anything with its ``annotate(scores_df, frames_df, meta, where=)``), ``quality`` and
+    ``risk`` columns are added before the tables are written. With `features` and
     `save_predictions`, rows also get ``temporal_iou`` (IoU with the previous frame of the
     same sequence, from the saved masks after all frames are scored). ``tta="flip"`` adds
     ``flip_iou`` (agreement with the mirrored frame's prediction) at the cost of a second
     forward pass per frame (`saseg.scoring.FrameScorer`).
 
     Writes ``scores.parquet`` (one row per frame and predicted class), ``frames.parquet``
-    (z-scored class-group SAs and the frame SA) and the run files listed in the module doc.
+    (z-scored class-group SAs and the frame SA) and the run files listed in the module doc,
+    each once, at the end (`saseg.writer.ScoreWriter` writes masks and parts on the way).
     Work is saved in chunks, so a killed run restarted with the same arguments resumes and
     ends with exactly the rows an uninterrupted run writes. Returns the scores DataFrame.
     An SA model fitted on another network, layer or class list is refused unless
@@ -184,6 +186,9 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     """
     check_pixels_per_class(pixels_per_class)
     check_tta(tta)
+    if quality is not None and not callable(getattr(quality, "annotate", None)):
+        raise DataError(f"Expected quality to be a loaded quality model (RunQuality.load(dir)), but got "
+                        f"{type(quality).__name__}.")
     ray_options = check_engine(engine, ray_options, device)
     run = RunDir.from_scores(out)
     model = as_model(model, device)
@@ -212,48 +217,55 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     n = len(dataset)
     pending = [c for c in range((n + chunk_frames - 1) // chunk_frames) if c not in done]
     done_frames = min(n, len(done) * chunk_frames)
-    predictions = run if save_predictions else None
-    # on Ray the masks come back as PNG bytes and the driver writes them: workers save none
     scorer = FrameScorer(model, fitted, pixels_per_class=pixels_per_class, softmax=softmax, seed=seed,
-                         features=features, save_predictions=None if ray_options else predictions,
-                         tta=tta)
-    if ray_options is not None:
-        timing = distributed.score_chunks(
-            scorer, dataset, pending, chunk_frames=chunk_frames, batch_size=batch_size, store=store,
-            run=predictions, options=ray_options, progress=progress, on_error=on_error,
-            done_frames=done_frames)
-    else:
-        bar = _progress(n, "score", progress)
-        bar.update(done_frames)
-        for chunk in pending:
-            rows = []
-            skipped_before = len(dataset.skipped)
-            indices = range(chunk * chunk_frames, min(n, (chunk + 1) * chunk_frames))
-            for frames in iter_batches(dataset, indices, batch_size):
-                tables = scorer.score_batch(frames, dataset)
-                rows.extend(tables)
-                bar.update(len(tables))
-            store.write(chunk, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
-                        notes=[list(entry) for entry in dataset.skipped[skipped_before:]])
-        bar.close()
-        timing = scorer.timing
+                         features=features, tta=tta)
+    with ScoreWriter(store, run if save_predictions else None) as writer:
+        if ray_options is not None:
+            timing = distributed.score_chunks(
+                scorer, dataset, pending, chunk_frames=chunk_frames, batch_size=batch_size, writer=writer,
+                options=ray_options, progress=progress, on_error=on_error, done_frames=done_frames)
+        else:
+            bar = _progress(n, "score", progress)
+            bar.update(done_frames)
+            for chunk in pending:
+                rows = []
+                skipped_before = len(dataset.skipped)
+                indices = range(chunk * chunk_frames, min(n, (chunk + 1) * chunk_frames))
+                for frames in iter_batches(dataset, indices, batch_size):
+                    batch = scorer.score_batch(frames, dataset)
+                    for frame_id, mask in batch.predictions.items():
+                        writer.write_prediction(frame_id, mask)
+                    rows.append(batch.rows)
+                    bar.update(batch.n_frames)
+                rows = [r for r in rows if len(r)]
+                writer.write_part(chunk, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
+                                  notes=[list(entry) for entry in dataset.skipped[skipped_before:]])
+            bar.close()
+            timing = dict(scorer.timing)
+    if save_predictions:
+        timing["predictions_s"] = writer.seconds
 
     scores_df = store.finish(sort_by=["frame_index", "class_id"])
     if scores_df.empty:
         raise DataError(f"Expected frames to score in {dataset.spec}, but none could be read.")
     if features and save_predictions:
-        scores_df = add_temporal_agreement(scores_df, run, classes.num_classes)
+        scores_df = add_temporal_agreement(scores_df, run.prediction, classes.num_classes)
     columns = score_columns(fitted, softmax)
-    finish_scores(run, scores_df, classes, columns,
-                  reference=ZScoreReference.load(reference) if reference else None)
-    run.write_meta({
+    frames_df, zscore = run_tables(scores_df, classes, columns,
+                                   reference=ZScoreReference.load(reference) if reference else None)
+    meta = {
         "saseg_version": __version__, **settings, "model_path": model.path,
         "classes": classes.to_dict(), "score_columns": columns, "sa_provenance": sa_meta,
         "reference": str(reference) if reference else "self", "skipped": store.notes(),
         "timing_this_session": timing, "engine": engine,
         "predictions": run.predictions_dir.name if save_predictions else None,
-    })
-    store.cleanup()
+    }
     if quality is not None:
-        scores_df = apply_quality(run, quality)
+        scores_df, frames_df, meta = quality.annotate(scores_df, frames_df, meta, where=run.root)
+    # each file once; score.json last: its presence marks a whole run
+    run.write_zscore(zscore)
+    run.write_frames(frames_df)
+    run.write_scores(scores_df)
+    run.write_meta(meta)
+    store.cleanup()
     return scores_df

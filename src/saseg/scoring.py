@@ -1,10 +1,11 @@
 """Scoring one batch of frames into per-(frame, class) rows: the work of one scoring worker.
 
-`FrameScorer` holds what every worker loads once (the model, the fitted SA estimators,
-optionally a quality model) and turns a batch of frames into rows of ``scores.parquet``;
-`finish_scores` turns all rows into the run's other files. The local engine
-(`saseg.pipeline.score`) and the Ray engine (`saseg.distributed`) call the same two, so
-their rows are the same by construction. Pixel sampling is seeded per frame id
+`FrameScorer` holds what every worker loads once (the model and the fitted SA estimators)
+and turns a batch of frames into a `ScoredBatch`: rows of ``scores.parquet`` and the
+predicted masks. It writes nothing: the driver's `saseg.writer.ScoreWriter` does, for both
+engines. `run_tables` turns all rows into the run's other tables. The local engine
+(`saseg.pipeline.score`) and the Ray engine (`saseg.distributed`) call the same functions,
+so their rows are the same by construction. Pixel sampling is seeded per frame id
 (`frame_seed`), so neither batch order nor worker order can change a row.
 """
 
@@ -12,28 +13,28 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .aggregate import ZScoreReference, class_scores, frame_scores
+from .columns import drive_of
 from .data import Dataset, Frame
 from .errors import DataError, DegenerateDataError
 from .estimators import softmax_scores
 from .estimators.softmax import SOFTMAX_NAMES
 from .models import LoadedModel
 from .models.checkpoint import nonfinite_frames
-from .analysis.quality import drive_of
 from .quality.agreement import (FLIP_COLUMN, TEMPORAL_COLUMN, class_agreement, mirror_frames,
                                 temporal_agreement)
 from .quality.features import quality_features
-from .layout import RunDir
 from .sampling import sample_pixels
 from .tracing import sample_ats
 
-__all__ = ["FrameScorer", "frame_seed", "trace_finite", "finish_scores", "score_columns",
+__all__ = ["FrameScorer", "ScoredBatch", "frame_seed", "trace_finite", "run_tables", "score_columns",
            "add_temporal_agreement", "check_tta", "TTA_MODES"]
 
 TTA_MODES = ("flip",)
@@ -79,6 +80,24 @@ def score_columns(estimators: Sequence[str], softmax: bool) -> list[str]:
     return list(estimators) + (list(SOFTMAX_NAMES) if softmax else [])
 
 
+@dataclass
+class ScoredBatch:
+    """What `FrameScorer.score_batch` returns for one batch.
+
+    Attributes
+    ----------
+    rows : DataFrame, the rows of every kept frame, in batch order (empty: none kept)
+    predictions : dict frame id -> (H, W) tensor of predicted class ids on the CPU
+    """
+
+    rows: pd.DataFrame
+    predictions: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.predictions)
+
+
 class FrameScorer:
     """Per frame and class: mean SA of sampled predicted pixels, softmax baselines and
     quality features (`saseg.quality.features`).
@@ -91,7 +110,6 @@ class FrameScorer:
     softmax : bool, also the softmax baselines over the same pixels
     seed : int, the run seed; each frame's pixels use ``frame_seed(seed, frame_id)``
     features : bool, also the quality features (rows then include likely-present classes)
-    save_predictions : RunDir or None, where predicted masks are written
     tta : None or "flip": also run each frame mirrored left-right and add ``flip_iou``
         (`saseg.quality.agreement`); a second forward pass per frame, timed as ``flip_s``
 
@@ -102,7 +120,7 @@ class FrameScorer:
 
     def __init__(self, model: LoadedModel, fitted: Mapping, *, pixels_per_class: int | None = 1000,
                  softmax: bool = True, seed: int = 0, features: bool = True,
-                 save_predictions: RunDir | None = None, tta: str | None = None):
+                 tta: str | None = None):
         check_tta(tta)
         self.model = model
         self.tta = tta
@@ -111,20 +129,24 @@ class FrameScorer:
         self.softmax = softmax
         self.seed = seed
         self.features = features
-        self.save_predictions = save_predictions
         self.timing: dict[str, float] = {"frames": 0}
 
-    def score_batch(self, frames: list[Frame], dataset: Dataset | None = None) -> list[pd.DataFrame]:
-        """One table per kept frame (frames with NaN outputs are skipped via `dataset`)."""
+    def score_batch(self, frames: list[Frame], dataset: Dataset | None = None) -> ScoredBatch:
+        """The rows and predicted masks of the batch's kept frames (frames with NaN outputs
+        are skipped via `dataset`)."""
         clock = time.perf_counter()
         frames, logits, features = trace_finite(self.model, dataset, frames)
         clock = self._tick("forward_s", clock)
         flip = self._flip_agreement(frames, logits) if self.tta == "flip" and frames else None
-        tables = [self.score_frame(frame, logits[b], features[b],
-                                   flip_iou=None if flip is None else flip[b])
-                  for b, frame in enumerate(frames)]
+        tables, predictions = [], {}
+        for b, frame in enumerate(frames):
+            pred = logits[b].max(0).indices  # = argmax(0), several times faster over dim 0 on CPU
+            tables.append(self.score_frame(frame, logits[b], features[b], pred=pred,
+                                           flip_iou=None if flip is None else flip[b]))
+            predictions[frame.frame_id] = pred.cpu()
         self.timing["frames"] += len(frames)
-        return tables
+        rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        return ScoredBatch(rows, predictions)
 
     def _flip_agreement(self, frames: list[Frame], logits: torch.Tensor) -> torch.Tensor:
         """(B, C) IoU per class of each prediction with the mirrored frame's, mirrored back;
@@ -140,13 +162,15 @@ class FrameScorer:
         self._tick("flip_s", clock)
         return out
 
-    def score_frame(self, frame: Frame, logits: torch.Tensor, features: torch.Tensor,
-                    flip_iou: torch.Tensor | None = None) -> pd.DataFrame:
-        """Rows of one frame from its traced logits (C, H, W) and features (d, h, w); with
-        `flip_iou` (C,), its rows get the ``flip_iou`` column."""
+    def score_frame(self, frame: Frame, logits: torch.Tensor, features: torch.Tensor, *,
+                    pred: torch.Tensor | None = None, flip_iou: torch.Tensor | None = None) -> pd.DataFrame:
+        """Rows of one frame from its traced logits (C, H, W) and features (d, h, w); `pred`
+        is ``argmax`` of the logits over classes when already computed; with `flip_iou` (C,),
+        its rows get the ``flip_iou`` column."""
         classes = self.model.classes
         clock = time.perf_counter()
-        pred = logits.max(0).indices  # = argmax(0), several times faster over dim 0 on CPU
+        if pred is None:
+            pred = logits.max(0).indices  # = argmax(0), several times faster over dim 0 on CPU
         gen = torch.Generator().manual_seed(frame_seed(self.seed, frame.frame_id))
         ys, xs, cls = sample_pixels(pred, self.pixels_per_class, generator=gen)
         ats = sample_ats(features, ys, xs, pred.shape, align_corners=self.model.align_corners)
@@ -172,9 +196,6 @@ class FrameScorer:
         table.insert(1, "frame_index", frame.index)
         table.insert(2, "source", frame.source)
         table.insert(4, "class_name", [classes.names[c] for c in table["class_id"]])
-        if self.save_predictions is not None:
-            self.save_predictions.write_prediction(frame.frame_id, pred)
-            self._tick("predictions_s", clock)
         return table
 
     def _tick(self, key: str, since: float) -> float:
@@ -183,36 +204,32 @@ class FrameScorer:
         return now
 
 
-def add_temporal_agreement(scores_df: pd.DataFrame, run: RunDir, num_classes: int) -> pd.DataFrame:
+def add_temporal_agreement(scores_df: pd.DataFrame, prediction: Callable[[str], np.ndarray],
+                           num_classes: int) -> pd.DataFrame:
     """`scores_df` with ``temporal_iou``: each row's class IoU with the previous frame of its
     sequence (`saseg.quality.agreement.temporal_agreement`; sequence = `drive_of` the frame id).
 
-    A second pass over the predictions `score` saved in `run`, after every frame is scored:
-    unlike state carried from batch to batch it cannot depend on batch size, chunking,
-    resumption or which Ray worker scored which frame.
+    A second pass over the saved predictions (`prediction`: frame id -> (H, W) mask, e.g.
+    `RunDir.prediction`), after every frame is scored: unlike state carried from batch to
+    batch it cannot depend on batch size, chunking, resumption or which Ray worker scored
+    which frame.
     """
     frames = scores_df.drop_duplicates("frame_id")[["frame_id", "frame_index"]]
     ids = frames["frame_id"].astype(str).tolist()
     iou = temporal_agreement(ids, frames["frame_index"].tolist(), [drive_of(f) for f in ids],
-                             run.prediction, num_classes)
+                             prediction, num_classes)
     table = np.stack([iou[f] for f in scores_df["frame_id"].astype(str)])
     out = scores_df.copy()
     out[TEMPORAL_COLUMN] = table[np.arange(len(out)), out["class_id"].to_numpy(dtype=np.int64)]
     return out
 
 
-def finish_scores(run: RunDir, scores_df: pd.DataFrame, classes, columns: Sequence[str], *,
-                  reference: ZScoreReference | None = None) -> tuple[pd.DataFrame, ZScoreReference]:
-    """Write the run's z-score reference, frames table and scores table from all rows.
-
-    Returns the frames table and the reference used (fitted on `scores_df` when None).
-    """
+def run_tables(scores_df: pd.DataFrame, classes, columns: Sequence[str], *,
+               reference: ZScoreReference | None = None) -> tuple[pd.DataFrame, ZScoreReference]:
+    """The run's frames table (`saseg.aggregate.frame_scores`) and the z-score reference it
+    used (fitted on `scores_df` when None), from all rows."""
     ref = reference if reference is not None else ZScoreReference.fit(scores_df, columns)
-    frames_df = frame_scores(scores_df, classes, columns, reference=ref)
-    run.write_zscore(ref)
-    run.write_frames(frames_df)
-    run.write_scores(scores_df)
-    return frames_df, ref
+    return frame_scores(scores_df, classes, columns, reference=ref), ref
 
 
 def _class_means(ats: torch.Tensor, cls: torch.Tensor, class_ids: np.ndarray) -> np.ndarray:

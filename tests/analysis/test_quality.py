@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from saseg.analysis.plan import plan_from_run
-from saseg.analysis.quality import RunQuality, apply_quality, drive_of, fit_quality, target_features
+from saseg.analysis.quality import RunQuality, apply_quality, fit_quality, target_features
+from saseg.columns import drive_of
 from saseg.errors import DataError, FormatError
 from saseg.evaluation import evaluate
 from saseg.pipeline import score
@@ -33,6 +34,11 @@ def test_drive_of():
     assert drive_of("frame7") == ""
 
 
+def _predict(quality: RunQuality, run: RunDir):
+    """`RunQuality.predict` on a run folder's tables."""
+    return quality.predict(run.scores(), run.frames(), run.meta(), where=run.root)
+
+
 def test_fit_apply_round_trip_without_pickle(pilot_and_pool, tmp_path):
     root = pilot_and_pool
     fitted = fit_quality(root / "pilot", root / "pilot" / "eval", tmp_path / "q")
@@ -42,8 +48,8 @@ def test_fit_apply_round_trip_without_pickle(pilot_and_pool, tmp_path):
     assert fitted.models_["class"].cv_["n_groups"] == 4  # four drives of six frames
     loaded = RunQuality.load(tmp_path / "q")
     pool = RunDir(root / "pool")
-    a_scores, a_frames = fitted.predict(pool)
-    b_scores, b_frames = loaded.predict(pool)
+    a_scores, a_frames = _predict(fitted, pool)
+    b_scores, b_frames = _predict(loaded, pool)
     np.testing.assert_allclose(a_scores["risk"], b_scores["risk"])
     np.testing.assert_allclose(a_frames["frame_risk"], b_frames["frame_risk"])
     assert ((a_scores["risk"] >= 0) & (a_scores["risk"] <= 1)).all()
@@ -53,7 +59,7 @@ def test_fit_apply_round_trip_without_pickle(pilot_and_pool, tmp_path):
 def test_pilot_gets_out_of_fold_risk(pilot_and_pool, tmp_path):
     root = pilot_and_pool
     fitted = fit_quality(root / "pilot", root / "pilot" / "eval", tmp_path / "q")
-    scores, frames = fitted.predict(RunDir(root / "pilot"))
+    scores, frames = _predict(fitted, RunDir(root / "pilot"))
     oof = fitted.oof_["frame"].set_index("key")["oof"]
     np.testing.assert_allclose(frames["frame_quality"], frames["frame_id"].map(oof))
     in_sample = fitted.models_["frame"].predict(
@@ -93,7 +99,7 @@ def test_scores_without_features_are_refused(tiny_model_dir, tiny_sa_dir, tmp_pa
           batch_size=6, progress=False, features=False)
     fitted = fit_quality(pilot_and_pool / "pilot", pilot_and_pool / "pilot" / "eval", tmp_path / "q")
     with pytest.raises(DataError, match="scored with features"):
-        fitted.predict(RunDir(tmp_path / "plain"))
+        _predict(fitted, RunDir(tmp_path / "plain"))
 
 
 def test_rows_cover_likely_missed_classes(pilot_and_pool):

@@ -82,7 +82,7 @@ def test_flip_agreement_is_one_for_a_symmetric_frame_and_an_equivariant_net():
     half = rng.integers(0, 256, (24, 16, 3), dtype=np.uint8)
     image = np.concatenate([half, half[:, ::-1]], axis=1)  # mirror-symmetric
     scorer, _ = _scorer(symmetric=True)
-    table = scorer.score_batch([_frame(image)])[0]
+    table = scorer.score_batch([_frame(image)]).rows
     assert len(table) >= 2 and (table["flip_iou"] == 1.0).all()
 
 
@@ -90,7 +90,8 @@ def test_flip_agreement_equals_numpy_iou_for_a_plain_net():
     rng = np.random.default_rng(3)
     frames = [_frame(rng.integers(0, 256, (20, 28, 3), dtype=np.uint8), i) for i in range(3)]
     scorer, model = _scorer(symmetric=False)
-    tables = scorer.score_batch(frames)
+    rows = scorer.score_batch(frames).rows
+    tables = [rows[rows["frame_index"] == frame.index] for frame in frames]
     seen_below_one = False
     for frame, table in zip(frames, tables):
         logits, _ = model.trace([frame])

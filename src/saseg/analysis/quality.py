@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..columns import FRAME, frame_target_iou, id_set_sha256, require_columns, target_column
+from ..columns import FRAME, drive_of, frame_target_iou, id_set_sha256, require_columns, target_column
 from ..data import ClassInfo
 from ..errors import DataError, FormatError
 from ..io import check_not_unfinished, read_json, write_json, write_parquet
@@ -52,15 +52,6 @@ QUALITY_FORMAT = "saseg-run-quality"
 _VERSION = 2  # 2: "files" maps every file of the folder to its sha256
 _FRAME_MEANS = ("entropy_interior", "entropy_boundary", "max_softmax_interior", "max_softmax_boundary",
                 "margin_interior", "margin_boundary", "boundary_share", "fn_ratio", "plugin_iou")
-
-
-def drive_of(frame_id: str) -> str:
-    """The drive or sequence of a frame id: its folder (``d003/00012`` -> ``d003``), else the
-    part before the first ``_`` (CamVid's ``0001TP_006690`` -> ``0001TP``), else ``""``."""
-    text = str(frame_id)
-    if "/" in text:
-        return text.rsplit("/", 1)[0]
-    return text.split("_", 1)[0] if "_" in text else ""
 
 
 def class_features(scores_df: pd.DataFrame, score_columns: Sequence[str], classes: ClassInfo) -> pd.DataFrame:
@@ -145,6 +136,7 @@ class RunQuality:
     classes_ : ClassInfo
     pilot_ : dict, the pilot run's path, frame-id hash and size
     oof_ : dict target -> DataFrame of out-of-fold predictions on the pilot
+    source_ : str or None, the folder it was saved to or loaded from
     """
 
     def __init__(self, *, extra_features: Sequence[str] = (), **model_options):
@@ -157,8 +149,8 @@ class RunQuality:
         scores_df = scores_df.drop(columns=self._unused_columns(scores_df, run))
         self.classes_ = run.classes()
         self.score_columns_ = [c for c in run.score_columns() if c not in ("risk",)]
-        self.pilot_ = {**_identity(run, frames_df), "run": str(run.root), "n_frames": int(len(frames_df))}
-        self.models_, self.oof_ = {}, {}
+        self.pilot_ = {**_identity(run.meta(), frames_df), "run": str(run.root), "n_frames": int(len(frames_df))}
+        self.models_, self.oof_, self.source_ = {}, {}, None
         for target, (X, keys) in self._tables(scores_df, frames_df).items():
             y = target_iou(iou_df, target)
             iou = y.reindex(keys).to_numpy(dtype=np.float64)
@@ -201,15 +193,33 @@ class RunQuality:
         tables["frame"] = (X.reset_index(drop=True), pd.Index(X.index))
         return tables
 
-    def predict(self, run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The run's scores and frames tables with ``quality``/``risk`` columns added."""
+    def annotate(self, scores_df: pd.DataFrame, frames_df: pd.DataFrame, meta: dict, *,
+                 where: object = "the run") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        """A scored run's tables and metadata (``score.json``) with ``quality``/``risk`` added.
+
+        Takes tables, not a folder, so `saseg.pipeline.score` applies it before the run's one
+        write and ``saseg quality apply`` (`apply_quality`) to a finished run alike; `where`
+        names the run in errors. ``risk`` joins ``score_columns`` and ``quality`` records this
+        model's folder and pilot."""
+        scores_df, frames_df = self.predict(scores_df, frames_df, meta, where=where)
+        columns = [c for c in meta["score_columns"] if c != "risk"] + ["risk"]
+        meta = {**meta, "score_columns": columns,
+                "quality": {"dir": self.source_,
+                            "pilot": self.pilot_}}
+        return scores_df, frames_df, meta
+
+    def predict(self, scores_df: pd.DataFrame, frames_df: pd.DataFrame, meta: dict, *,
+                where: object = "the run") -> tuple[pd.DataFrame, pd.DataFrame]:
+        """A run's scores and frames tables (copies) with ``quality``/``risk`` columns added;
+        `meta` is its ``score.json`` (classes, score columns, data spec, model hash)."""
         if not hasattr(self, "models_"):
             raise DataError("RunQuality: fit or load it first.")
-        if run.classes().names != self.classes_.names:
+        run_classes = ClassInfo.from_dict(meta["classes"])
+        if run_classes.names != self.classes_.names:
             raise DataError(f"quality model: expected a run with classes {self.classes_.names}, but "
-                            f"{run.root} has {run.classes().names}.")
-        scores_df, frames_df = run.scores(), run.frames()
-        missing = [c for c in self.score_columns_ if c not in run.score_columns()]
+                            f"{where} has {run_classes.names}.")
+        scores_df, frames_df = scores_df.copy(), frames_df.copy()
+        missing = [c for c in self.score_columns_ if c not in meta["score_columns"]]
         if missing:
             raise DataError(f"quality model: expected the run to have the scores {missing} it was fitted "
                             f"with; score it with the same SA model.")
@@ -217,17 +227,17 @@ class RunQuality:
         lacking = [c for c in EXTRA_FEATURE_COLUMNS if c in fitted and c not in scores_df.columns]
         if lacking:
             raise DataError(f"quality model: expected the run to have the feature columns {lacking} it was "
-                            f"fitted with, but {run.root} lacks them; score it as the pilot was "
+                            f"fitted with, but {where} lacks them; score it as the pilot was "
                             f"(flip_iou needs `saseg score --tta flip`, temporal_iou saved predictions).")
-        identity = _identity(run, frames_df)
+        identity = _identity(meta, frames_df)
         on_pilot = all(self.pilot_.get(k) == v for k, v in identity.items())
         if on_pilot:
-            log.warning("quality: %s holds the pilot's frames; writing out-of-fold predictions.", run.root)
+            log.warning("quality: %s holds the pilot's frames; writing out-of-fold predictions.", where)
         for target, (X, keys) in self._tables(scores_df, frames_df).items():
             if target not in self.models_:  # too few pilot rows: no estimate
                 quality = np.full(len(X), np.nan)
             else:
-                _check_feature_order(self.models_[target], X, run)
+                _check_feature_order(self.models_[target], X, where)
                 quality = self.models_[target].predict(X)
             if on_pilot and target in self.models_:
                 oof = self.oof_[target].set_index("key")["oof"]
@@ -263,6 +273,7 @@ class RunQuality:
             "classes": self.classes_.to_dict(), "score_columns": self.score_columns_,
             "pilot": self.pilot_, "model_options": self.model_options, "files": files,
             "extra_features": list(self.extra_features)})
+        self.source_ = str(out.root.resolve())
         return out.root
 
     @classmethod
@@ -285,6 +296,7 @@ class RunQuality:
             raise FormatError(f"{path}: expected 'extra_features' as a list of {sorted(FEATURE_GROUPS)}, "
                               f"but got {extra!r}.")
         self = cls(extra_features=extra, **check_params(meta["model_options"], QualityModel().get_params(), path))
+        self.source_ = str(folder.root.resolve())
         try:
             self.classes_ = ClassInfo.from_dict(meta["classes"])
         except (DataError, TypeError, AttributeError, KeyError, ValueError) as exc:
@@ -322,11 +334,7 @@ def apply_quality(run: str | os.PathLike | RunDir, quality_dir: str | os.PathLik
     """``saseg quality apply``: write ``quality`` and ``risk`` into a scored run; returns its scores."""
     run = run if isinstance(run, RunDir) else _run(run)
     quality = RunQuality.load(quality_dir)
-    scores_df, frames_df = quality.predict(run)
-    meta = dict(run.meta())
-    columns = [c for c in meta["score_columns"] if c != "risk"] + ["risk"]
-    meta.update(score_columns=columns, quality={"dir": str(Path(quality_dir).resolve()),
-                                                "pilot": quality.pilot_})
+    scores_df, frames_df, meta = quality.annotate(run.scores(), run.frames(), dict(run.meta()), where=run.root)
     run.write_frames(frames_df)
     run.write_scores(scores_df)
     run.write_meta(meta)
@@ -369,13 +377,13 @@ def _read_oof(path: Path) -> pd.DataFrame:
     return table
 
 
-def _check_feature_order(model: QualityModel, X: pd.DataFrame, run: RunDir) -> None:
+def _check_feature_order(model: QualityModel, X: pd.DataFrame, run: object) -> None:
     """The model's features are columns this run has, in the order the run builds them: names
     swapped in ``quality.json`` would otherwise feed each coefficient another column."""
     where = getattr(model, "source_", "quality model")
     missing = [f for f in model.features_ if f not in X.columns]
     if missing:
-        raise DataError(f"{where}: expected the run {run.root} to have the features {missing[:5]} the "
+        raise DataError(f"{where}: expected the run {run} to have the features {missing[:5]} the "
                         "model was fitted on; score it with the same SA model and --features.")
     wanted = set(model.features_)
     if [c for c in X.columns if c in wanted] != list(model.features_):
@@ -388,10 +396,9 @@ def _run(path) -> RunDir:
     return RunDir.from_scores(path) if path.suffix == ".parquet" else RunDir(path)
 
 
-def _identity(run: RunDir, frames_df: pd.DataFrame) -> dict:
+def _identity(meta: dict, frames_df: pd.DataFrame) -> dict:
     """What makes a run the pilot: the same data spec, model and frame ids (ids alone repeat
-    across generated data sets)."""
-    meta = run.meta()
+    across generated data sets); `meta` is the run's ``score.json``."""
     return {"data": meta.get("data"), "model_sha256": meta.get("model_sha256"),
             "frame_ids_sha256": id_set_sha256(frames_df["frame_id"])}
 
