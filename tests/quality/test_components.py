@@ -167,8 +167,7 @@ def _maze(h, w, seed):
 def _random(seed, h, w, n_classes, density):
     """Class 0 with probability 1 - density, else one of 1..n_classes-1."""
     rng = np.random.default_rng(seed)
-    pred = np.where(rng.random((h, w)) < density, rng.integers(1, max(n_classes, 2), (h, w)), 0)
-    return pred % n_classes
+    return np.where(rng.random((h, w)) < density, rng.integers(1, n_classes, (h, w)), 0)
 
 
 def _cases():

@@ -54,12 +54,14 @@ _HALF = ((0, 1), (1, -1), (1, 0), (1, 1))
 def default_backend(device: torch.device) -> str:
     """The labelling backend for maps on `device`: ``"scipy"`` on the CPU, ``"torch"`` elsewhere.
 
-    Measured with ``benchmarks/bench_components.py`` (480x360, best of 5, one thread of a
-    shared 2-core CPU): scipy takes 2-4 ms per frame and torch on the CPU 50-250 ms, so the
-    CPU keeps scipy. On CUDA the scipy path adds a device-to-host copy and a sync per frame,
-    while torch needs a few dozen kernels per propagation step and converges in
-    ``O(log(component size))`` steps (3-9 at 480x360, snake included), so the maps stay on
-    the device. (CUDA figures: run the benchmark on a GPU.)
+    Measured with ``benchmarks/bench_components.py --cpu-time`` (480x360, 8 frames, best of
+    5, one thread of a shared 2-core CPU): scipy labels a frame in 4.7-8.5 ms, torch on the
+    CPU in 17-51 ms (2.8-7x slower; road scenes 3x, the maze 7x), so the CPU keeps scipy.
+    On CUDA the scipy path adds a copy to the host and a sync per frame, while torch runs
+    ~30 small kernels per propagation step and needs 3-8 steps here (road scenes 4-5, a
+    87k-pixel spiral 3, a depth-first maze 8), for a whole batch at once; so maps on a GPU
+    stay there. (No GPU was at hand for that measurement: the benchmark prints the CUDA
+    figures when one is.)
     """
     return "scipy" if torch.device(device).type == "cpu" else "torch"
 
@@ -138,8 +140,9 @@ def component_roots(pred: torch.Tensor) -> tuple[torch.Tensor, int]:
     8-neighbours ``j`` of the same class, sets ``L_i <- m_i`` and hooks the old root,
     ``L[L_i] <- min(L[L_i], m_i)``, then jumps ``L <- L[L]`` until nothing changes. ``L_i <= i``
     and ``L_i`` in i's component hold throughout; at the fixed point ``L`` is constant on
-    each component, so it is its smallest index. Each step merges every tree into a smaller
-    neighbouring one, so steps grow with log(component size), not with its length.
+    each component, so it is its smallest index. A step hooks every tree that has a smaller
+    neighbouring tree onto one, so the steps do not grow with a path's length: 3-8 at
+    480x360 (`default_backend`), where propagation alone needs one step per pixel of a snake.
 
     Parameters
     ----------
