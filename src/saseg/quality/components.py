@@ -55,8 +55,8 @@ def default_backend(device: torch.device) -> str:
     """The labelling backend for maps on `device`: ``"scipy"`` on the CPU, ``"torch"`` elsewhere.
 
     Measured with ``benchmarks/bench_components.py --cpu-time`` (480x360, 8 frames, best of
-    5, one thread of a shared 2-core CPU): scipy labels a frame in 4.7-8.5 ms, torch on the
-    CPU in 17-51 ms (2.8-7x slower; road scenes 3x, the maze 7x), so the CPU keeps scipy.
+    5, one thread of a shared 2-core CPU, two runs): scipy labels a frame in 4.7-8.6 ms, torch on the
+    CPU in 17-51 ms (2.7-7x slower; road scenes 3x, the maze 7x), so the CPU keeps scipy.
     On CUDA the scipy path adds a copy to the host and a sync per frame, while torch runs
     ~30 small kernels per propagation step and needs 3-8 steps here (road scenes 4-5, a
     87k-pixel spiral 3, a depth-first maze 8), for a whole batch at once; so maps on a GPU
