@@ -19,8 +19,9 @@ with ``p_c >= likely_p``, so a missed car still gets a row), gets:
 - per connected component (MetaSeg): the worst and the area-weighted component of the
   class, `saseg.quality.components.COMPONENT_COLUMNS` (formulas there).
 
-Everything but the connected components runs as a few passes of torch ops on the logits'
-device; the components use `scipy.ndimage.label` on the CPU.
+Everything runs as a few passes of torch ops on the logits' device; the connected components
+are labelled by `scipy.ndimage.label` on the CPU and by torch elsewhere
+(`saseg.quality.components.default_backend`).
 """
 
 from __future__ import annotations
@@ -139,11 +140,10 @@ def quality_features(logits: torch.Tensor, *, boundary_px: int = 2, likely_p: fl
     out["boundary_share"] = (counts[:, 1] / area.clamp(min=1))[ids].cpu().numpy()
     out["boundary_share"] = np.where(out["n_pixels"] > 0, out["boundary_share"], np.nan)
 
-    ids_np = out["class_id"]
-    comps = component_stats(pred.cpu().numpy(), dispersion["entropy"].cpu().numpy(),
-                            dispersion["margin"].cpu().numpy(), boundary.cpu().numpy(), n_classes)
-    out["n_components"] = comps["n_components"][ids_np].astype(np.int64)
-    out["largest_component"] = comps["largest_component"][ids_np].astype(np.int64)
+    comps = component_stats(pred, dispersion["entropy"], dispersion["margin"], boundary, n_classes)
+    comps = {name: values[ids].cpu().numpy() for name, values in comps.items()}
+    out["n_components"] = comps["n_components"].astype(np.int64)
+    out["largest_component"] = comps["largest_component"].astype(np.int64)
     for name in ("mean_component", *COMPONENT_COLUMNS):
-        out[name] = comps[name][ids_np]
+        out[name] = comps[name]
     return pd.DataFrame(out)[["class_id", "n_pixels", *FEATURE_COLUMNS, *COMPONENT_COLUMNS]]
