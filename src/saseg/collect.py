@@ -84,6 +84,11 @@ class PixelCollector:
         self.max_ats_per_class = max_ats_per_class
         self.mdsa_options = dict(mdsa_options or {})
 
+    def get_params(self) -> dict:
+        """The settings besides the model: ``PixelCollector(model, **get_params())`` rebuilds it."""
+        return dict(classes=self.classes, pixels_per_class=self.pixels_per_class, seed=self.seed,
+                    max_ats_per_class=self.max_ats_per_class, mdsa_options=self.mdsa_options)
+
     def empty(self) -> FitSample:
         """A sample with nothing in it yet, of the kind this collector fills."""
         if self.max_ats_per_class is None:

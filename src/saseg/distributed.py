@@ -2,18 +2,23 @@
 
 The pipeline is Ray Data's batch-inference shape::
 
-    from_items(frame indices) -> map_batches(decode, CPU tasks)
-                              -> map_batches(actor per worker: FrameScorer / PixelCollector)
-                              -> rows streamed back to the driver
+    from_items(batches of frame indices) -> map_batches(decode, CPU tasks)
+                                         -> map_batches(actor per worker: FrameScorer / PixelCollector)
+                                         -> one result row per batch, streamed back to the driver
 
-Each actor loads the model and SA estimators once (they reach it through the object store)
-and runs the same `FrameScorer.score_batch` / `PixelCollector.add_batch` as the local
-engine, so rows are equal by construction; pixels are seeded per frame id, so worker order
-cannot change them. Only a frame's rows (Arrow IPC bytes), its predicted mask (PNG bytes)
-and skip notes travel back - no feature or softmax map does. The driver writes what comes
-back with the local engine's writer (`saseg.writer.ScoreWriter`): a chunk's part is written
-once all its frames are in, so a run killed anywhere resumes from its finished chunks. For `fit`, each actor
-returns one `FitSample` per batch and the driver merges them (`FitSample.merge`).
+Each actor builds its `FrameScorer` / `PixelCollector` once, in ``__init__``, from
+object-store references to the model and the SA estimators (the driver puts each once) and
+the worker's settings (``get_params()``), and runs the same `FrameScorer.score_batch` /
+`PixelCollector.add_batch` as the local engine, so rows are equal by construction; pixels
+are seeded per frame id, so worker order cannot change them. An input row is one batch of
+the local engine (several frames): its forward pass then sees the same frames as the local
+engine's, which byte-identical files need, and Ray Data cannot split it across blocks. Only
+the batch's rows (one Arrow IPC table), its predicted masks (PNG bytes, encoded on the
+workers) and skip notes travel back - no feature or softmax map does. The driver writes
+what comes back with the local engine's writer (`saseg.writer.ScoreWriter`): a chunk's part
+is written once all its frames are in, so a run killed anywhere resumes from its finished
+chunks. For `fit`, each actor returns one `FitSample` per batch and the driver merges them
+(`FitSample.merge`).
 
 Ray is an optional extra (``pip install 'saseg[ray]'``), imported only here, inside the
 functions that need it.
@@ -223,49 +228,50 @@ def _worker_model(model: LoadedModel, options: "RayOptions") -> LoadedModel:
 
 
 class ScoreActor:
-    """A Ray Data actor: one `FrameScorer` (model + SA estimators loaded once) per worker.
+    """A Ray Data actor: builds one `FrameScorer` in ``__init__`` from object-store references
+    to the model and the fitted SA estimators (the driver puts each once) and the scorer's
+    settings, so no scorer with its weights is pickled per actor.
 
-    In: rows of decoded batches. Out: one row per frame: its index, its rows as Arrow IPC
-    bytes, its predicted mask as PNG bytes, its skip note (JSON), and this batch's timing.
+    In: rows of decoded batches (each row one batch of the local engine). Out: one row per
+    batch: its frame indices, its rows as one Arrow IPC table, its masks as
+    ``[frame id, PNG bytes]`` pairs (encoded here, spread over the workers), the skip notes
+    ``{index: [frame id, reason]}`` and the batch's timing (JSON).
     """
 
-    def __init__(self, scorer: FrameScorer, options: "RayOptions", save_predictions: bool):
-        self.scorer = scorer  # this actor's own copy, deserialized from the object store
-        self.scorer.model = _worker_model(scorer.model, options)
+    def __init__(self, model, fitted, params: dict, options: "RayOptions", save_predictions: bool):
+        ray = require_ray()
+        self.scorer = FrameScorer(_worker_model(ray.get(model), options), ray.get(fitted), **params)
         self.save_predictions = save_predictions
 
     def __call__(self, batch: dict) -> dict:
-        out = {"index": [], "rows": [], "prediction": [], "note": [], "timing": []}
+        out = {"indices": [], "rows": [], "masks": [], "notes": [], "timing": []}
+        timing = self.scorer.timing
         for indices, frames, notes in zip(batch["indices"], batch["frames"], batch["notes"]):
             skips = _SkipLog()
-            before = dict(self.scorer.timing)
-            rows, png = {}, {}
+            before = dict(timing)
+            tables, masks = [], []
             for run in _same_size_runs(list(frames)):
                 scored = self.scorer.score_batch(run, skips)
-                for i, table in scored.rows.groupby("frame_index", sort=False) if len(scored.rows) else ():
-                    rows[int(i)] = (table["frame_id"].iat[0], _table_bytes(table.reset_index(drop=True)))
-                if self.save_predictions:  # encoded here, spread over the workers; the driver writes
+                tables.append(scored.rows)
+                if self.save_predictions:
                     start = time.perf_counter()
-                    png.update({f: encode_prediction(mask) for f, mask in scored.predictions.items()})
-                    self.scorer.timing["encode_s"] = self.scorer.timing.get("encode_s", 0.0) + time.perf_counter() - start
-            timing = {k: v - before.get(k, 0) for k, v in self.scorer.timing.items()}
-            noted = dict(list(notes) + skips.skipped)
-            for k, i in enumerate(np.asarray(indices).tolist()):
-                frame_id, data = rows.get(i, (None, b""))
-                out["index"].append(i)
-                out["rows"].append(data)
-                out["prediction"].append(png.get(frame_id, b""))
-                out["note"].append(json.dumps(noted[i]) if i in noted else "")
-                out["timing"].append(json.dumps(timing) if k == 0 else "")
-        return {key: np.array(value) if key == "index" else _objects(value) for key, value in out.items()}
+                    masks.extend([f, encode_prediction(mask)] for f, mask in scored.predictions.items())
+                    timing["encode_s"] = timing.get("encode_s", 0.0) + time.perf_counter() - start
+            tables = [t for t in tables if len(t)]
+            out["indices"].append(np.asarray(indices))
+            out["rows"].append(_table_bytes(pd.concat(tables, ignore_index=True)) if tables else b"")
+            out["masks"].append(masks)
+            out["notes"].append(json.dumps(dict(list(notes) + skips.skipped)))
+            out["timing"].append(json.dumps({k: v - before.get(k, 0) for k, v in timing.items()}))
+        return {key: _objects(value) for key, value in out.items()}
 
 
 class CollectActor:
-    """A Ray Data actor: one `PixelCollector` per worker; one `FitSample` back per batch."""
+    """A Ray Data actor: builds one `PixelCollector` in ``__init__`` from an object-store
+    reference to the model and its settings; one `FitSample` back per batch."""
 
-    def __init__(self, collector: PixelCollector, options: "RayOptions"):
-        self.collector = collector
-        self.collector.model = _worker_model(collector.model, options)
+    def __init__(self, model, params: dict, options: "RayOptions"):
+        self.collector = PixelCollector(_worker_model(require_ray().get(model), options), **params)
 
     def __call__(self, batch: dict) -> dict:
         samples = []
@@ -303,26 +309,28 @@ def score_chunks(scorer: FrameScorer, dataset: Dataset, chunks: Sequence[int], *
                for k in range(0, len(r), batch_size)]
     if batches:
         stream = _pipeline(ray, batches, dataset, ScoreActor,
-                           dict(scorer=scorer, options=options, save_predictions=writer.run is not None),
+                           dict(model=ray.put(scorer.model), fitted=ray.put(scorer.fitted),
+                                params=scorer.get_params(), options=options,
+                                save_predictions=writer.run is not None),
                            options=options)
         with contextlib.closing(_stream(ray, stream)) as results:  # an early raise frees the actors
             for batch in results:
-                for i, rows, png, note, spent in zip(batch["index"].tolist(), batch["rows"],
-                                                     batch["prediction"], batch["note"], batch["timing"]):
-                    if note and on_error == "raise":
-                        raise DataError(json.loads(note)[1])
-                    chunk = i // chunk_frames
+                for indices, rows, masks, noted, spent in zip(batch["indices"], batch["rows"], batch["masks"],
+                                                              batch["notes"], batch["timing"]):
+                    indices = np.asarray(indices).tolist()
+                    noted = {int(i): note for i, note in json.loads(noted).items()}
+                    if noted and on_error == "raise":
+                        raise DataError(noted[min(noted)][1])
+                    chunk = indices[0] // chunk_frames  # a batch lies in one chunk
                     if rows:
-                        table = _table_from_bytes(rows)
-                        tables[chunk].append((i, table))
-                        if png:
-                            writer.write_prediction(table["frame_id"].iat[0], bytes(png))
-                    if note:
-                        notes[chunk].append((i, json.loads(note)))
-                    for key, value in (json.loads(spent) if spent else {}).items():
+                        tables[chunk].append((indices[0], _table_from_bytes(rows)))
+                    for frame_id, png in masks:
+                        writer.write_prediction(frame_id, bytes(png))
+                    notes[chunk].extend(sorted(noted.items()))
+                    for key, value in json.loads(spent).items():
                         timing[key] = timing.get(key, 0.0) + value
-                    bar.update(1)
-                    waiting[chunk] -= 1
+                    bar.update(len(indices))
+                    waiting[chunk] -= len(indices)
                     if waiting[chunk] == 0:  # all its frames are in: its part, atomically
                         parts = [t for _, t in sorted(tables.pop(chunk), key=lambda x: x[0])]
                         writer.write_part(chunk, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(),
@@ -344,7 +352,8 @@ def collect_pixels(collector: PixelCollector, dataset: Dataset, indices: Sequenc
     indices = [int(i) for i in indices]
     batches = [indices[k:k + batch_size] for k in range(0, len(indices), batch_size)]
     if batches:
-        stream = _pipeline(ray, batches, dataset, CollectActor, dict(collector=collector, options=options),
+        stream = _pipeline(ray, batches, dataset, CollectActor,
+                           dict(model=ray.put(collector.model), params=collector.get_params(), options=options),
                            options=options)
         with contextlib.closing(_stream(ray, stream)) as results:  # an early raise frees the actors
             for batch in results:

@@ -131,6 +131,12 @@ class FrameScorer:
         self.features = features
         self.timing: dict[str, float] = {"frames": 0}
 
+    def get_params(self) -> dict:
+        """The settings besides the model and estimators: ``FrameScorer(model, fitted,
+        **get_params())`` rebuilds it (a Ray actor does, from object-store references)."""
+        return dict(pixels_per_class=self.pixels_per_class, softmax=self.softmax, seed=self.seed,
+                    features=self.features, tta=self.tta)
+
     def score_batch(self, frames: list[Frame], dataset: Dataset | None = None) -> ScoredBatch:
         """The rows and predicted masks of the batch's kept frames (frames with NaN outputs
         are skipped via `dataset`)."""

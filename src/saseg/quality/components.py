@@ -120,14 +120,20 @@ def label_components_batch(pred: torch.Tensor, *, backend: str | None = None
 
 
 def _label_scipy(pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) class ids -> (comp (H, W), owner (K,)) by `scipy.ndimage.label`, once per class."""
+    """(H, W) class ids -> (comp (H, W), owner (K,)) by `scipy.ndimage.label`, once per class
+    inside the class's bounding box (`scipy.ndimage.find_objects`): the same components and,
+    since row-major order inside a box is the image's, the same numbering, for a third of
+    the work of labelling every class over the whole frame (and no ``np.unique``)."""
     comp = np.zeros(pred.shape, dtype=np.int64)
     owners, offset = [], 0
-    for c in np.unique(pred):
-        labels, n = ndimage.label(pred == c, structure=_EIGHT)
+    low = int(pred.min()) if pred.size else 0
+    for k, box in enumerate(ndimage.find_objects(pred.astype(np.int64) - (low - 1))):
+        if box is None:  # no pixel of this class
+            continue
+        labels, n = ndimage.label(pred[box] == k + low, structure=_EIGHT)
         inside = labels > 0
-        comp[inside] = labels[inside] + (offset - 1)
-        owners.append(np.full(n, c, dtype=np.int64))
+        comp[box][inside] = labels[inside] + (offset - 1)
+        owners.append(np.full(n, k + low, dtype=np.int64))
         offset += n
     return comp, (np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64))
 

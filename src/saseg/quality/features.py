@@ -111,7 +111,12 @@ def quality_features(logits: torch.Tensor, *, boundary_px: int = 2, likely_p: fl
     boundary = boundary_mask(pred, boundary_px)
 
     n_pixels = torch.bincount(pred.flatten(), minlength=n_classes)
-    likely = ((p >= likely_p).flatten(1).sum(1) >= min_likely_pixels)
+    # likely present: counted only for classes not predicted whose peak p reaches likely_p
+    # (the (C, H, W) comparison map is the costly part, and a predicted class has a row anyway)
+    maybe = torch.nonzero((n_pixels == 0) & (p.flatten(1).amax(1) >= likely_p)).flatten()
+    likely = torch.zeros(n_classes, dtype=torch.bool, device=p.device)
+    if maybe.numel():
+        likely[maybe] = torch.count_nonzero(p[maybe] >= likely_p, dim=(1, 2)) >= min_likely_pixels
     ids = torch.nonzero((n_pixels > 0) | likely).flatten()
 
     # sums over (class, interior|boundary) cells in one bincount per map
