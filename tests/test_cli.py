@@ -213,6 +213,8 @@ def test_debug_shows_the_traceback(tmp_path):
     (["fit", "-m", "m", "-d", "s", "-o", "o", "--on-error", "ignore"], "'--on-error'"),
     (["score", "-m", "m", "--sa", "a", "-d", "s", "-o", "o", "--pixels-per-class", "-5"], "'--pixels-per-class'"),
     (["export", "-p", "p", "--to", "excel", "-o", "o"], "'--to'"),
+    (["fit", "-m", "m", "-d", "s", "-o", "o", "-e", "mdsa", "-e", "knn"], "expected an SA estimator in ['mdsa', 'lsa', 'dsa'], got 'knn'"),
+    (["video", "-m", "m", "--sa", "a", "-d", "s", "--score", "energy"], "expected a per-pixel score in ['mdsa'"),
     (["select", "-s", "s", "-t", "Car", "--size", "lots"], "'--size': expected an integer or a fraction"),
     (["select", "-s", "s", "-t", "Car", "--size", "1.5"], "'--size': expected a fraction in (0, 1)"),
     (["select", "-s", "s", "-t", "Car", "--level", "medium"], "'--level'"),
