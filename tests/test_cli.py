@@ -259,6 +259,31 @@ def test_option_values_reach_the_library_parsed(monkeypatch, capsys, tmp_path):
     assert seen["fit"]["pixels_per_class"] is None and seen["fit"]["batch_size"] == 1
 
 
+def test_quality_regressor_choices_follow_the_registry(monkeypatch, capsys, tmp_path):
+    import saseg.analysis.quality
+    from saseg.quality import REGRESSORS
+    from saseg.quality.regressors import RidgeRegressor
+
+    seen = []
+
+    class Fitted:
+        def describe(self):
+            return "fitted"
+
+    def fake_fit(run, eval_dir, out, **options):
+        seen.append(options)
+        return Fitted()
+
+    monkeypatch.setattr(saseg.analysis.quality, "fit_quality", fake_fit)
+    args = ["quality", "fit", "--run", "r", "--eval", "e", "-o", tmp_path / "q"]
+    code, _, err = run_in_process(capsys, *args, "--regressor", "toy")
+    assert code == 2 and "expected a quality regressor in ['lightgbm', 'ridge'], got 'toy'" in err
+    monkeypatch.setitem(REGRESSORS, "toy", RidgeRegressor)  # registered after import: no CLI edit
+    assert run_in_process(capsys, *args, "--regressor", "toy")[0] == 0
+    assert run_in_process(capsys, *args)[0] == 0
+    assert seen[0]["regressor"] == "toy" and "regressor" not in seen[1]
+
+
 def test_select_size_is_a_count_or_a_fraction(monkeypatch, capsys, tmp_path):
     import saseg.analysis.selection
 

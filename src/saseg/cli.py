@@ -47,6 +47,7 @@ from .export import run as export_run
 from .layout import PlanDir
 from .models.checkpoint import TRUSTED_FACTORIES_ENV
 from .models.train import train as train_model
+from .quality import REGRESSORS
 
 try:  # recent typer vendors Click; its usage errors derive from typer.TyperException
     from typer import TyperException as ClickException
@@ -575,14 +576,16 @@ def quality_fit(
     run_dir: Annotated[str, typer.Option("--run", help="Scored pilot run dir (scored with features).")],
     eval_dir: Annotated[str, typer.Option("--eval", help="Its eval dir (`saseg evaluate`): the IoU to learn.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Quality dir to write.")],
-    min_rows_for_trees: Annotated[int, typer.Option(min=10, help="Below this many pilot rows, a ridge regression replaces the trees.")] = 200,
+    regressor: Annotated[Optional[str], typer.Option("--regressor", callback=registered(REGRESSORS, "a quality regressor"), help=f"Regressor: {', '.join(REGRESSORS)} (default: lightgbm, or ridge below --min-rows-for-trees pilot rows).")] = None,
+    min_rows_for_trees: Annotated[int, typer.Option(min=10, help="Without --regressor: below this many pilot rows, a ridge regression replaces the trees.")] = 200,
     seed: SeedOpt = 0,
     extra_features: Annotated[Optional[list[str]], typer.Option("--extra-features", help="Also learn from an optional feature group: components, flip (needs `score --tta flip`), temporal; repeat for several. Off by default: none has shown an out-of-drive gain yet.")] = None,
 ):
-    """Learn each class's, group's and frame's IoU from label-free features (LightGBM; grouped CV by drive)."""
+    """Learn each class's, group's and frame's IoU from label-free features (LightGBM or --regressor; grouped CV by drive)."""
     hold_output(out)
+    named = {"regressor": regressor} if regressor else {}  # a default fit writes what it always wrote
     fitted = quality_run.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed,
-                                     extra_features=extra_features or ())
+                                     extra_features=extra_features or (), **named)
     typer.echo(fitted.describe())
     typer.echo(f"quality model: {out}")
 
