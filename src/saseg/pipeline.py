@@ -20,7 +20,7 @@ from .aggregate import ZScoreReference
 from .analysis.quality import apply_quality
 from .data import Dataset, as_dataset, iter_batches
 from .errors import DataError
-from .estimators import ESTIMATORS, fit_per_class, make_estimator
+from .estimators import DEFAULT_BASELINES, ESTIMATORS, fit_per_class, make_estimator, score_names
 from .estimators.sa_model import check_fitted_on, load_sa_model, sa_model_sha256, save_sa_model
 from .io import PartStore
 from .models import as_model
@@ -203,6 +203,8 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 "pixels_per_class": pixels_per_class, "softmax": softmax, "seed": seed,
                 "batch_size": batch_size, "chunk_frames": chunk_frames,
                 "save_predictions": bool(save_predictions), "features": bool(features), "tta": tta}
+    if softmax and score_names("baseline") != DEFAULT_BASELINES:  # a registered baseline changes the rows
+        settings["baselines"] = list(score_names("baseline"))
     store = PartStore(run.scores_path, settings, resume=resume)
     # From here on the folder holds this run's files: drop the old run's ``score.json`` (the
     # mark of a whole run, written last) first, so a run killed halfway leaves a resumable

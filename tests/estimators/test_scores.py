@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from saseg.errors import DataError
-from saseg.estimators import (ESTIMATORS, MDSA, SCORES, baseline_map, make_estimator, register_score,
+from saseg.estimators import (DEFAULT_BASELINES, ESTIMATORS, MDSA, SCORES, baseline_map, make_estimator, register_score,
                               registered_score, score_kind, score_names, softmax_scores, unregister_score)
 from saseg.estimators.softmax import DISPERSION_FORMULAS, SoftmaxStats, dispersion_maps, softmax_stats
 from saseg.scoring import score_columns
@@ -75,6 +75,14 @@ def test_bad_registrations_are_refused(name, compute, kind, match):
     with pytest.raises(DataError, match=match):
         register_score(name, compute, kind=kind)
     assert name not in SCORES or SCORES[name].compute is not compute
+
+
+def test_softmax_scores_can_be_asked_for_named_baselines():
+    logits = torch.randn(5, 3)
+    assert list(softmax_scores(logits, names=["margin", "entropy"])) == ["margin", "entropy"]
+    with pytest.raises(DataError, match=r"expected baselines from .*, but got \['energy', 'mdsa'\]"):
+        softmax_scores(logits, names=["entropy", "energy", "mdsa"])  # e.g. a worker without the registration
+    assert DEFAULT_BASELINES == score_names("baseline")
 
 
 def test_unknown_names():

@@ -17,10 +17,10 @@ from .lsa import LSA
 from .mdsa import MDSA
 from .pixel import pixel_sa_map
 from .registry import ESTIMATOR_NAMES, ESTIMATORS, load_estimator, make_estimator
-from .scores import (SCORE_KINDS, SCORES, Score, baseline_map, register_score, registered_score, score_kind,
-                     score_names, softmax_scores, unregister_score)
+from .scores import (DEFAULT_BASELINES, SCORE_KINDS, SCORES, Score, baseline_map, register_score,
+                     registered_score, score_kind, score_names, softmax_scores, unregister_score)
 
 __all__ = ["MDSA", "LSA", "DSA", "ESTIMATORS", "ESTIMATOR_NAMES", "UNKNOWN_OPTIONS", "PerClassFit",
            "SurpriseEstimator", "fit_per_class", "load_estimator", "make_estimator", "pixel_sa_map",
-           "softmax_scores", "SCORES", "SCORE_KINDS", "Score", "register_score", "unregister_score",
-           "registered_score", "score_names", "score_kind", "baseline_map"]
+           "softmax_scores", "DEFAULT_BASELINES", "SCORES", "SCORE_KINDS", "Score", "register_score",
+           "unregister_score", "registered_score", "score_names", "score_kind", "baseline_map"]

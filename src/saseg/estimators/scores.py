@@ -35,7 +35,7 @@ from .base import SurpriseEstimator
 from .registry import ESTIMATORS
 from .softmax import check_logits, entropy, from_softmax, margin, max_softmax
 
-__all__ = ["SCORE_KINDS", "Score", "SCORES", "register_score", "unregister_score", "registered_score",
+__all__ = ["SCORE_KINDS", "Score", "SCORES", "DEFAULT_BASELINES", "register_score", "unregister_score", "registered_score",
            "score_names", "score_kind", "softmax_scores", "baseline_map"]
 
 SCORE_KINDS = ("surprise", "baseline")
@@ -127,7 +127,7 @@ def score_kind(name: str) -> str | None:
     return None if score is None else score.kind
 
 
-def softmax_scores(logits, dim: int = 1) -> dict[str, torch.Tensor]:
+def softmax_scores(logits, dim: int = 1, names=None) -> dict[str, torch.Tensor]:
     """Every registered baseline of the logits, in registry order (by default ``max_softmax``,
     ``entropy``, ``margin``; `saseg.estimators.softmax` has the formulas).
 
@@ -137,14 +137,21 @@ def softmax_scores(logits, dim: int = 1) -> dict[str, torch.Tensor]:
         Finite logits; C >= 2 along `dim`.
     dim : int, default 1
         The class dimension.
+    names : sequence of str, optional
+        Only these baselines, in this order (e.g. the columns a run started with, so a worker
+        process that lacks one of them fails loudly instead of leaving a column out).
 
     Returns
     -------
     dict of str to Tensor, each of the logits' shape without `dim` ((N,) or (B, H, W)), float32
     (float64 for float64 logits), on the logits' device.
     """
+    names = score_names("baseline") if names is None else tuple(names)
+    unknown = [n for n in names if score_kind(n) != "baseline"]
+    if unknown:
+        raise DataError(f"softmax_scores: expected baselines from {list(score_names('baseline'))}, but got {unknown}.")
     logits = check_logits(logits, dim, "softmax_scores")
-    return {name: SCORES[name].compute(logits, dim) for name in score_names("baseline")}
+    return {name: SCORES[name].compute(logits, dim) for name in names}
 
 
 def baseline_map(name: str, logits, dim: int = 1) -> torch.Tensor:
@@ -159,3 +166,7 @@ for _cls in tuple(ESTIMATORS.values()):
 register_score("max_softmax", from_softmax(max_softmax), description="1 - max p")
 register_score("entropy", from_softmax(entropy), description="entropy of p")
 register_score("margin", from_softmax(margin), description="1 - margin of the top two p")
+
+DEFAULT_BASELINES: tuple[str, ...] = score_names("baseline")
+"""The built-in baselines (``max_softmax``, ``entropy``, ``margin``): the baseline columns of
+every run scored while no other is registered."""
