@@ -213,6 +213,8 @@ def test_debug_shows_the_traceback(tmp_path):
     (["fit", "-m", "m", "-d", "s", "-o", "o", "--on-error", "ignore"], "'--on-error'"),
     (["score", "-m", "m", "--sa", "a", "-d", "s", "-o", "o", "--pixels-per-class", "-5"], "'--pixels-per-class'"),
     (["export", "-p", "p", "--to", "excel", "-o", "o"], "'--to'"),
+    (["fit", "-m", "m", "-d", "s", "-o", "o", "-e", "mdsa", "-e", "knn"], "expected an SA estimator in ['mdsa', 'lsa', 'dsa'], got 'knn'"),
+    (["video", "-m", "m", "--sa", "a", "-d", "s", "--score", "energy"], "expected a per-pixel score in ['mdsa'"),
     (["select", "-s", "s", "-t", "Car", "--size", "lots"], "'--size': expected an integer or a fraction"),
     (["select", "-s", "s", "-t", "Car", "--size", "1.5"], "'--size': expected a fraction in (0, 1)"),
     (["select", "-s", "s", "-t", "Car", "--level", "medium"], "'--level'"),
@@ -255,6 +257,31 @@ def test_option_values_reach_the_library_parsed(monkeypatch, capsys, tmp_path):
                                   "--pixels-per-class", "0", "-b", "1")
     assert (code, err) == (0, "")
     assert seen["fit"]["pixels_per_class"] is None and seen["fit"]["batch_size"] == 1
+
+
+def test_quality_regressor_choices_follow_the_registry(monkeypatch, capsys, tmp_path):
+    import saseg.analysis.quality
+    from saseg.quality import REGRESSORS
+    from saseg.quality.regressors import RidgeRegressor
+
+    seen = []
+
+    class Fitted:
+        def describe(self):
+            return "fitted"
+
+    def fake_fit(run, eval_dir, out, **options):
+        seen.append(options)
+        return Fitted()
+
+    monkeypatch.setattr(saseg.analysis.quality, "fit_quality", fake_fit)
+    args = ["quality", "fit", "--run", "r", "--eval", "e", "-o", tmp_path / "q"]
+    code, _, err = run_in_process(capsys, *args, "--regressor", "toy")
+    assert code == 2 and "expected a quality regressor in ['lightgbm', 'ridge'], got 'toy'" in err
+    monkeypatch.setitem(REGRESSORS, "toy", RidgeRegressor)  # registered after import: no CLI edit
+    assert run_in_process(capsys, *args, "--regressor", "toy")[0] == 0
+    assert run_in_process(capsys, *args)[0] == 0
+    assert seen[0]["regressor"] == "toy" and "regressor" not in seen[1]
 
 
 def test_select_size_is_a_count_or_a_fraction(monkeypatch, capsys, tmp_path):

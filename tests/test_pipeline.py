@@ -375,3 +375,36 @@ def test_score_writes_each_table_once_with_and_without_quality(tiny_model_dir, t
     with pytest.raises(DataError, match="loaded quality model"):
         score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, tmp_path / "x" / "scores.parquet",
               quality=tmp_path / "q", **options)
+
+
+def test_a_registered_logit_score_becomes_a_run_column(tiny_model_dir, tiny_sa_dir, tiny_run, tmp_path,
+                                                       monkeypatch):
+    """One function and one registry line: scored, aggregated, listed in score.json, and a
+    resume under another registry is refused; the run stays readable once it is unregistered."""
+    from saseg.estimators import registered_score
+
+    def energy(logits, dim=1):
+        return -torch.logsumexp(logits, dim)
+
+    options = dict(pixels_per_class=50, batch_size=4, chunk_frames=4, progress=False)
+    out = tmp_path / "run" / "scores.parquet"
+    with registered_score("energy", energy):
+        df = score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, out, **options)
+    run = RunDir(out.parent)
+    base = RunDir(tiny_run)
+    assert run.score_columns() == [*base.score_columns(), "energy"]
+    assert run.score_columns()[-4:-1] == ["max_softmax", "entropy", "margin"]
+    assert run.meta()["baselines"] == ["max_softmax", "entropy", "margin", "energy"]
+    assert "baselines" not in base.meta()  # the default registry writes what it always wrote
+    assert {"energy", "energy_q90"} <= set(df.columns) and "frame_energy" in run.frames().columns
+    same = [c for c in base.scores().columns if c in df.columns]
+    pd.testing.assert_frame_equal(df[same], base.scores()[same])
+    assert df["energy"].notna().all() and (df["energy"] < 0).any()
+
+    part = tmp_path / "part" / "scores.parquet"
+    restore = _kill_after_first_part(monkeypatch)
+    with registered_score("energy", energy), pytest.raises(KeyboardInterrupt):
+        score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, part, **options)
+    restore()
+    with pytest.raises(FormatError, match="baselines"):
+        score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, part, **options)

@@ -39,6 +39,7 @@ from .analysis import selection
 from .data import has_splits, open_dataset
 from .distributed import RayOptions
 from .errors import SasegError
+from .estimators import ESTIMATORS, SCORES
 from .export import EXPORTERS, exporter
 from .export import labels_import as labels_import_module
 from .io import output_lock
@@ -46,6 +47,7 @@ from .export import run as export_run
 from .layout import PlanDir
 from .models.checkpoint import TRUSTED_FACTORIES_ENV
 from .models.train import train as train_model
+from .quality import REGRESSORS
 
 try:  # recent typer vendors Click; its usage errors derive from typer.TyperException
     from typer import TyperException as ClickException
@@ -262,12 +264,14 @@ def parse_count_or_fraction(text: str) -> float:
 
 
 def registered(registry: dict, what: str):
-    """An option callback that accepts only names in `registry`, read when the option is parsed,
-    so a tool registered after import (`saseg.export.register_exporter`) is accepted without
-    editing the CLI."""
-    def check(value: str | None) -> str | None:
-        if value is not None and value not in registry:
-            raise typer.BadParameter(f"expected {what} in {list(registry)}, got {value!r}")
+    """An option callback that accepts only names in `registry` (one name, or each of a repeated
+    option's), read when the option is parsed, so a tool, score or regressor registered after
+    import (`saseg.export.register_exporter`, `saseg.estimators.register_score`,
+    `saseg.quality.register_regressor`) is accepted without editing the CLI."""
+    def check(value):
+        for name in [value] if isinstance(value, str) else value or []:
+            if name not in registry:
+                raise typer.BadParameter(f"expected {what} in {list(registry)}, got {name!r}")
         return value
     return check
 
@@ -337,7 +341,7 @@ def fit(
     data: DataOpt,
     out: Annotated[str, typer.Option("--out", "-o", help="SA model dir to write.")],
     split: SplitOpt = "train",
-    estimator: Annotated[list[str], typer.Option("--estimator", "-e", help="mdsa (default), lsa, dsa; repeat for several.")] = ["mdsa"],
+    estimator: Annotated[list[str], typer.Option("--estimator", "-e", callback=registered(ESTIMATORS, "an SA estimator"), help=f"{', '.join(ESTIMATORS)} (default mdsa); repeat for several.")] = ["mdsa"],
     pixels_per_class: Annotated[int, typer.Option(min=0, help="Pixels sampled per class per image; 0 = every pixel.")] = 100,
     max_images: Annotated[int, typer.Option(min=0, help="Images sampled from the training data; 0 = all.")] = 10_000,
     max_ats: Annotated[int, typer.Option("--max-ats-per-class", min=0, help="ATs kept per class; 0 = stream every sampled AT into MDSA.")] = 10_000,
@@ -513,13 +517,14 @@ def video(
     start: Annotated[int, typer.Option(min=0, help="First frame index.")] = 0,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="At most this many frames.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="SA above which pixels are highlighted (default: top of the colour scale).")] = None,
+    score: Annotated[str, typer.Option("--score", callback=registered(SCORES, "a per-pixel score"), help=f"Per-pixel score of the heatmap: {', '.join(SCORES)}.")] = "mdsa",
     device: DeviceOpt = "cpu",
     allow_mismatch: AllowMismatchOpt = False,
     quiet: QuietOpt = False,
 ):
     """Render consecutive frames as review frames (input, label, prediction, SA heatmap) into an MP4."""
     path = review.write_review_video(model, sa, data, out, split=split, fps=fps, start=start,
-                              max_frames=max_frames, threshold=threshold, device=device,
+                              max_frames=max_frames, threshold=threshold, score=score, device=device,
                               progress=not quiet, allow_mismatch=allow_mismatch)
     typer.echo(f"video: {path}")
 
@@ -572,14 +577,16 @@ def quality_fit(
     run_dir: Annotated[str, typer.Option("--run", help="Scored pilot run dir (scored with features).")],
     eval_dir: Annotated[str, typer.Option("--eval", help="Its eval dir (`saseg evaluate`): the IoU to learn.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Quality dir to write.")],
-    min_rows_for_trees: Annotated[int, typer.Option(min=10, help="Below this many pilot rows, a ridge regression replaces the trees.")] = 200,
+    regressor: Annotated[Optional[str], typer.Option("--regressor", callback=registered(REGRESSORS, "a quality regressor"), help=f"Regressor: {', '.join(REGRESSORS)} (default: lightgbm, or ridge below --min-rows-for-trees pilot rows).")] = None,
+    min_rows_for_trees: Annotated[int, typer.Option(min=10, help="Without --regressor: below this many pilot rows, a ridge regression replaces the trees.")] = 200,
     seed: SeedOpt = 0,
     extra_features: Annotated[Optional[list[str]], typer.Option("--extra-features", help="Also learn from an optional feature group: components, flip (needs `score --tta flip`), temporal; repeat for several. Off by default: none has shown an out-of-drive gain yet.")] = None,
 ):
-    """Learn each class's, group's and frame's IoU from label-free features (LightGBM; grouped CV by drive)."""
+    """Learn each class's, group's and frame's IoU from label-free features (LightGBM or --regressor; grouped CV by drive)."""
     hold_output(out)
+    named = {"regressor": regressor} if regressor else {}  # a default fit writes what it always wrote
     fitted = quality_run.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed,
-                                     extra_features=extra_features or ())
+                                     extra_features=extra_features or (), **named)
     typer.echo(fitted.describe())
     typer.echo(f"quality model: {out}")
 

@@ -19,7 +19,7 @@ from . import __version__
 from .aggregate import ZScoreReference
 from .data import Dataset, as_dataset, iter_batches
 from .errors import DataError
-from .estimators import ESTIMATOR_NAMES, fit_per_class, make_estimator
+from .estimators import DEFAULT_BASELINES, ESTIMATORS, fit_per_class, make_estimator, score_names
 from .estimators.sa_model import check_fitted_on, load_sa_model, sa_model_sha256, save_sa_model
 from .io import PartStore
 from .models import as_model
@@ -83,9 +83,9 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     check_pixels_per_class(pixels_per_class)
     ray_options = check_engine(engine, ray_options, device)
     estimators = tuple(e.lower() for e in estimators)
-    unknown = sorted(set(estimators) - set(ESTIMATOR_NAMES))
+    unknown = sorted(set(estimators) - set(ESTIMATORS))
     if unknown or not estimators:
-        raise DataError(f"Expected estimators from {list(ESTIMATOR_NAMES)}, but got {list(estimators)}.")
+        raise DataError(f"Expected estimators from {list(ESTIMATORS)}, but got {list(estimators)}.")
     streaming = max_ats_per_class is None
     dropped: dict[str, object] = {}  # class -> ATs seen, or why its model failed
     if streaming and set(estimators) - {"mdsa"}:
@@ -208,6 +208,8 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 "pixels_per_class": pixels_per_class, "softmax": softmax, "seed": seed,
                 "batch_size": batch_size, "chunk_frames": chunk_frames,
                 "save_predictions": bool(save_predictions), "features": bool(features), "tta": tta}
+    if softmax and score_names("baseline") != DEFAULT_BASELINES:  # a registered baseline changes the rows
+        settings["baselines"] = list(score_names("baseline"))
     store = PartStore(run.scores_path, settings, resume=resume)
     # From here on the folder holds this run's files: drop the old run's ``score.json`` (the
     # mark of a whole run, written last) first, so a run killed halfway leaves a resumable

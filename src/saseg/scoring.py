@@ -24,8 +24,7 @@ from .aggregate import ZScoreReference, class_scores, frame_scores
 from .columns import drive_of
 from .data import Dataset, Frame
 from .errors import DataError, DegenerateDataError
-from .estimators import softmax_scores
-from .estimators.softmax import SOFTMAX_NAMES
+from .estimators import score_names, softmax_scores
 from .models import LoadedModel
 from .models.checkpoint import nonfinite_frames
 from .quality.agreement import (FLIP_COLUMN, TEMPORAL_COLUMN, class_agreement, mirror_frames,
@@ -76,8 +75,9 @@ def trace_finite(model: LoadedModel, dataset: Dataset | None, frames: list[Frame
 
 
 def score_columns(estimators: Sequence[str], softmax: bool) -> list[str]:
-    """The class-score columns a run aggregates, in order: SA estimators, then softmax."""
-    return list(estimators) + (list(SOFTMAX_NAMES) if softmax else [])
+    """The class-score columns a run aggregates, in order: SA estimators, then every registered
+    baseline (`saseg.estimators.SCORES`; what `softmax_scores` returns)."""
+    return list(estimators) + (list(score_names("baseline")) if softmax else [])
 
 
 @dataclass

@@ -122,3 +122,11 @@ def test_bad_shapes_are_refused():
         quality_features(torch.zeros(1, 4, 4))
     with pytest.raises(DataError, match="k >= 1"):
         boundary_mask(torch.zeros(3, 3, dtype=torch.long), 0)
+
+
+def test_dispersion_columns_are_the_shared_formulas():
+    """The feature columns name exactly the maps of `dispersion_maps` (one home for the formulas)."""
+    from saseg.estimators.softmax import DISPERSION_FORMULAS
+    from saseg.quality.features import DISPERSIONS
+
+    assert sorted(DISPERSIONS) == sorted(DISPERSION_FORMULAS)

@@ -16,7 +16,8 @@ from .mdsa import MDSA
 
 ESTIMATORS: dict[str, type[SurpriseEstimator]] = {cls.name: cls for cls in (MDSA, LSA, DSA)}
 ESTIMATOR_NAMES: tuple[str, ...] = tuple(ESTIMATORS)
-"""The estimator names, in registry order: ("mdsa", "lsa", "dsa")."""
+"""The built-in estimator names, in registry order: ("mdsa", "lsa", "dsa"). `ESTIMATORS` itself
+also holds those added since (`saseg.estimators.register_score(..., kind="surprise")`)."""
 
 
 def make_estimator(name: str, **options) -> SurpriseEstimator:
@@ -25,7 +26,7 @@ def make_estimator(name: str, **options) -> SurpriseEstimator:
     Parameters
     ----------
     name : str
-        One of `ESTIMATOR_NAMES` (lower case).
+        A key of `ESTIMATORS` (lower case).
     **options
         The estimator's keyword-only hyperparameters.
 
@@ -35,7 +36,7 @@ def make_estimator(name: str, **options) -> SurpriseEstimator:
     """
     cls = ESTIMATORS.get(name)
     if cls is None:
-        raise DataError(f"Expected estimators from {list(ESTIMATOR_NAMES)}, but got {name!r}.")
+        raise DataError(f"Expected estimators from {list(ESTIMATORS)}, but got {name!r}.")
     params = list(cls().get_params())  # __init__ only stores its keyword-only hyperparameters
     extra = sorted(set(options) - set(params))
     if extra:

@@ -11,7 +11,7 @@ import hashlib
 import math
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -19,9 +19,9 @@ from ..errors import FormatError
 
 __all__ = ["check_model_meta", "check_params", "check_sha256", "finite_vector", "sha256_bytes", "check_keys"]
 
-_KINDS = ("lightgbm", "ridge")
 _BASE_KEYS = {"format", "format_version", "kind", "features", "settings", "cv", "importances", "state"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -40,9 +40,11 @@ def check_keys(meta: Any, required: set[str], where: Path, what: str, optional: 
     return meta
 
 
-def check_model_meta(meta: Any, where: Path, fmt: str, version: int, params: Mapping[str, Any]) -> dict:
+def check_model_meta(meta: Any, where: Path, fmt: str, version: int, params: Mapping[str, Any],
+                     kinds: Mapping[str, Sequence[str]]) -> dict:
     """``quality.json`` of one `QualityModel`, checked; `params` are the default settings (names
-    and types). Format 1 (before content hashes) is read with ``files`` empty."""
+    and types), `kinds` the registered backends and the files each writes (whose hashes format 2
+    must list). Format 1 (before content hashes) is read with ``files`` empty."""
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         raise FormatError(f"{where}: expected a saseg quality model (format {fmt!r}), but got something else.")
     if meta.get("format_version") not in (1, version):
@@ -50,8 +52,9 @@ def check_model_meta(meta: Any, where: Path, fmt: str, version: int, params: Map
                           f"{meta.get('format_version')!r}; refit with `saseg quality fit`.")
     meta = dict(check_keys(meta, _BASE_KEYS | ({"files"} if meta["format_version"] >= 2 else set()),
                            where, "a quality model"))
-    if meta["kind"] not in _KINDS:
-        raise FormatError(f"{where}: expected kind 'lightgbm' or 'ridge', but got {meta['kind']!r}.")
+    if not isinstance(meta["kind"], str) or meta["kind"] not in kinds:
+        raise FormatError(f"{where}: expected kind in {list(kinds)} (the registered regressors), but got "
+                          f"{meta['kind']!r}.")
     features = meta["features"]
     if (not isinstance(features, list) or not features or not all(isinstance(f, str) and f for f in features)
             or len(set(features)) != len(features)):
@@ -65,18 +68,23 @@ def check_model_meta(meta: Any, where: Path, fmt: str, version: int, params: Map
     finite_vector(list(importances.values()), len(features), where, "importances")
     files = meta.get("files", {})
     if (not isinstance(files, dict) or not all(isinstance(v, str) and _HEX64.fullmatch(v) for v in files.values())
-            or (meta["format_version"] >= 2 and meta["kind"] == "lightgbm" and "quality.lgb.txt" not in files)):
+            or (meta["format_version"] >= 2 and any(f not in files for f in kinds[meta["kind"]]))):
         raise FormatError(f"{where}: expected 'files' to map each model file to its sha256, but got {str(files)[:80]}.")
     meta["files"] = files
     return meta
 
 
 def check_params(settings: Any, params: Mapping[str, Any], where: Path) -> dict:
-    """Model settings: names among `params` (the defaults), each of its default's type, >= 0."""
+    """Model settings: names among `params` (the defaults), each of its default's type, >= 0;
+    a name setting (default None or a string, e.g. ``regressor``) is null or a short name."""
     if not isinstance(settings, dict) or set(settings) - set(params):
         raise FormatError(f"{where}: expected settings from {sorted(params)}, but got "
                           f"{sorted(settings) if isinstance(settings, dict) else type(settings).__name__}.")
     for key, value in settings.items():
+        if params[key] is None or isinstance(params[key], str):
+            if value is not None and not (isinstance(value, str) and _NAME.fullmatch(value)):
+                raise FormatError(f"{where}: expected setting {key!r} to be null or a name, but got {value!r}.")
+            continue
         integer = isinstance(params[key], int)
         ok = (isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value))
         if not ok or isinstance(value, bool) or value < 0:

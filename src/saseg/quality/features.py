@@ -6,7 +6,8 @@ with ``p_c >= likely_p``, so a missed car still gets a row), gets:
 
 - dispersion, averaged over the class's **interior** and **boundary** pixels separately:
   ``entropy`` (-sum p log p, nats), ``max_softmax`` (1 - max p) and ``margin``
-  (1 - (p_top1 - p_top2)). A pixel is on a boundary when another predicted class lies within
+  (1 - (p_top1 - p_top2)), from `saseg.estimators.softmax.dispersion_maps` (the per-pixel
+  baselines' formulas). A pixel is on a boundary when another predicted class lies within
   `boundary_px` pixels of it (Chebyshev distance, a (2k+1) x (2k+1) window; default k = 2).
   Columns ``<name>_interior`` and ``<name>_boundary``; NaN where the set is empty.
 - geometry: ``n_pixels`` (predicted count), ``n_components`` (8-connected),
@@ -31,6 +32,7 @@ import pandas as pd
 import torch
 
 from ..errors import DataError
+from ..estimators.softmax import SoftmaxStats, dispersion_maps
 from .agreement import FLIP_COLUMN, TEMPORAL_COLUMN
 from .components import COMPONENT_COLUMNS, component_stats
 
@@ -38,6 +40,7 @@ __all__ = ["quality_features", "FEATURE_COLUMNS", "EXTRA_FEATURE_COLUMNS", "FEAT
            "boundary_mask"]
 
 DISPERSIONS = ("entropy", "max_softmax", "margin")
+"""The `dispersion_maps` names, in the order of the feature columns."""
 FEATURE_COLUMNS = (
     *[f"{d}_{part}" for d in DISPERSIONS for part in ("interior", "boundary")],
     "n_components", "largest_component", "mean_component", "boundary_share",
@@ -107,7 +110,7 @@ def quality_features(logits: torch.Tensor, *, boundary_px: int = 2, likely_p: fl
     pred = logits.max(0).indices
     top1 = p.gather(0, pred[None])[0]
     top2 = p.scatter(0, pred[None], -1.0).max(0).values
-    dispersion = {"entropy": -(p * logp).sum(0), "max_softmax": 1.0 - top1, "margin": 1.0 - (top1 - top2)}
+    dispersion = dispersion_maps(SoftmaxStats(logp, p, top1, top2, 0))
     boundary = boundary_mask(pred, boundary_px)
 
     n_pixels = torch.bincount(pred.flatten(), minlength=n_classes)

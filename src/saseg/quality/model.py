@@ -3,14 +3,15 @@
 Fitted on a labelled pilot (its ``iou.parquet``), it turns a run's quality features (SA,
 softmax dispersion over interiors and boundaries, geometry, false-negative mass, plug-in
 IoU; `saseg.quality.features`) into one number a team can rank by, in the spirit of MetaSeg
-(Rottmann et al., IJCNN 2020). Gradient-boosted trees (LightGBM) when the pilot is large
-enough, a ridge regression on standardised features otherwise.
+(Rottmann et al., IJCNN 2020). By default gradient-boosted trees (LightGBM) when the pilot is
+large enough, a ridge regression on standardised features otherwise; any backend of
+`saseg.quality.regressors.REGRESSORS` when named.
 
 Honest by construction: cross-validation is grouped by drive or sequence (frames of one
 drive are strongly correlated, so a frame-random split would leak), and a pilot of a single
 drive is cut into contiguous blocks of frames instead. The out-of-fold predictions give
 the reported rho and R^2, next to the rho of every single feature. Saved as LightGBM's own
-text model plus JSON; nothing is pickled.
+text model plus JSON (each backend's own files); nothing is pickled.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from scipy.stats import spearmanr
 from ..errors import DataError, FormatError, NotFittedError
 from ..io import read_json, write_json, write_text
 from . import checks
-from .lgb_text import canonical_model_text
+from .regressors import REGRESSORS, make_regressor
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ __all__ = ["QualityModel", "grouped_folds"]
 FORMAT = "saseg-quality-model"
 FORMAT_VERSION = 2  # 2: content hash of the tree file in "files"; NaN written as null
 META = "quality.json"
-TREES = "quality.lgb.txt"
 
 
 def grouped_folds(groups: Sequence, order: Sequence[int] | None = None, n_folds: int = 5
@@ -73,18 +73,24 @@ class QualityModel:
 
     Parameters
     ----------
+    regressor : str or None, default None
+        A backend of `REGRESSORS` ("lightgbm", "ridge", or one registered since); None: LightGBM,
+        or the ridge below `min_rows_for_trees` pilot rows.
     min_rows_for_trees : int, default 200
-        Below this many pilot rows the ridge fallback is used: trees overfit tiny pilots.
+        With ``regressor=None``, below this many pilot rows the ridge fallback is used: trees
+        overfit tiny pilots.
     n_folds : int, default 5
         Cross-validation folds (grouped, see `grouped_folds`).
     num_boost_round, learning_rate, num_leaves, min_data_in_leaf : LightGBM settings
     ridge_alpha : float, default 1.0
-        L2 penalty of the fallback, on standardised features.
+        L2 penalty of the ridge, on standardised features.
     seed : int, default 0
+
+    Each backend takes the settings its ``__init__`` names (`make_regressor`).
 
     Attributes
     ----------
-    kind_ : {"lightgbm", "ridge"}
+    kind_ : str, the `REGRESSORS` name of the backend fitted (what ``quality.json`` records)
     features_ : list of str, the feature columns, in order
     importances_ : dict feature -> share of total gain (trees) or of |coefficient| (ridge)
     oof_ : ndarray (n,), out-of-fold predicted IoU of each fitted row (NaN where IoU was NaN)
@@ -92,9 +98,10 @@ class QualityModel:
         ``n_folds`` and ``single`` = {feature: rho of that feature alone with IoU}
     """
 
-    def __init__(self, *, min_rows_for_trees: int = 200, n_folds: int = 5, num_boost_round: int = 300,
-                 learning_rate: float = 0.05, num_leaves: int = 15, min_data_in_leaf: int = 10,
-                 ridge_alpha: float = 1.0, seed: int = 0):
+    def __init__(self, *, regressor: str | None = None, min_rows_for_trees: int = 200, n_folds: int = 5,
+                 num_boost_round: int = 300, learning_rate: float = 0.05, num_leaves: int = 15,
+                 min_data_in_leaf: int = 10, ridge_alpha: float = 1.0, seed: int = 0):
+        self.regressor = regressor
         self.min_rows_for_trees = min_rows_for_trees
         self.n_folds = n_folds
         self.num_boost_round = num_boost_round
@@ -123,13 +130,16 @@ class QualityModel:
         order = None if order is None else np.asarray(order)[keep]
         if len(y) < 10:
             raise DataError(f"QualityModel.fit: expected at least 10 labelled rows, but got {len(y)}.")
+        if self.regressor is not None and self.regressor not in REGRESSORS:
+            raise DataError(f"QualityModel.fit: expected a regressor in {list(REGRESSORS)}, but got "
+                            f"{self.regressor!r}.")
         self.features_ = list(features.columns)
-        self.kind_ = "lightgbm" if len(y) >= self.min_rows_for_trees else "ridge"
+        self.kind_ = self.regressor or ("lightgbm" if len(y) >= self.min_rows_for_trees else "ridge")
         folds = grouped_folds(groups, order, self.n_folds)
         oof = np.empty(len(y))
         for f in np.unique(folds):
             test = folds == f
-            oof[test] = self._fit_one(X[~test], y[~test]).predict_raw(X[test])
+            oof[test] = self._fit_one(X[~test], y[~test]).predict(X[test])
         self._state = self._fit_one(X, y)
         self.oof_ = np.full(len(keep), np.nan)
         self.oof_[keep] = np.clip(oof, 0.0, 1.0)
@@ -146,9 +156,7 @@ class QualityModel:
         return self
 
     def _fit_one(self, X: np.ndarray, y: np.ndarray):
-        if self.kind_ == "lightgbm":
-            return _Trees.fit(X, y, self)
-        return _Ridge.fit(X, y, self.ridge_alpha)
+        return make_regressor(self.kind_, self.get_params()).fit(X, y)
 
     # ---- prediction -------------------------------------------------------------------------
     def predict(self, features: pd.DataFrame) -> np.ndarray:
@@ -160,7 +168,7 @@ class QualityModel:
             raise DataError(f"QualityModel.predict: expected the feature columns {missing} it was "
                             f"fitted on, but they are missing.")
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-            raw = np.asarray(self._state.predict_raw(self._check(features[self.features_])), dtype=np.float64)
+            raw = np.asarray(self._state.predict(self._check(features[self.features_])), dtype=np.float64)
         bad = ~np.isfinite(raw)
         if bad.any():  # clipped, inf would read as "certainly fine" (risk 0): never skip on it
             raise FormatError(f"{getattr(self, 'source_', 'quality model')}: expected a finite predicted "
@@ -182,19 +190,20 @@ class QualityModel:
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        """``quality.json`` (settings, features, CV report, ridge state, the sha256 of the tree
-        file) and, for trees, ``quality.lgb.txt`` in LightGBM's text format (trees first, so
-        the hash in ``quality.json`` always names a whole file)."""
+        """``quality.json`` (settings, features, CV report, the backend's JSON state, the sha256
+        of each backend file) and the backend's files, e.g. ``quality.lgb.txt`` in LightGBM's
+        text format (files first, so the hashes in ``quality.json`` always name whole files)."""
         if not hasattr(self, "_state"):
             raise NotFittedError(type(self).__name__)
         directory = Path(directory)
         files = {}
-        if self.kind_ == "lightgbm":
-            text = self._state.booster.model_to_string()
-            write_text(directory / TREES, text)
-            files[TREES] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        for name, text in self._state.to_files().items():
+            write_text(directory / name, text)
+            files[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        # ``regressor`` only when named: a default model's file stays as older saseg wrote and reads it
+        settings = {k: v for k, v in self.get_params().items() if k != "regressor" or v is not None}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind_,
-                "features": self.features_, "settings": self.get_params(), "cv": self.cv_,
+                "features": self.features_, "settings": settings, "cv": self.cv_,
                 "importances": self.importances_, "state": self._state.to_json(), "files": files}
         write_json(directory / META, meta)
         return directory
@@ -202,22 +211,22 @@ class QualityModel:
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "QualityModel":
         """Read and check a saved model (`saseg.quality.checks`); every failure is one
-        `FormatError` naming the file. Format 1 (no content hashes) is still read."""
+        `FormatError` naming the file. Format 1 (no content hashes) is still read; a ``kind``
+        not in `REGRESSORS` is refused."""
         directory = Path(directory)
         path = directory / META
-        meta = checks.check_model_meta(read_json(path), path, FORMAT, FORMAT_VERSION, cls().get_params())
+        kinds = {name: backend.extra_files for name, backend in REGRESSORS.items()}
+        meta = checks.check_model_meta(read_json(path), path, FORMAT, FORMAT_VERSION, cls().get_params(), kinds)
         model = cls(**meta["settings"])
         model.kind_, model.features_ = meta["kind"], list(meta["features"])
         model.cv_, model.importances_ = meta["cv"], meta["importances"]
         model.source_ = str(path)
-        if model.kind_ == "lightgbm":
-            model._state = _Trees.from_text(directory / TREES, model, meta["files"].get(TREES))
-        else:
-            model._state = _Ridge.from_json(meta["state"], len(model.features_), path)
+        model._state = make_regressor(model.kind_, model.get_params()).restore(
+            meta["state"], directory, meta["files"], len(model.features_), path)
         return model
 
     def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in ("min_rows_for_trees", "n_folds", "num_boost_round",
+        return {k: getattr(self, k) for k in ("regressor", "min_rows_for_trees", "n_folds", "num_boost_round",
                                               "learning_rate", "num_leaves", "min_data_in_leaf",
                                               "ridge_alpha", "seed")}
 
@@ -232,108 +241,3 @@ class QualityModel:
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     total = float(((y - y.mean()) ** 2).sum())
     return float("nan") if total == 0 else 1.0 - float(((y - pred) ** 2).sum()) / total
-
-
-class _Trees:
-    """LightGBM regression (imported here: an optional, heavy dependency)."""
-
-    def __init__(self, booster):
-        self.booster = booster
-
-    @classmethod
-    def fit(cls, X, y, model: QualityModel) -> "_Trees":
-        lgb = _lightgbm()
-        params = {"objective": "regression", "learning_rate": model.learning_rate,
-                  "num_leaves": model.num_leaves, "min_data_in_leaf": model.min_data_in_leaf,
-                  "seed": model.seed, "deterministic": True, "force_row_wise": True,
-                  "num_threads": 1, "verbosity": -1}
-        data = lgb.Dataset(X, label=y, params={"verbosity": -1})
-        return cls(lgb.train(params, data, num_boost_round=model.num_boost_round))
-
-    @classmethod
-    def from_text(cls, path: Path, model: QualityModel, sha256: str | None) -> "_Trees":
-        """The checked, rebuilt model text (`canonical_model_text`) to LightGBM; never the file."""
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise FormatError(f"Expected the trees of the quality model at {path} (written by "
-                              "`saseg quality fit`), but the file does not exist.") from None
-        checks.check_sha256(data, sha256, path)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise FormatError(f"{path}: expected a LightGBM text model (UTF-8), but it is not text.") from None
-        canonical = canonical_model_text(text, len(model.features_), str(path))
-        lgb = _lightgbm()
-        try:
-            booster = lgb.Booster(model_str=canonical)
-        except lgb.basic.LightGBMError as exc:
-            raise FormatError(f"{path}: expected a LightGBM text model, but LightGBM refused it: {exc}") from None
-        return cls(booster)
-
-    def predict_raw(self, X):
-        return self.booster.predict(X)
-
-    def importances(self, names):
-        gain = self.booster.feature_importance(importance_type="gain")
-        total = gain.sum() or 1.0
-        return {n: float(g / total) for n, g in zip(names, gain)}
-
-    def to_json(self):
-        return None
-
-
-class _Ridge:
-    """Ridge on standardised features, NaNs filled with the training median: (X-m)/s @ w + b."""
-
-    def __init__(self, median, mean, scale, coef, intercept):
-        self.median, self.mean, self.scale = median, mean, scale
-        self.coef, self.intercept = coef, intercept
-
-    @classmethod
-    def fit(cls, X, y, alpha: float) -> "_Ridge":
-        finite = np.isfinite(X)
-        with np.errstate(invalid="ignore"):  # an all-NaN column gets median 0
-            median = np.array([np.median(X[finite[:, j], j]) if finite[:, j].any() else 0.0
-                               for j in range(X.shape[1])])
-        Xf = np.where(np.isfinite(X), X, median)
-        mean, scale = Xf.mean(0), Xf.std(0)
-        scale = np.where(scale > 0, scale, 1.0)
-        Z = (Xf - mean) / scale
-        coef = np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ (y - y.mean()))
-        return cls(median, mean, scale, coef, float(y.mean()))
-
-    @classmethod
-    def from_json(cls, state, p: int, where: Path) -> "_Ridge":
-        """The ridge state of ``quality.json``: vectors of length `p` and an intercept, all finite,
-        scales positive."""
-        if not isinstance(state, dict) or set(state) != {"median", "mean", "scale", "coef", "intercept"}:
-            raise FormatError(f"{where}: expected the ridge state (median, mean, scale, coef, intercept), "
-                              f"but got {sorted(state) if isinstance(state, dict) else type(state).__name__}.")
-        arrays = [checks.finite_vector(state[k], p, where, f"ridge vectors ({k})") for k in ("median", "mean", "scale", "coef")]
-        intercept = checks.finite_vector([state["intercept"]], 1, where, "ridge intercept")[0]
-        if not (arrays[2] > 0).all():
-            raise FormatError(f"{where}: expected positive ridge scales, but some are <= 0.")
-        return cls(*arrays, float(intercept))
-
-    def predict_raw(self, X):
-        Xf = np.where(np.isfinite(X), X, self.median)
-        return ((Xf - self.mean) / self.scale) @ self.coef + self.intercept
-
-    def importances(self, names):
-        weight = np.abs(self.coef)
-        total = weight.sum() or 1.0
-        return {n: float(w / total) for n, w in zip(names, weight)}
-
-    def to_json(self):
-        return {"median": self.median.tolist(), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-                "coef": self.coef.tolist(), "intercept": self.intercept}
-
-
-def _lightgbm():
-    try:
-        import lightgbm
-    except ImportError:
-        raise DataError("The quality model's trees need LightGBM: pip install 'saseg[quality]' "
-                        "(or lightgbm).") from None
-    return lightgbm

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .inputs import PLOT_WIDTH, SOFTMAX, Run
+from .inputs import PLOT_WIDTH, Run, baseline_legend, is_baseline
 from .markup import esc, note, number, table, td
 
 
@@ -18,7 +18,7 @@ def correlation(r: Run) -> str:
                     "whether the model does worse on more surprising frames.")
     scores = _order(corr["score"], r.scores)
     head1 = ('<th class="t" rowspan="2">target</th><th rowspan="2">kind</th><th rowspan="2">n</th>'
-             + "".join(f'<th colspan="2"{" class=base" if s in SOFTMAX else ""}>{esc(s)}</th>'
+             + "".join(f'<th colspan="2"{" class=base" if is_baseline(s) else ""}>{esc(s)}</th>'
                        for s in scores))
     head2 = "<th>rho</th><th>p</th>" * len(scores)
     rows, last_kind = [], None
@@ -40,11 +40,13 @@ def correlation(r: Run) -> str:
         sep = ' class="sep"' if last_kind is not None and kind != last_kind else ""
         rows.append(f"<tr{sep}>{''.join(cells)}</tr>")
         last_kind = kind
+    shaded = baseline_legend(scores)
     legend = ('<p class="legend">Spearman rho of SA against IoU across frames; negative = more '
               'surprise, lower IoU. |rho|: <span class="neg r1">0.1-0.3</span><span class="neg r2">'
               '0.3-0.5</span><span class="neg r3">&ge; 0.5</span> (red: positive). Faded cells: '
-              'p &ge; 0.05. Shaded headers: softmax baselines (1 - max p, entropy, 1 - margin), '
-              'oriented like SA: higher = less certain, so negative rho is expected too.</p>')
+              'p &ge; 0.05.'
+              + (f' Shaded headers: baselines ({esc(shaded)}), oriented like SA: higher = less '
+                 'certain, so negative rho is expected too.' if shaded else '') + '</p>')
     return (legend + f'<div class="scroll"><table class="corr"><thead><tr>{head1}</tr><tr>{head2}</tr>'
             f'</thead><tbody>{"".join(rows)}</tbody></table></div>')
 
@@ -76,9 +78,9 @@ def figures(r: Run) -> str:
                    f'<figure class="plot"><a href="{img[0]}"><img src="{img[0]}" width="{img[1]}" '
                    f'height="{img[2]}" alt="{esc(found[s].name)}"></a>'
                    f'<figcaption>{esc(caption.format(s))}</figcaption></figure>')
-            (baselines if s in SOFTMAX else out).append(fig)
+            (baselines if is_baseline(s) else out).append(fig)
     if baselines:
-        out.append(f"<details><summary>Softmax baselines ({len(baselines)} plots)</summary>"
+        out.append(f"<details><summary>Baselines ({len(baselines)} plots)</summary>"
                    f"{''.join(baselines)}</details>")
     return "".join(out or [note("No plots in eval/ (evaluate ran with plots off).")]) + _glance(r)
 

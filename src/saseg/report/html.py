@@ -27,7 +27,7 @@ from ..errors import DataError, FormatError
 from ..io import read_json, write_text
 from ..layout import RunDir
 from . import audit_section, eval_sections
-from .inputs import PLOT_WIDTH, SOFTMAX, THUMB_WIDTH, Run, copy_file, read_csv, read_parquet, require_columns
+from .inputs import PLOT_WIDTH, THUMB_WIDTH, Run, copy_file, is_baseline, read_csv, read_parquet, require_columns
 from .markup import amount, esc, histogram, note, number, table, td
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def _classes(r: Run) -> str:
     if df is None:
         return note("No scores.parquet.")
     require_columns(df, ["class_id", "class_name", "frame_id"], path)
-    sa = [s for s in r.scores if s not in SOFTMAX and s in df.columns]
+    sa = [s for s in r.scores if not is_baseline(s) and s in df.columns]
     stats = [("mean", lambda x: x.mean()), ("p10", lambda x: x.quantile(0.1)),
              ("median", lambda x: x.median()), ("p90", lambda x: x.quantile(0.9))]
     rows = []

@@ -17,13 +17,12 @@ from PIL import Image, UnidentifiedImageError
 
 from ..columns import frame_score_names, require_columns as require
 from ..errors import FormatError
-from ..estimators.softmax import SOFTMAX_NAMES
+from ..estimators import SCORES, score_kind
 from ..io import atomic_path
 from ..layout import EvalDir, PlanDir, RunDir
 
 log = logging.getLogger(__name__)
 
-SOFTMAX = SOFTMAX_NAMES
 THUMB_WIDTH = 640
 PLOT_WIDTH = 1600
 
@@ -42,7 +41,7 @@ class Run:
         cols = list(self.meta.get("score_columns") or [])
         if not cols and self.frames is not None:  # no score.json: the frame SA columns tell
             cols = frame_score_names(self.frames.columns)
-        self.scores = [c for c in cols if c not in SOFTMAX] + [c for c in SOFTMAX if c in cols]
+        self.scores = [c for c in cols if not is_baseline(c)] + [c for c in cols if is_baseline(c)]
 
     def eval_csv(self, path: Path, required: list[str]) -> pd.DataFrame | None:
         """A CSV of the eval folder (`EvalDir` names it), or None when absent."""
@@ -67,6 +66,17 @@ class Run:
             log.warning("report: skipping unreadable image %s (%s)", src, exc)
             return None
         return quote(f"img/{dst.name}"), w, h
+
+
+def is_baseline(score: str) -> bool:
+    """A logit baseline (kind "baseline" in `saseg.estimators.SCORES`): shown after the SA scores
+    and apart from them. A name not registered (``risk``) is not one."""
+    return score_kind(score) == "baseline"
+
+
+def baseline_legend(scores) -> str:
+    """The baselines among `scores` as the legend lists them, e.g. ``"1 - max p, entropy of p"``."""
+    return ", ".join(SCORES[s].description or s for s in scores if is_baseline(s))
 
 
 def copy_file(src: Path, dst: Path) -> None:
