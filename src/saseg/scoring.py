@@ -108,6 +108,8 @@ class FrameScorer:
     fitted : mapping name -> fitted SA estimator
     pixels_per_class : int or None (every pixel)
     softmax : bool, also the softmax baselines over the same pixels
+    baselines : names of the baselines to compute (default: every registered one, see
+        `saseg.estimators.SCORES`); fixed here, so a Ray worker that lacks one fails loudly
     seed : int, the run seed; each frame's pixels use ``frame_seed(seed, frame_id)``
     features : bool, also the quality features (rows then include likely-present classes)
     tta : None or "flip": also run each frame mirrored left-right and add ``flip_iou``
@@ -120,13 +122,14 @@ class FrameScorer:
 
     def __init__(self, model: LoadedModel, fitted: Mapping, *, pixels_per_class: int | None = 1000,
                  softmax: bool = True, seed: int = 0, features: bool = True,
-                 tta: str | None = None):
+                 tta: str | None = None, baselines: Sequence[str] | None = None):
         check_tta(tta)
         self.model = model
         self.tta = tta
         self.fitted = dict(fitted)
         self.pixels_per_class = pixels_per_class
         self.softmax = softmax
+        self.baselines = tuple(score_names("baseline") if baselines is None else baselines) if softmax else ()
         self.seed = seed
         self.features = features
         self.timing: dict[str, float] = {"frames": 0}
@@ -135,7 +138,7 @@ class FrameScorer:
         """The settings besides the model and estimators: ``FrameScorer(model, fitted,
         **get_params())`` rebuilds it (a Ray actor does, from object-store references)."""
         return dict(pixels_per_class=self.pixels_per_class, softmax=self.softmax, seed=self.seed,
-                    features=self.features, tta=self.tta)
+                    features=self.features, tta=self.tta, baselines=list(self.baselines))
 
     def score_batch(self, frames: list[Frame], dataset: Dataset | None = None) -> ScoredBatch:
         """The rows and predicted masks of the batch's kept frames (frames with NaN outputs
@@ -186,7 +189,7 @@ class FrameScorer:
             per_pixel[name] = est.score(ats, cls, unknown="nan").to(torch.float32)
             clock = self._tick(f"{name}_s", clock)
         if self.softmax:
-            per_pixel.update(softmax_scores(logits[:, ys, xs].T))
+            per_pixel.update(softmax_scores(logits[:, ys, xs].T, names=self.baselines))
         n_pixels = torch.bincount(pred.flatten(), minlength=classes.num_classes)
         table = class_scores(per_pixel, cls, n_pixels)
         table["at_mean"] = list(_class_means(ats, cls, np.array(table["class_id"])))
