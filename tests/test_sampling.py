@@ -236,3 +236,42 @@ def test_merge_refuses_another_capacity_or_width():
         a.merge(ClassReservoir(5).update(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long)))
     with pytest.raises(DataError, match="keys"):
         a.update(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), keys=torch.tensor([0.5, 1.5]))
+
+
+def _reference_sample_pixels(mask, k, generator, ignore_index=None, classes=None):
+    """The implementation before the speed-up (torch's stable sort over every pixel, indices
+    always built), kept as the reference: the fast path must draw the very same pixels."""
+    mask = torch.as_tensor(mask).long()
+    H, W = mask.shape
+    flat = mask.reshape(-1)
+    ok = torch.ones_like(flat, dtype=torch.bool)
+    if ignore_index is not None:
+        ok &= flat != ignore_index
+    if classes is not None:
+        ok &= torch.isin(flat, torch.as_tensor(list(classes)))
+    idx = ok.nonzero().squeeze(1)
+    cls = flat[idx]
+    if k is not None and k > 0 and idx.numel():
+        perm = torch.randperm(idx.numel(), generator=torch.Generator().manual_seed(generator))
+        cls, order = torch.sort(cls[perm], stable=True)
+        idx = idx[perm][order]
+        _, counts = torch.unique_consecutive(cls, return_counts=True)
+        starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        keep = torch.arange(idx.numel()) - starts < k
+        idx, cls = idx[keep], cls[keep]
+    order = torch.argsort(cls * (H * W) + idx)
+    idx, cls = idx[order], cls[order]
+    return idx // W, idx % W, cls
+
+
+@pytest.mark.parametrize("trial", range(60))
+def test_sample_pixels_draws_the_reference_implementations_pixels(trial):
+    rng = np.random.default_rng(trial)
+    H, W = (int(v) for v in rng.integers(1, 40, 2))
+    mask = torch.from_numpy(rng.integers(0, int(rng.integers(1, 9)), (H, W)))
+    k = [None, 0, 1, 3, 50][trial % 5]
+    options = [{}, {"ignore_index": 0}, {"classes": [1, 2]}][trial % 3]
+    fast = sample_pixels(mask, k, generator=trial, **options)
+    slow = _reference_sample_pixels(mask, k, trial, **options)
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
