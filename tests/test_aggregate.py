@@ -134,3 +134,24 @@ def test_bad_reference_and_columns(tmp_path):
         ZScoreReference.load(tmp_path / "bad.json")
     with pytest.raises(DataError, match="z-score reference"):
         ZScoreReference(pd.DataFrame({"class_id": [0]}))
+
+
+def test_group_scores_equal_torch_nanmean_and_nanquantile_per_group():
+    """All groups from one sort per score: means to float rounding, quantiles bit-exact."""
+    from saseg.aggregate import group_scores
+
+    rng = np.random.default_rng(0)
+    for trial in range(100):
+        n = int(rng.integers(1, 300))
+        keys = torch.from_numpy(rng.integers(0, 7, n))
+        values = torch.from_numpy(rng.standard_normal(n)).float()
+        values[torch.from_numpy(rng.random(n) < 0.2)] = float("nan")
+        if trial % 5 == 0:
+            values[keys == 3] = float("nan")  # an all-NaN group gives NaN
+        groups, counts, stats = group_scores({"s": values}, keys)
+        np.testing.assert_array_equal(groups, np.unique(keys.numpy()))
+        for i, key in enumerate(groups):
+            group = values[keys == key].double()
+            assert counts[i] == len(group)
+            np.testing.assert_allclose(stats["s"][i], torch.nanmean(group).item(), rtol=1e-12)
+            assert np.array_equal(stats["s_q90"][i], torch.nanquantile(group, 0.9).item(), equal_nan=True)

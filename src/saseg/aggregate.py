@@ -28,7 +28,7 @@ from .io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["class_scores", "zscore_reference", "ZScoreReference", "frame_scores",
+__all__ = ["class_scores", "group_scores", "zscore_reference", "ZScoreReference", "frame_scores",
            "predicted_rows"]
 
 _REF_COLUMNS = ["class_id", "score", "mean", "std", "n_frames"]
@@ -56,35 +56,69 @@ def class_scores(scores: Mapping[str, torch.Tensor], classes, n_pixels=None, *,
     DataFrame with one row per sampled class, sorted by id: ``class_id``, ``n_pixels``,
     ``n_sampled``, then for each score ``<name>`` (mean) and ``<name>_q90``.
     """
-    classes = torch.as_tensor(classes).reshape(-1).long()
-    for name, values in scores.items():
-        if torch.as_tensor(values).reshape(-1).shape[0] != classes.shape[0]:
-            raise DataError(f"class_scores: expected {classes.shape[0]} scores for {name!r} (one "
-                            f"per sampled pixel), but got {torch.as_tensor(values).numel()}.")
-    ids, counts = torch.unique(classes, return_counts=True)
-    ids_np = ids.cpu().numpy()
-    out = {"class_id": ids_np.astype(np.int64)}
+    ids, counts, stats = group_scores(scores, classes, q=q)
+    out = {"class_id": ids.astype(np.int64)}
     if n_pixels is None:
-        out["n_pixels"] = counts.cpu().numpy().astype(np.int64)
+        out["n_pixels"] = counts
     elif isinstance(n_pixels, Mapping):
-        out["n_pixels"] = np.array([int(n_pixels.get(int(c), 0)) for c in ids_np], dtype=np.int64)
+        out["n_pixels"] = np.array([int(n_pixels.get(int(c), 0)) for c in ids], dtype=np.int64)
     else:
         n_arr = torch.as_tensor(n_pixels).cpu().numpy()
-        if len(ids_np) and ids_np.max() >= len(n_arr):
-            raise DataError(f"class_scores: expected n_pixels for class ids up to {ids_np.max()}, "
+        if len(ids) and ids.max() >= len(n_arr):
+            raise DataError(f"class_scores: expected n_pixels for class ids up to {ids.max()}, "
                             f"but got {len(n_arr)} entries.")
-        out["n_pixels"] = n_arr[ids_np].astype(np.int64)
-    out["n_sampled"] = counts.cpu().numpy().astype(np.int64)
+        out["n_pixels"] = n_arr[ids].astype(np.int64)
+    out["n_sampled"] = counts
+    return pd.DataFrame({**out, **stats})
+
+
+def group_scores(scores: Mapping[str, torch.Tensor], keys, *, q: float = 0.9
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Per group of pixels, for every group at once: the mean and the `q` quantile of each
+    score, NaN left out (all-NaN gives NaN), as ``torch.nanmean`` / ``torch.nanquantile``.
+
+    One sort per score does all groups: values sorted by group, then by value (NaN last), so
+    group g's m_g finite values start at ``start_g``; with ``h = q (m_g - 1)`` the quantile is
+    ``lerp(v[start_g + floor h], v[start_g + ceil h], h - floor h)`` (linear interpolation).
+    A batch keys pixels by ``frame * C + class`` (`saseg.scoring.FrameScorer`); one frame by
+    class (`class_scores`).
+
+    Parameters
+    ----------
+    scores : mapping of str to tensor of shape (N,), per-pixel scores
+    keys : int tensor of shape (N,), each pixel's group
+    q : float, reported as ``<name>_q<100 q>``
+
+    Returns
+    -------
+    groups : int64 array (G,), the keys present, ascending
+    counts : int64 array (G,), pixels per group
+    stats : dict ``<name>`` -> (G,) float64 means and ``<name>_q90`` -> (G,) quantiles
+    """
+    keys = torch.as_tensor(keys).reshape(-1).long()
     for name, values in scores.items():
-        values = torch.as_tensor(values).reshape(-1).to(torch.float64)
-        means, quants = [], []
-        for c in ids:
-            v = values[classes.to(values.device) == c]
-            means.append(torch.nanmean(v))
-            quants.append(torch.nanquantile(v, q))
-        out[name] = torch.stack(means).cpu().numpy() if means else np.empty(0)
-        out[f"{name}_q{round(q * 100)}"] = torch.stack(quants).cpu().numpy() if quants else np.empty(0)
-    return pd.DataFrame(out)
+        if torch.as_tensor(values).reshape(-1).shape[0] != keys.shape[0]:
+            raise DataError(f"class_scores: expected {keys.shape[0]} scores for {name!r} (one "
+                            f"per sampled pixel), but got {torch.as_tensor(values).numel()}.")
+    groups, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    n_groups = len(groups)
+    start = counts.cumsum(0) - counts
+    stats: dict[str, np.ndarray] = {}
+    for name, values in scores.items():
+        values = torch.as_tensor(values).reshape(-1).to(torch.float64).to(keys.device)
+        finite = ~torch.isnan(values)
+        m = torch.bincount(inverse[finite], minlength=n_groups)
+        sums = torch.bincount(inverse, weights=torch.where(finite, values, 0.0), minlength=n_groups)
+        by_value = torch.sort(values, stable=True).indices  # NaN sort last
+        order = by_value[torch.sort(inverse[by_value], stable=True).indices]
+        ordered = values[order]
+        h = q * (m - 1).clamp(min=0).to(torch.float64)
+        below, above = h.floor().long(), h.ceil().long()
+        quantile = torch.lerp(ordered[start + below], ordered[start + above], h - below)
+        empty = m == 0
+        stats[name] = torch.where(empty, float("nan"), sums / m.clamp(min=1)).cpu().numpy()
+        stats[f"{name}_q{round(q * 100)}"] = torch.where(empty, float("nan"), quantile).cpu().numpy()
+    return groups.cpu().numpy(), counts.cpu().numpy().astype(np.int64), stats
 
 
 def predicted_rows(scores_df: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .aggregate import ZScoreReference, class_scores, frame_scores
+from .aggregate import ZScoreReference, frame_scores, group_scores
 from .columns import drive_of
 from .data import Dataset, Frame
 from .errors import DataError, DegenerateDataError
@@ -29,7 +29,7 @@ from .models import LoadedModel
 from .models.checkpoint import nonfinite_frames
 from .quality.agreement import (FLIP_COLUMN, TEMPORAL_COLUMN, class_agreement, mirror_frames,
                                 temporal_agreement)
-from .quality.features import quality_features
+from .quality.features import batch_quality_features
 from .sampling import sample_pixels
 from .tracing import sample_ats
 
@@ -142,20 +142,76 @@ class FrameScorer:
 
     def score_batch(self, frames: list[Frame], dataset: Dataset | None = None) -> ScoredBatch:
         """The rows and predicted masks of the batch's kept frames (frames with NaN outputs
-        are skipped via `dataset`)."""
+        are skipped via `dataset`).
+
+        One pass over the batch: each frame's pixels are drawn with its own seed, then the
+        SA estimators and baselines score every sampled pixel of the batch in one call, the
+        class scores of all (frame, class) groups come from one sort per score
+        (`saseg.aggregate.group_scores`), the quality features from one bincount per map
+        (`saseg.quality.features.batch_quality_features`), and the table is built once,
+        from columns. Rows equal those of scoring each frame alone, to float rounding of
+        the means (tests keep that per-frame implementation as the reference).
+        """
         clock = time.perf_counter()
         frames, logits, features = trace_finite(self.model, dataset, frames)
         clock = self._tick("forward_s", clock)
-        flip = self._flip_agreement(frames, logits) if self.tta == "flip" and frames else None
-        tables, predictions = [], {}
-        for b, frame in enumerate(frames):
-            pred = logits[b].max(0).indices  # = argmax(0), several times faster over dim 0 on CPU
-            tables.append(self.score_frame(frame, logits[b], features[b], pred=pred,
-                                           flip_iou=None if flip is None else flip[b]))
-            predictions[frame.frame_id] = pred.cpu()
-        self.timing["frames"] += len(frames)
-        rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-        return ScoredBatch(rows, predictions)
+        if not frames:
+            return ScoredBatch(pd.DataFrame(), {})
+        flip = self._flip_agreement(frames, logits) if self.tta == "flip" else None
+        clock = time.perf_counter()
+        n_classes, batch = self.model.classes.num_classes, len(frames)
+        pred = logits.max(1).indices  # = argmax(1), several times faster over the class dim on CPU
+        ys, xs, cls, frame = [], [], [], []
+        ats = []
+        for b, f in enumerate(frames):
+            gen = torch.Generator().manual_seed(frame_seed(self.seed, f.frame_id))
+            y, x, c = sample_pixels(pred[b], self.pixels_per_class, generator=gen)
+            ats.append(sample_ats(features[b], y, x, pred.shape[1:], align_corners=self.model.align_corners))
+            ys.append(y), xs.append(x), cls.append(c), frame.append(torch.full_like(c, b))
+        ys, xs, cls, frame, ats = (torch.cat(t) for t in (ys, xs, cls, frame, ats))
+        clock = self._tick("sampling_s", clock)
+        per_pixel = {}
+        for name, est in self.fitted.items():
+            per_pixel[name] = est.score(ats, cls, unknown="nan").to(torch.float32)
+            clock = self._tick(f"{name}_s", clock)
+        if self.softmax:
+            per_pixel.update(softmax_scores(logits[frame, :, ys, xs], names=self.baselines))
+        groups, n_sampled, stats = group_scores(per_pixel, frame * n_classes + cls)
+        batch_keys = n_classes * torch.arange(batch, device=pred.device).view(batch, 1, 1)
+        n_pixels = torch.bincount((pred + batch_keys).flatten(), minlength=batch * n_classes).cpu().numpy()
+        at_mean = _group_means(ats, frame * n_classes + cls, groups)
+        columns = {"frame": groups // n_classes, "class_id": groups % n_classes,
+                   "n_pixels": n_pixels[groups].astype(np.int64), "n_sampled": n_sampled, **stats}
+        clock = self._tick("aggregate_s", clock)
+        if self.features:
+            extra = batch_quality_features(logits)
+            rows = extra["frame"] * n_classes + extra["class_id"]  # a superset of the sampled groups
+            at = np.searchsorted(groups, rows).clip(max=max(len(groups) - 1, 0))
+            found = (groups[at] == rows) if len(groups) else np.zeros(len(rows), bool)
+            sampled = {"n_sampled": np.where(found, n_sampled[at] if len(groups) else 0, 0).astype(np.int64)}
+            for name, values in stats.items():
+                sampled[name] = np.where(found, values[at] if len(groups) else np.nan, np.nan)
+            at_mean = [at_mean[i] if ok else np.nan for i, ok in zip(at, found)]
+            columns = {**extra, **sampled}
+            clock = self._tick("features_s", clock)
+        frame_of, class_of = columns["frame"], columns["class_id"]
+        table = self._table(frames, columns, at_mean)
+        if flip is not None:
+            table[FLIP_COLUMN] = flip.cpu().numpy()[frame_of, class_of]
+        self.timing["frames"] += batch
+        return ScoredBatch(table, {f.frame_id: pred[b].cpu() for b, f in enumerate(frames)})
+
+    def _table(self, frames: list[Frame], columns: dict, at_mean: list) -> pd.DataFrame:
+        """The batch's rows from columns (``frame`` indexes `frames`), in the order of a run."""
+        names = self.model.classes.names
+        columns = dict(columns)
+        frame, class_id = columns.pop("frame"), columns.pop("class_id").astype(np.int64)
+        return pd.DataFrame({
+            "frame_id": [frames[i].frame_id for i in frame],
+            "frame_index": np.array([frames[i].index for i in frame], dtype=np.int64),
+            "source": [frames[i].source for i in frame],
+            "class_id": class_id, "class_name": [names[c] for c in class_id],
+            **columns, "at_mean": list(at_mean)})
 
     def _flip_agreement(self, frames: list[Frame], logits: torch.Tensor) -> torch.Tensor:
         """(B, C) IoU per class of each prediction with the mirrored frame's, mirrored back;
@@ -170,42 +226,6 @@ class FrameScorer:
         out[~finite.to(out.device)] = float("nan")
         self._tick("flip_s", clock)
         return out
-
-    def score_frame(self, frame: Frame, logits: torch.Tensor, features: torch.Tensor, *,
-                    pred: torch.Tensor | None = None, flip_iou: torch.Tensor | None = None) -> pd.DataFrame:
-        """Rows of one frame from its traced logits (C, H, W) and features (d, h, w); `pred`
-        is ``argmax`` of the logits over classes when already computed; with `flip_iou` (C,),
-        its rows get the ``flip_iou`` column."""
-        classes = self.model.classes
-        clock = time.perf_counter()
-        if pred is None:
-            pred = logits.max(0).indices  # = argmax(0), several times faster over dim 0 on CPU
-        gen = torch.Generator().manual_seed(frame_seed(self.seed, frame.frame_id))
-        ys, xs, cls = sample_pixels(pred, self.pixels_per_class, generator=gen)
-        ats = sample_ats(features, ys, xs, pred.shape, align_corners=self.model.align_corners)
-        clock = self._tick("sampling_s", clock)
-        per_pixel = {}
-        for name, est in self.fitted.items():
-            per_pixel[name] = est.score(ats, cls, unknown="nan").to(torch.float32)
-            clock = self._tick(f"{name}_s", clock)
-        if self.softmax:
-            per_pixel.update(softmax_scores(logits[:, ys, xs].T, names=self.baselines))
-        n_pixels = torch.bincount(pred.flatten(), minlength=classes.num_classes)
-        table = class_scores(per_pixel, cls, n_pixels)
-        table["at_mean"] = list(_class_means(ats, cls, np.array(table["class_id"])))
-        clock = self._tick("aggregate_s", clock)
-        if self.features:
-            extra = quality_features(logits)
-            table = extra.merge(table.drop(columns="n_pixels"), on="class_id", how="left")
-            table["n_sampled"] = table["n_sampled"].fillna(0).astype("int64")
-            clock = self._tick("features_s", clock)
-        if flip_iou is not None:
-            table[FLIP_COLUMN] = flip_iou.cpu().numpy()[table["class_id"].to_numpy()]
-        table.insert(0, "frame_id", frame.frame_id)
-        table.insert(1, "frame_index", frame.index)
-        table.insert(2, "source", frame.source)
-        table.insert(4, "class_name", [classes.names[c] for c in table["class_id"]])
-        return table
 
     def _tick(self, key: str, since: float) -> float:
         now = time.perf_counter()
@@ -241,9 +261,11 @@ def run_tables(scores_df: pd.DataFrame, classes, columns: Sequence[str], *,
     return frame_scores(scores_df, classes, columns, reference=ref), ref
 
 
-def _class_means(ats: torch.Tensor, cls: torch.Tensor, class_ids: np.ndarray) -> np.ndarray:
-    """(len(class_ids), d) float32 mean AT per class: the frame embedding used for diversity."""
-    sums = torch.zeros(int(cls.max()) + 1, ats.shape[1], dtype=torch.float64, device=ats.device)
-    sums.index_add_(0, cls, ats.double())
-    counts = torch.bincount(cls, minlength=sums.shape[0]).clamp(min=1).unsqueeze(1)
-    return (sums / counts)[torch.as_tensor(class_ids, device=ats.device)].float().cpu().numpy()
+def _group_means(ats: torch.Tensor, keys: torch.Tensor, groups: np.ndarray) -> list[np.ndarray]:
+    """The mean AT (float32, (d,)) of each group in `groups` (ascending keys present in
+    `keys`): the frame embedding of a (frame, class) used for diversity."""
+    inverse = torch.searchsorted(torch.as_tensor(groups, device=keys.device), keys)
+    sums = torch.zeros(len(groups), ats.shape[1], dtype=torch.float64, device=ats.device)
+    sums.index_add_(0, inverse, ats.double())
+    counts = torch.bincount(inverse, minlength=len(groups)).clamp(min=1).unsqueeze(1)
+    return list((sums / counts).float().cpu().numpy())

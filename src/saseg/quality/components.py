@@ -36,7 +36,8 @@ from scipy import ndimage
 
 from ..errors import DataError
 
-__all__ = ["BACKENDS", "COMPONENT_COLUMNS", "component_roots", "component_stats", "default_backend",
+__all__ = ["BACKENDS", "COMPONENT_COLUMNS", "component_roots", "component_stats", "component_stats_batch",
+           "default_backend",
            "label_components", "label_components_batch"]
 
 COMPONENT_COLUMNS = ("comp_worst_entropy", "comp_worst_margin", "comp_worst_boundary_share",
@@ -208,37 +209,55 @@ def _label_torch(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 def component_stats(pred: torch.Tensor, entropy: torch.Tensor, margin: torch.Tensor, boundary: torch.Tensor,
                     num_classes: int, *, backend: str | None = None) -> dict[str, torch.Tensor]:
-    """Per-class aggregates of per-component proxies (formulas in the module doc), on pred's device.
+    """Per-class aggregates of per-component proxies of one frame (formulas in the module doc):
+    `component_stats_batch` of a batch of one; shapes without the batch dim."""
+    if pred.ndim != 2:
+        raise DataError(f"component_stats: expected pred of shape (H, W), but got {tuple(pred.shape)}.")
+    stats = component_stats_batch(pred[None], entropy[None], margin[None], boundary[None], num_classes,
+                                  backend=backend)
+    return {name: values[0] for name, values in stats.items()}
+
+
+def component_stats_batch(pred: torch.Tensor, entropy: torch.Tensor, margin: torch.Tensor,
+                          boundary: torch.Tensor, num_classes: int, *, backend: str | None = None
+                          ) -> dict[str, torch.Tensor]:
+    """Per-(frame, class) aggregates of per-component proxies (formulas in the module doc), on
+    pred's device: every frame's components are numbered after the previous frame's and each
+    is keyed by ``frame * num_classes + class``, so one bincount per proxy serves the batch.
 
     Parameters
     ----------
-    pred : int tensor (H, W), predicted class ids in ``0..num_classes-1``
-    entropy, margin : float tensors (H, W), per-pixel entropy and margin dispersion, finite
+    pred : int tensor (B, H, W), predicted class ids in ``0..num_classes-1``
+    entropy, margin : float tensors (B, H, W), per-pixel entropy and margin dispersion, finite
         (a NaN makes its class's worst component NaN)
-    boundary : bool tensor (H, W), the boundary mask
+    boundary : bool tensor (B, H, W), the boundary mask
     num_classes : int
     backend : the labelling backend, as in `label_components`
 
     Returns
     -------
-    dict of float64 tensors of shape (num_classes,): ``n_components``, ``largest_component``,
+    dict of float64 tensors of shape (B, num_classes): ``n_components``, ``largest_component``,
     ``mean_component`` and `COMPONENT_COLUMNS`; 0 components, 0 largest and NaN elsewhere
     for a class that is not predicted. Sums run in float64 (on CUDA in atomic order, so the
     means may differ from the CPU's in the last bits).
     """
-    comp, owner = label_components(pred, backend=backend)
-    k = owner.numel()
-    flat = comp.flatten()
+    comp, owner, n_comp = label_components_batch(pred, backend=backend)
+    batch = pred.shape[0]
+    first = (n_comp.cumsum(0) - n_comp).view(batch, 1, 1)
+    flat = (comp + first).flatten()
+    frame_of = torch.repeat_interleave(torch.arange(batch, device=owner.device), n_comp)
+    owner = frame_of * num_classes + owner
+    k, keys = owner.numel(), batch * num_classes
     size = torch.bincount(flat, minlength=k).double()
 
     def per_component(values: torch.Tensor) -> torch.Tensor:
         return torch.bincount(flat, weights=values.flatten().double(), minlength=k) / size
 
-    n_components = torch.bincount(owner, minlength=num_classes).double()
-    area = torch.bincount(owner, weights=size, minlength=num_classes)
-    zeros = size.new_zeros(num_classes)
-    nan = size.new_full((num_classes,), float("nan"))
-    return {
+    n_components = torch.bincount(owner, minlength=keys).double()
+    area = torch.bincount(owner, weights=size, minlength=keys)
+    zeros = size.new_zeros(keys)
+    nan = size.new_full((keys,), float("nan"))
+    out = {
         "n_components": n_components,
         "largest_component": zeros.scatter_reduce(0, owner, size, "amax"),
         "mean_component": torch.where(n_components > 0, area / n_components, nan),
@@ -248,6 +267,7 @@ def component_stats(pred: torch.Tensor, entropy: torch.Tensor, margin: torch.Ten
         "comp_worst_boundary_share": nan.scatter_reduce(0, owner, per_component(boundary), "amax",
                                                         include_self=False),
         "comp_min_size": nan.scatter_reduce(0, owner, size, "amin", include_self=False),
-        "comp_aw_size": torch.where(area > 0, torch.bincount(owner, weights=size ** 2, minlength=num_classes) / area,
+        "comp_aw_size": torch.where(area > 0, torch.bincount(owner, weights=size ** 2, minlength=keys) / area,
                                     nan),
     }
+    return {name: values.reshape(batch, num_classes) for name, values in out.items()}

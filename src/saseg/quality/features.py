@@ -34,9 +34,9 @@ import torch
 from ..errors import DataError
 from ..estimators.softmax import SoftmaxStats, dispersion_maps
 from .agreement import FLIP_COLUMN, TEMPORAL_COLUMN
-from .components import COMPONENT_COLUMNS, component_stats
+from .components import COMPONENT_COLUMNS, component_stats_batch
 
-__all__ = ["quality_features", "FEATURE_COLUMNS", "EXTRA_FEATURE_COLUMNS", "FEATURE_GROUPS", "DISPERSIONS",
+__all__ = ["quality_features", "batch_quality_features", "FEATURE_COLUMNS", "EXTRA_FEATURE_COLUMNS", "FEATURE_GROUPS", "DISPERSIONS",
            "boundary_mask"]
 
 DISPERSIONS = ("entropy", "max_softmax", "margin")
@@ -58,11 +58,12 @@ FEATURE_GROUPS = {"components": COMPONENT_COLUMNS, "flip": (FLIP_COLUMN,), "temp
 """The optional feature groups a quality model can be asked to use, and their columns."""
 
 def boundary_mask(pred: torch.Tensor, k: int = 2) -> torch.Tensor:
-    """(H, W) bool: True where another predicted class lies within `k` px (Chebyshev).
+    """(..., H, W) bool: True where another predicted class lies within `k` px (Chebyshev).
 
     A window's max and min class id differ exactly when it holds two classes; pixels
     outside the frame do not count as another class. The (2k+1) x (2k+1) max and min are two
-    1-D passes of shifted ``maximum``/``minimum`` (much faster than pooling on the CPU).
+    1-D passes of shifted ``maximum``/``minimum`` (much faster than pooling on the CPU), over
+    the last two dims, so a batch (B, H, W) is one call.
     """
     if k < 1:
         raise DataError(f"boundary_mask: expected k >= 1 pixel, but got {k}.")
@@ -74,18 +75,19 @@ def _window(x: torch.Tensor, k: int, op) -> torch.Tensor:
     """`op` (max or min) over the (2k+1)^2 window around each pixel, clipped at the edges."""
     rows = x.clone()
     for d in range(1, k + 1):
-        rows[:, d:] = op(rows[:, d:], x[:, :-d])
-        rows[:, :-d] = op(rows[:, :-d], x[:, d:])
+        rows[..., d:] = op(rows[..., d:], x[..., :-d])
+        rows[..., :-d] = op(rows[..., :-d], x[..., d:])
     out = rows.clone()
     for d in range(1, k + 1):
-        out[d:] = op(out[d:], rows[:-d])
-        out[:-d] = op(out[:-d], rows[d:])
+        out[..., d:, :] = op(out[..., d:, :], rows[..., :-d, :])
+        out[..., :-d, :] = op(out[..., :-d, :], rows[..., d:, :])
     return out
 
 
 def quality_features(logits: torch.Tensor, *, boundary_px: int = 2, likely_p: float = 0.2,
                      min_likely_pixels: int = 16) -> pd.DataFrame:
-    """Per-class quality features of one frame (see the module doc for each formula).
+    """Per-class quality features of one frame (see the module doc for each formula):
+    `batch_quality_features` of a batch of one, as a table.
 
     Parameters
     ----------
@@ -102,56 +104,89 @@ def quality_features(logits: torch.Tensor, *, boundary_px: int = 2, likely_p: fl
     if logits.ndim != 3 or logits.shape[0] < 2:
         raise DataError(f"quality_features: expected logits of shape (C, H, W) with C >= 2, but got "
                         f"{tuple(logits.shape)}.")
-    n_classes = logits.shape[0]
-    logp = torch.log_softmax(logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32), 0)
+    columns = batch_quality_features(logits[None], boundary_px=boundary_px, likely_p=likely_p,
+                                     min_likely_pixels=min_likely_pixels)
+    del columns["frame"]
+    return pd.DataFrame(columns)
+
+
+def batch_quality_features(logits: torch.Tensor, *, boundary_px: int = 2, likely_p: float = 0.2,
+                           min_likely_pixels: int = 16) -> dict[str, np.ndarray]:
+    """Per-(frame, class) quality features of a batch, as columns (module doc: formulas).
+
+    Every sum is one bincount over the batch, keyed by ``frame * C + class`` (and interior or
+    boundary), so the cost does not grow with the number of frames' Python calls, and the
+    maps stay on the logits' device until the rows' values are read off.
+
+    Parameters
+    ----------
+    logits : float tensor of shape (B, C, H, W), finite
+    boundary_px, likely_p, min_likely_pixels : as in `quality_features`
+
+    Returns
+    -------
+    dict of arrays of shape (K,), one entry per row in frame, then class order: ``frame``
+    (0..B-1), ``class_id``, ``n_pixels``, `FEATURE_COLUMNS`, then `COMPONENT_COLUMNS`.
+    """
+    if logits.ndim != 4 or logits.shape[1] < 2:
+        raise DataError(f"quality_features: expected logits of shape (B, C, H, W) with C >= 2, but got "
+                        f"{tuple(logits.shape)}.")
+    batch, n_classes = logits.shape[:2]
+    keys = batch * n_classes
+    logp = torch.log_softmax(logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32), 1)
     p = logp.exp()
-    # max over dim 0 is several times faster than argmax/topk there; the second-largest is the
-    # max after masking the largest. Indices: the first maximal logit, as argmax(0) gives.
-    pred = logits.max(0).indices
-    top1 = p.gather(0, pred[None])[0]
-    top2 = p.scatter(0, pred[None], -1.0).max(0).values
-    dispersion = dispersion_maps(SoftmaxStats(logp, p, top1, top2, 0))
+    # max over the class dim is several times faster than argmax/topk there; the second-largest
+    # is the max after masking the largest. Indices: the first maximal logit, as argmax gives.
+    pred = logits.max(1).indices
+    top1 = p.gather(1, pred[:, None])[:, 0]
+    top2 = p.scatter(1, pred[:, None], -1.0).max(1).values
+    dispersion = dispersion_maps(SoftmaxStats(logp, p, top1, top2, 1))
     boundary = boundary_mask(pred, boundary_px)
 
-    n_pixels = torch.bincount(pred.flatten(), minlength=n_classes)
+    key = (pred + n_classes * torch.arange(batch, device=pred.device).view(batch, 1, 1)).flatten()
+    n_pixels = torch.bincount(key, minlength=keys)
     # likely present: counted only for classes not predicted whose peak p reaches likely_p
-    # (the (C, H, W) comparison map is the costly part, and a predicted class has a row anyway)
-    maybe = torch.nonzero((n_pixels == 0) & (p.flatten(1).amax(1) >= likely_p)).flatten()
-    likely = torch.zeros(n_classes, dtype=torch.bool, device=p.device)
+    # (the (B, C, H, W) comparison map is the costly part, and a predicted class has a row anyway)
+    maybe = torch.nonzero((n_pixels == 0) & (p.flatten(2).amax(2).flatten() >= likely_p)).flatten()
+    likely = torch.zeros(keys, dtype=torch.bool, device=p.device)
     if maybe.numel():
-        likely[maybe] = torch.count_nonzero(p[maybe] >= likely_p, dim=(1, 2)) >= min_likely_pixels
-    ids = torch.nonzero((n_pixels > 0) | likely).flatten()
+        candidates = p.flatten(0, 1)[maybe]
+        likely[maybe] = torch.count_nonzero(candidates >= likely_p, dim=(1, 2)) >= min_likely_pixels
+    ids = torch.nonzero((n_pixels > 0) | likely).flatten()  # frame * C + class, ascending
 
-    # sums over (class, interior|boundary) cells in one bincount per map
-    cell = (pred * 2 + boundary.long()).flatten()
-    counts = torch.bincount(cell, minlength=2 * n_classes).reshape(n_classes, 2).double()
-    out: dict[str, np.ndarray] = {"class_id": ids.cpu().numpy().astype(np.int64),
-                                  "n_pixels": n_pixels[ids].cpu().numpy().astype(np.int64)}
+    def rows(values: torch.Tensor) -> np.ndarray:
+        return values[ids].cpu().numpy()
+
+    # sums over (frame, class, interior|boundary) cells in one bincount per map
+    cell = key * 2 + boundary.flatten().long()
+    counts = torch.bincount(cell, minlength=2 * keys).reshape(keys, 2).double()
+    ids_np = ids.cpu().numpy()
+    out: dict[str, np.ndarray] = {"frame": ids_np // n_classes, "class_id": ids_np % n_classes,
+                                  "n_pixels": rows(n_pixels).astype(np.int64)}
     for name, values in dispersion.items():
-        sums = torch.bincount(cell, weights=values.flatten().double(), minlength=2 * n_classes)
-        means = sums.reshape(n_classes, 2) / counts
-        out[f"{name}_interior"] = means[ids, 0].cpu().numpy()
-        out[f"{name}_boundary"] = means[ids, 1].cpu().numpy()
+        sums = torch.bincount(cell, weights=values.flatten().double(), minlength=2 * keys)
+        means = sums.reshape(keys, 2) / counts
+        out[f"{name}_interior"] = rows(means[:, 0])
+        out[f"{name}_boundary"] = rows(means[:, 1])
 
     # p_c summed over pixels predicted as c (the diagonal) and over all pixels
     # float64 accumulation: fn_mass is a difference of two sums of ~n_pixels, so a float32
     # sum's rounding (which depends on the thread count) would swamp a small false-negative mass
-    mass_all = p.flatten(1).sum(1, dtype=torch.float64)
-    mass_own = torch.bincount(pred.flatten(), weights=top1.flatten().double(), minlength=n_classes)
+    mass_all = p.flatten(2).sum(2, dtype=torch.float64).flatten()
+    mass_own = torch.bincount(key, weights=top1.flatten().double(), minlength=keys)
     fn_mass = (mass_all - mass_own).clamp(min=0.0)
     area = n_pixels.double()
-    out["fn_mass"] = fn_mass[ids].cpu().numpy()
+    predicted = out["n_pixels"] > 0
+    out["fn_mass"] = rows(fn_mass)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fn_ratio = (fn_mass / area)[ids].cpu().numpy()
-    out["fn_ratio"] = np.where(out["n_pixels"] > 0, fn_ratio, np.nan)
-    out["plugin_iou"] = (mass_own / (area + fn_mass).clamp(min=1e-12))[ids].cpu().numpy()
-    out["boundary_share"] = (counts[:, 1] / area.clamp(min=1))[ids].cpu().numpy()
-    out["boundary_share"] = np.where(out["n_pixels"] > 0, out["boundary_share"], np.nan)
+        out["fn_ratio"] = np.where(predicted, rows(fn_mass / area), np.nan)
+    out["plugin_iou"] = rows(mass_own / (area + fn_mass).clamp(min=1e-12))
+    out["boundary_share"] = np.where(predicted, rows(counts[:, 1] / area.clamp(min=1)), np.nan)
 
-    comps = component_stats(pred, dispersion["entropy"], dispersion["margin"], boundary, n_classes)
-    comps = {name: values[ids].cpu().numpy() for name, values in comps.items()}
+    comps = component_stats_batch(pred, dispersion["entropy"], dispersion["margin"], boundary, n_classes)
+    comps = {name: rows(values.flatten()) for name, values in comps.items()}
     out["n_components"] = comps["n_components"].astype(np.int64)
     out["largest_component"] = comps["largest_component"].astype(np.int64)
     for name in ("mean_component", *COMPONENT_COLUMNS):
         out[name] = comps[name]
-    return pd.DataFrame(out)[["class_id", "n_pixels", *FEATURE_COLUMNS, *COMPONENT_COLUMNS]]
+    return {name: out[name] for name in ("frame", "class_id", "n_pixels", *FEATURE_COLUMNS, *COMPONENT_COLUMNS)}
