@@ -25,6 +25,7 @@ from .columns import KEY_COLUMNS, frame_column, group_column, require_columns
 from .data.classes import ClassInfo
 from .errors import DataError, FormatError
 from .io import read_json, write_json
+from .sampling import stable_argsort
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,8 @@ def group_scores(scores: Mapping[str, torch.Tensor], keys, *, q: float = 0.9
         finite = ~torch.isnan(values)
         m = torch.bincount(inverse[finite], minlength=n_groups)
         sums = torch.bincount(inverse, weights=torch.where(finite, values, 0.0), minlength=n_groups)
-        by_value = torch.sort(values, stable=True).indices  # NaN sort last
-        order = by_value[torch.sort(inverse[by_value], stable=True).indices]
+        by_value = torch.sort(values).indices  # NaN sort last; ties are equal values
+        order = by_value[stable_argsort(inverse[by_value])]
         ordered = values[order]
         h = q * (m - 1).clamp(min=0).to(torch.float64)
         below, above = h.floor().long(), h.ceil().long()

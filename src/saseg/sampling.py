@@ -56,12 +56,18 @@ def _labelled(mask: Tensor, ignore_index, classes, fn: str) -> tuple[Tensor | No
     return idx, cls
 
 
-def _stable_argsort(keys: Tensor) -> Tensor:
-    """Stable argsort (a unique result); numpy's on the CPU, about 10x faster than torch's
-    there for int64 class ids."""
-    if keys.device.type == "cpu":
-        return torch.from_numpy(np.argsort(keys.numpy(), kind="stable"))
-    return torch.sort(keys, stable=True).indices
+def stable_argsort(keys: Tensor) -> Tensor:
+    """The stable argsort of int `keys` (a unique result: ties keep their order).
+
+    On the CPU, numpy's radix sort when the keys fit 16 bits (class ids, (frame, class)
+    groups): linear time, 5-10x faster than torch's or numpy's merge sort on 170k shuffled
+    class ids; elsewhere torch's stable sort."""
+    if keys.device.type != "cpu":
+        return torch.sort(keys, stable=True).indices
+    array = keys.numpy()
+    if array.size and 0 <= array.min() and array.max() < 2**16:
+        array = array.astype(np.uint8 if array.max() < 2**8 else np.uint16)
+    return torch.from_numpy(np.argsort(array, kind="stable"))
 
 
 def sample_pixels(mask, k: int | None, *, generator: torch.Generator | int | None = None,
@@ -102,7 +108,7 @@ def sample_pixels(mask, k: int | None, *, generator: torch.Generator | int | Non
         device = gen.device if gen is not None else torch.device("cpu")
         perm = torch.randperm(cls.numel(), generator=gen, device=device).to(cls.device)
         cls, idx = cls[perm], (perm if idx is None else idx[perm])
-        order = _stable_argsort(cls)
+        order = stable_argsort(cls)
         cls, idx = cls[order], idx[order]
         counts = torch.bincount(cls)  # cls is sorted: class c's pixels start at sum(counts[:c])
         starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
@@ -111,7 +117,7 @@ def sample_pixels(mask, k: int | None, *, generator: torch.Generator | int | Non
         order = torch.argsort(cls * (H * W) + idx)  # keys are unique: any sort gives this order
     else:  # every pixel, already in position order: a stable sort by class is the order
         idx = torch.arange(cls.numel(), device=cls.device) if idx is None else idx
-        order = _stable_argsort(cls)
+        order = stable_argsort(cls)
     idx, cls = idx[order], cls[order]
     return idx // W, idx % W, cls
 

@@ -209,9 +209,9 @@ def sample_ats(features: Tensor, ys: Tensor, xs: Tensor, out_size: Sequence[int]
     x0, x1, lx = (t.to(features.device) for t in _source_index(xs, w0, W, align_corners, features.dtype))
     ly, lx = ly.to(features.dtype)[:, None], lx.to(features.dtype)[:, None]
     f = features.permute(1, 2, 0).reshape(h0 * w0, -1)  # one copy; gathers read whole ATs
-    top = f[y0 * w0 + x0] * (1 - lx) + f[y0 * w0 + x1] * lx
-    bottom = f[y1 * w0 + x0] * (1 - lx) + f[y1 * w0 + x1] * lx
-    return top * (1 - ly) + bottom * ly
+    top = torch.lerp(f[y0 * w0 + x0], f[y0 * w0 + x1], lx)  # a + w (b - a): one pass, not three
+    bottom = torch.lerp(f[y1 * w0 + x0], f[y1 * w0 + x1], lx)
+    return torch.lerp(top, bottom, ly)
 
 
 def upsample_features_chunked(features: Tensor, out_size: Sequence[int], *,

@@ -215,3 +215,38 @@ def test_efficientnet_checkpoint_loads_without_the_weights_wheel(tmp_path, monke
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
         assert torch.equal(loaded.net(x), net(x))
+
+
+class _QuarterNet(torch.nn.Module):
+    """Logits at 1/4 of the input size, one value of frame `bad` set to `value`."""
+
+    def __init__(self, bad: int, value: float):
+        super().__init__()
+        self.head = torch.nn.Conv2d(3, 4, 1)
+        self.features = torch.nn.Identity()
+        self.bad, self.value = bad, value
+
+    def forward(self, x):
+        out = self.head(torch.nn.functional.avg_pool2d(self.features(x), 4)).clone()
+        if self.bad >= 0:
+            out[self.bad, 2, 1, 3] = self.value
+        return out
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_logits_are_found_before_the_upsampling(value):
+    """Checked on the network's own (smaller) logits: the same frames as on the upsampled ones."""
+    from saseg.data import Frame
+    from saseg.models.checkpoint import nonfinite_frames
+    from saseg.errors import DegenerateDataError
+
+    frames = [Frame(frame_id=f"f{i}", index=i, image=np.full((16, 24, 3), 40 * i, np.uint8), label=None,
+                    source="t") for i in range(3)]
+    for bad in (-1, 0, 2):
+        model = LoadedModel.from_module(_QuarterNet(bad, value), from_names(list("abcd")), layer="features")
+        logits, features, found = model.trace_checked(frames)
+        assert logits.shape == (3, 4, 16, 24)
+        assert found == nonfinite_frames(frames, logits, features) == ([] if bad < 0 else [f"f{bad}"])
+        if bad >= 0:
+            with pytest.raises(DegenerateDataError, match=f"f{bad}"):
+                model.trace(frames)

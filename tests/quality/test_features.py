@@ -130,3 +130,25 @@ def test_dispersion_columns_are_the_shared_formulas():
     from saseg.quality.features import DISPERSIONS
 
     assert sorted(DISPERSIONS) == sorted(DISPERSION_FORMULAS)
+
+
+def test_passes_of_any_size_give_the_same_columns():
+    """One frame per pass (the CPU default) and the whole batch at once (a GPU's) agree."""
+    from saseg.quality.features import batch_quality_features
+
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(5, 6, 24, 32, generator=gen) * 3
+    logits[2, 4] = logits[2].max(0).values - 0.1  # class 4 of frame 2: likely, never predicted
+    one = batch_quality_features(logits, frames_per_pass=1)
+    whole = batch_quality_features(logits, frames_per_pass=5)
+    two = batch_quality_features(logits, frames_per_pass=2)
+    assert one.keys() == whole.keys() == two.keys()
+    for name in one:
+        np.testing.assert_allclose(one[name], whole[name], rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(one[name], two[name], rtol=1e-12, equal_nan=True)
+    assert list(np.unique(one["frame"])) == [0, 1, 2, 3, 4]
+    for b in range(5):  # each frame's rows are that frame's quality_features
+        single = quality_features(logits[b])
+        rows = one["frame"] == b
+        np.testing.assert_array_equal(one["class_id"][rows], single["class_id"])
+        np.testing.assert_allclose(one["plugin_iou"][rows], single["plugin_iou"], rtol=1e-12)

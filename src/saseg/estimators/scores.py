@@ -33,7 +33,7 @@ from ..columns import RISK
 from ..errors import DataError
 from .base import SurpriseEstimator
 from .registry import ESTIMATORS
-from .softmax import check_logits, entropy, from_softmax, margin, max_softmax
+from .softmax import check_logits, entropy, from_softmax, margin, max_softmax, softmax_stats
 
 __all__ = ["SCORE_KINDS", "Score", "SCORES", "DEFAULT_BASELINES", "register_score", "unregister_score", "registered_score",
            "score_names", "score_kind", "softmax_scores", "baseline_map"]
@@ -151,7 +151,11 @@ def softmax_scores(logits, dim: int = 1, names=None) -> dict[str, torch.Tensor]:
     if unknown:
         raise DataError(f"softmax_scores: expected baselines from {list(score_names('baseline'))}, but got {unknown}.")
     logits = check_logits(logits, dim, "softmax_scores")
-    return {name: SCORES[name].compute(logits, dim) for name in names}
+    computes = {name: SCORES[name].compute for name in names}
+    shared = [name for name, compute in computes.items() if hasattr(compute, "formula")]
+    stats = softmax_stats(logits, dim) if len(shared) > 1 else None  # one softmax for all of them
+    return {name: compute.formula(stats) if stats is not None and name in shared else compute(logits, dim)
+            for name, compute in computes.items()}
 
 
 def baseline_map(name: str, logits, dim: int = 1) -> torch.Tensor:

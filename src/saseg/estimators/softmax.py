@@ -63,6 +63,7 @@ def from_softmax(formula):
         return formula(softmax_stats(logits, dim))
     compute.__name__ = compute.__qualname__ = formula.__name__
     compute.__doc__ = formula.__doc__
+    compute.formula = formula  # so `softmax_scores` can share one softmax among such baselines
     return compute
 
 

@@ -378,17 +378,35 @@ class LoadedModel:
             With `check_finite`, naming the frames whose logits or activations hold NaN or
             Inf (`nonfinite_frames` finds them without raising).
         """
-        frames = list(frames)
-        logits, features = self.tracer(self.preprocess([f.image for f in frames]))
-        size = frames[0].image.shape[:2]
-        if logits.shape[-2:] != size:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
-        if check_finite:
-            bad = nonfinite_frames(frames, logits, features)
-            if bad:
-                raise DegenerateDataError(f"Expected finite logits and activations, but got NaN/Inf "
-                                          f"for frames {bad[:5]}.")
+        if not check_finite:
+            return self._forward(frames)[1:]
+        logits, features, bad = self.trace_checked(frames)
+        if bad:
+            raise DegenerateDataError(f"Expected finite logits and activations, but got NaN/Inf "
+                                      f"for frames {bad[:5]}.")
         return logits, features
+
+    def trace_checked(self, frames: Sequence[Frame]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """`trace` without raising: also the ids of the frames whose logits or activations
+        hold NaN or Inf (`nonfinite_frames`).
+
+        When the network's logits are smaller than the frames, they are checked before the
+        upsampling: a bilinear upsampling of finite values is finite, and every source value
+        weighs on some output pixel, so the verdict is the same from 1/64 of the values at
+        1/8 resolution."""
+        frames = list(frames)
+        raw, logits, features = self._forward(frames)
+        small = all(r <= s for r, s in zip(raw.shape[-2:], logits.shape[-2:]))
+        return logits, features, nonfinite_frames(frames, raw if small else logits, features)
+
+    def _forward(self, frames: list[Frame]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network's own logits, the logits at the frames' size (upsampled bilinearly with
+        the checkpoint's ``align_corners``, as its head would) and the traced activations."""
+        raw, features = self.tracer(self.preprocess([f.image for f in frames]))
+        size = tuple(frames[0].image.shape[:2])
+        logits = raw if raw.shape[-2:] == size else F.interpolate(
+            raw, size=size, mode="bilinear", align_corners=self.align_corners)
+        return raw, logits, features
 
 
 def nonfinite_frames(frames: Sequence[Frame], logits: torch.Tensor, features: torch.Tensor) -> list[str]:
