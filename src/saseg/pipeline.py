@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import __version__
 from .aggregate import ZScoreReference
-from .data import Dataset, as_dataset, iter_batches
+from .data import Dataset, as_dataset, iter_batches, prefetched
 from .errors import DataError
 from .estimators import DEFAULT_BASELINES, ESTIMATORS, fit_per_class, make_estimator, score_names
 from .estimators.sa_model import check_fitted_on, load_sa_model, sa_model_sha256, save_sa_model
@@ -111,7 +111,7 @@ def fit(model, data: Dataset | str, out_dir: str | Path, *, split: str | None = 
     else:
         sample = collector.empty()
         bar = _progress(len(indices), "fit: tracing", progress)
-        for frames in iter_batches(dataset, indices, batch_size):
+        for frames in prefetched(iter_batches(dataset, indices, batch_size)):  # reads ahead
             collector.add_batch(sample, frames, dataset)
             bar.update(len(frames))
         bar.close()
@@ -233,7 +233,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
                 rows = []
                 skipped_before = len(dataset.skipped)
                 indices = range(chunk * chunk_frames, min(n, (chunk + 1) * chunk_frames))
-                for frames in iter_batches(dataset, indices, batch_size):
+                for frames in prefetched(iter_batches(dataset, indices, batch_size)):  # reads ahead
                     batch = scorer.score_batch(frames, dataset)
                     for frame_id, mask in batch.predictions.items():
                         writer.write_prediction(frame_id, mask)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .base import Dataset, Frame, InMemoryDataset, iter_batches
+from .base import Dataset, Frame, InMemoryDataset, iter_batches, prefetched
 from .classes import CAMVID, ClassInfo
 from .specs import has_splits, open_dataset
 
 __all__ = ["CAMVID", "ClassInfo", "Dataset", "Frame", "InMemoryDataset", "as_dataset",
-           "has_splits", "iter_batches", "open_dataset"]
+           "has_splits", "iter_batches", "open_dataset", "prefetched"]
 
 
 def as_dataset(data: Dataset | str, split: str | None = None, **options) -> Dataset:

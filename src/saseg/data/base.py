@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from queue import Full, Queue
+
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -122,6 +125,53 @@ def iter_batches(dataset: Dataset, indices: Iterable[int], batch_size: int) -> I
         batch.append(frame)
     if batch:
         yield batch
+
+
+def prefetched(items: Iterator, depth: int = 1) -> Iterator:
+    """`items` in order, the next `depth` produced ahead on a thread.
+
+    Reading and decoding frames (file reads, PIL and numpy, which release the GIL) then
+    overlaps the scoring of the batch before. An error raised while producing an item comes
+    out where that item would have, after every item before it; a consumer that stops early
+    stops the thread at its next item.
+    """
+    done, stop = object(), threading.Event()
+    queue: Queue = Queue(maxsize=max(1, int(depth)))
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not _put(queue, (item, None), stop):
+                    return
+        except BaseException as exc:  # delivered to the consumer, in order
+            _put(queue, (None, exc), stop)
+            return
+        _put(queue, (done, None), stop)
+
+    thread = threading.Thread(target=produce, name="saseg-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = queue.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _put(queue: Queue, entry, stop: threading.Event) -> bool:
+    """Put `entry` unless `stop` is set first; whether it was put."""
+    while not stop.is_set():
+        try:
+            queue.put(entry, timeout=0.1)
+            return True
+        except Full:
+            continue
+    return False
 
 
 class InMemoryDataset(Dataset):
