@@ -68,19 +68,9 @@ def export_cvat(
 
     Parameters
     ----------
-    queue : pandas.DataFrame
-        The labelling plan: ``rank``, ``frame_id``, ``frame_index``, ``source``, ``score``,
-        ``action``.
-    out_dir : path
-    classes : ClassInfo
-        Class colours must be distinct and not black (black is CVAT's background).
-    prediction_for : callable frame_id -> ndarray of shape (H, W), int
-    image_for : callable frame_id -> ndarray of shape (H, W, 3), uint8, optional
-        Renders frames whose ``source`` is not an image file.
-    copy : bool
-        Copy source images instead of hard-linking them.
-    include_skipped : bool
-        Export the ``action == "skip"`` rows too (all rows in rank order).
+    queue, out_dir, classes, prediction_for, image_for, copy, include_skipped
+        The exporter contract (`saseg.export.registry`).
+        CVAT needs class colours distinct and not black (black is its background).
 
     Returns
     -------

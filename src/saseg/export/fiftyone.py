@@ -70,19 +70,10 @@ def export_fiftyone(
 
     Parameters
     ----------
-    queue : pandas.DataFrame
-        The labelling plan: ``rank``, ``frame_id``, ``frame_index``, ``source``, ``score``,
-        ``action``.
-    out_dir : path
-    classes : ClassInfo
-    prediction_for : callable frame_id -> ndarray of shape (H, W), int
-    image_for : callable frame_id -> ndarray of shape (H, W, 3), uint8, optional
+    queue, out_dir, classes, prediction_for, image_for, copy, include_skipped
+        The exporter contract (`saseg.export.registry`).
     heatmap_for : callable frame_id -> ndarray of shape (H, W), float, optional
         Per-pixel SA; NaN where a pixel was not scored.
-    copy : bool
-        Copy source images into ``out_dir/images`` instead of referencing them in place.
-    include_skipped : bool
-        Export the ``action == "skip"`` rows too (all rows in rank order).
     heatmap_range : (lo, hi), optional
         One SA range for every heatmap, so colours compare across frames; default: each
         frame's own range.

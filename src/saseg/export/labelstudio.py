@@ -73,19 +73,8 @@ def export_labelstudio(
 
     Parameters
     ----------
-    queue : pandas.DataFrame
-        The labelling plan: ``rank``, ``frame_id``, ``frame_index``, ``source``, ``score``,
-        ``action``.
-    out_dir : path
-    classes : ClassInfo
-    prediction_for : callable frame_id -> ndarray of shape (H, W), int
-        The model's predicted class ids, exported as the pre-annotation.
-    image_for : callable frame_id -> ndarray of shape (H, W, 3), uint8, optional
-        Renders frames whose ``source`` is not an image file.
-    copy : bool
-        Copy source images into ``out_dir/images`` instead of referencing them in place.
-    include_skipped : bool
-        Export the ``action == "skip"`` rows too (all rows in rank order).
+    queue, out_dir, classes, prediction_for, image_for, copy, include_skipped
+        The exporter contract (`saseg.export.registry`).
     image_root : path, optional
         Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT``; image paths are made relative to it.
         Default: `out_dir` when every image is in it, else the folder above the deepest one

@@ -1,7 +1,19 @@
 """The labelling tools saseg exports to: one table, from which the CLI and ``--check`` are built.
 
-An exporter is two functions in one module of this package: ``write(queue, *, out_dir, classes,
-prediction_for, image_for, copy, include_skipped, **options) -> Path`` writes the export, and
+An exporter is two functions in one module of this package. ``write(queue, *, out_dir, classes,
+prediction_for, image_for=None, copy=False, include_skipped=False, **options) -> Path`` writes
+the export and returns `out_dir`:
+
+- ``queue``: the labelling plan (DataFrame: ``rank``, ``frame_id``, ``frame_index``,
+  ``source``, ``score``, ``action``; a segment plan adds the accepted classes);
+- ``classes``: the `ClassInfo` of the predictions;
+- ``prediction_for``: frame id -> (H, W) int predicted class ids, the pre-annotation;
+- ``image_for``: frame id -> (H, W, 3) uint8, renders frames whose ``source`` is not an image
+  file (optional);
+- ``copy``: copy source images instead of linking or referencing them;
+- ``include_skipped``: export the ``action == "skip"`` rows too (all rows in rank order);
+- ``options``: the tool's own keywords (`Exporter.options`).
+
 ``check(out_dir, ExportCheck) -> [(frame_id, rank, DecodedMask | None)]`` re-reads it as the tool
 will (`saseg.export.check`). Adding a tool is that module plus one line in `EXPORTERS` (or a
 call to `register_exporter`); the CLI's ``--to`` choices follow the table.
