@@ -37,8 +37,7 @@ from scipy import ndimage
 from ..errors import DataError
 
 __all__ = ["BACKENDS", "COMPONENT_COLUMNS", "component_roots", "component_stats", "component_stats_batch",
-           "default_backend",
-           "label_components", "label_components_batch"]
+           "default_backend", "label_components", "label_components_batch"]
 
 COMPONENT_COLUMNS = ("comp_worst_entropy", "comp_worst_margin", "comp_worst_boundary_share",
                      "comp_min_size", "comp_aw_size")

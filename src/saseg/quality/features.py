@@ -36,8 +36,8 @@ from ..estimators.softmax import SoftmaxStats, dispersion_maps
 from .agreement import FLIP_COLUMN, TEMPORAL_COLUMN
 from .components import COMPONENT_COLUMNS, component_stats_batch
 
-__all__ = ["quality_features", "batch_quality_features", "FEATURE_COLUMNS", "EXTRA_FEATURE_COLUMNS", "FEATURE_GROUPS", "DISPERSIONS",
-           "boundary_mask"]
+__all__ = ["quality_features", "batch_quality_features", "FEATURE_COLUMNS", "EXTRA_FEATURE_COLUMNS",
+           "FEATURE_GROUPS", "DISPERSIONS", "boundary_mask"]
 
 DISPERSIONS = ("entropy", "max_softmax", "margin")
 """The `dispersion_maps` names, in the order of the feature columns."""
