@@ -86,3 +86,17 @@ def test_a_batch_equals_its_frames_scored_one_by_one(scorer_parts):
     alone = pd.concat([scorer.score_batch([f]).rows for f in frames], ignore_index=True)
     pd.testing.assert_frame_equal(together.drop(columns="at_mean"), alone.drop(columns="at_mean"),
                                   check_exact=False, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batched_rows_on_cuda_equal_the_cpu_rows(scorer_parts):
+    """The same code path on the GPU (features in one pass over the batch, torch components):
+    the same rows as on the CPU, to float tolerance (another summation order)."""
+    model, fitted, frames = scorer_parts
+    cpu = FrameScorer(model, fitted, pixels_per_class=40).score_batch(frames)
+    on_gpu = dataclasses.replace(model, net=model.net.to("cuda"), device=torch.device("cuda"))
+    gpu = FrameScorer(on_gpu, {k: v for k, v in fitted.items()}, pixels_per_class=40).score_batch(frames)
+    pd.testing.assert_frame_equal(gpu.rows.drop(columns="at_mean"), cpu.rows.drop(columns="at_mean"),
+                                  check_exact=False, rtol=1e-4, atol=1e-5)
+    for frame_id, mask in cpu.predictions.items():
+        assert torch.equal(gpu.predictions[frame_id], mask)
