@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saseg.analysis.audit import estimate, frame_truth, pool_predictions
+from saseg.analysis.audit import estimate, frame_truth
+from saseg.commands.audit import pool_predictions
 from saseg.analysis.audit_math import inclusion_probabilities, systematic_sample
 from saseg.data import open_dataset
 from saseg.io import write_parquet, write_text

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from saseg.analysis.quality import apply_quality, fit_quality
+from saseg.commands.quality import apply_quality, fit_quality
 from saseg.analysis.tradeoff import max_skip, tradeoff_curve
 from saseg.evaluation import evaluate
 from saseg.pipeline import fit, score

@@ -38,8 +38,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from saseg.analysis.guarantee import failures_from_iou, frames_needed, learn_then_test
-from saseg.analysis.quality import apply_quality, fit_quality
-from saseg.analysis.shift import pool_shift
+from saseg.commands.quality import apply_quality, fit_quality
+from saseg.commands.shift import pool_shift
 from saseg.analysis.tradeoff import max_skip, tradeoff_curve
 from saseg.evaluation import evaluate
 from saseg.pipeline import fit, score

@@ -43,7 +43,7 @@ def tiny_sa_dir(tiny_model_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_model_dir, tiny_sa_dir, tmp_path_factory) -> Path:
     """A scored, evaluated and planned run dir."""
-    from saseg.analysis.plan import plan_from_run
+    from saseg.commands.plan import plan_from_run
     from saseg.evaluation import evaluate
     from saseg.pipeline import score
 

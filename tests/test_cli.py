@@ -260,7 +260,7 @@ def test_option_values_reach_the_library_parsed(monkeypatch, capsys, tmp_path):
 
 
 def test_quality_regressor_choices_follow_the_registry(monkeypatch, capsys, tmp_path):
-    import saseg.analysis.quality
+    import saseg.commands.quality
     from saseg.quality import REGRESSORS
     from saseg.quality.regressors import RidgeRegressor
 
@@ -274,7 +274,7 @@ def test_quality_regressor_choices_follow_the_registry(monkeypatch, capsys, tmp_
         seen.append(options)
         return Fitted()
 
-    monkeypatch.setattr(saseg.analysis.quality, "fit_quality", fake_fit)
+    monkeypatch.setattr(saseg.commands.quality, "fit_quality", fake_fit)
     args = ["quality", "fit", "--run", "r", "--eval", "e", "-o", tmp_path / "q"]
     code, _, err = run_in_process(capsys, *args, "--regressor", "toy")
     assert code == 2 and "expected a quality regressor in ['lightgbm', 'ridge'], got 'toy'" in err
@@ -285,7 +285,7 @@ def test_quality_regressor_choices_follow_the_registry(monkeypatch, capsys, tmp_
 
 
 def test_select_size_is_a_count_or_a_fraction(monkeypatch, capsys, tmp_path):
-    import saseg.analysis.selection
+    import saseg.commands.selection
 
     sizes = []
 
@@ -293,7 +293,7 @@ def test_select_size_is_a_count_or_a_fraction(monkeypatch, capsys, tmp_path):
         sizes.append(size)
         return [], {"mean_pairwise": 0.0, "min_pairwise": 0.0}
 
-    monkeypatch.setattr(saseg.analysis.selection, "select_from_scores", fake_select)
+    monkeypatch.setattr(saseg.commands.selection, "select_from_scores", fake_select)
     for text in ("40", "0.1", "1e-1"):
         code, _, err = run_in_process(capsys, "select", "-s", "s", "-t", "Car", "--size", text)
         assert (code, err) == (0, "")
@@ -301,12 +301,12 @@ def test_select_size_is_a_count_or_a_fraction(monkeypatch, capsys, tmp_path):
 
 
 def _raise_from_plan(monkeypatch, exc: BaseException):
-    import saseg.analysis.plan
+    import saseg.commands.plan
 
     def failing_plan(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(saseg.analysis.plan, "plan_from_run", failing_plan)
+    monkeypatch.setattr(saseg.commands.plan, "plan_from_run", failing_plan)
 
 
 def _library_errors():

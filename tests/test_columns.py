@@ -97,3 +97,13 @@ def test_frame_iou_defined_once():
                  if p != SRC / "columns.py" and pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
     assert np.isfinite(frame_target_iou(pd.DataFrame({"frame_id": ["x"], "kind": ["class"], "iou": [0.5]}))).all()
+
+
+def test_analysis_reads_no_run_or_eval_folder():
+    """The analysis functions take tables; reading run and eval folders is the commands' work
+    (`saseg.commands`), which sit above them (issue 22). (A fitted object may still save and
+    load its own folder: `Plan`, `RunQuality`, `AuditResult`.)"""
+    pattern = re.compile(r"\b(RunDir|EvalDir)\b")
+    offenders = [f"{p.relative_to(SRC)}:{n}" for p in (SRC / "analysis").glob("*.py")
+                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert offenders == []

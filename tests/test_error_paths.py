@@ -258,7 +258,7 @@ import hashlib
 @pytest.fixture(scope="module")
 def quality_dirs(tiny_run, tmp_path_factory):
     """A ridge and a LightGBM quality dir fitted on the tiny run."""
-    from saseg.analysis.quality import fit_quality
+    from saseg.commands.quality import fit_quality
 
     root = tmp_path_factory.mktemp("quality")
     fit_quality(tiny_run, tiny_run / "eval", root / "ridge", min_rows_for_trees=100_000)

@@ -347,7 +347,8 @@ def test_score_writes_each_table_once_with_and_without_quality(tiny_model_dir, t
                                                                 tmp_path, monkeypatch):
     """One writer: scores.parquet, frames.parquet, zscore.json and score.json are written once
     per run, and a quality model given to `score` gives what applying it afterwards gives."""
-    from saseg.analysis.quality import RunQuality, apply_quality, fit_quality
+    from saseg.analysis.quality import RunQuality
+    from saseg.commands.quality import apply_quality, fit_quality
 
     fit_quality(tiny_run, tiny_run / "eval", tmp_path / "q", min_rows_for_trees=100_000)
     writes: dict[str, int] = {}

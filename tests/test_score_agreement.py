@@ -84,7 +84,7 @@ def test_cli_tta_flip_and_a_model_fitted_with_it_refuses_a_run_without(tiny_mode
                                                                        tmp_path):
     from typer.testing import CliRunner
 
-    from saseg.analysis.quality import apply_quality, fit_quality
+    from saseg.commands.quality import apply_quality, fit_quality
     from saseg.cli import app
     from saseg.errors import DataError
 

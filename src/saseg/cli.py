@@ -32,10 +32,12 @@ from . import __version__, evaluation, experiment, pipeline, review
 from . import demo as demo_module
 from . import report as report_module
 from .analysis import audit as analysis_audit
-from .analysis import plan as analysis_plan
-from .analysis import segment_plan
 from .analysis import quality as quality_run
-from .analysis import selection
+from .commands import audit as audit_command
+from .commands import plan as plan_command
+from .commands import quality as quality_command
+from .commands import segment_plan as segment_plan_command
+from .commands import selection as selection_command
 from .data import has_splits, open_dataset
 from .distributed import RayOptions
 from .errors import SasegError
@@ -450,7 +452,7 @@ def plan(
     if unit == "segment":
         if max_risk is None or calibration is None:
             raise typer.BadParameter("--unit segment needs --max-risk and --calibration (a labelled pilot).")
-        seg = segment_plan.plan_segments_from_run(
+        seg = segment_plan_command.plan_segments_from_run(
             scores, out, calibration=calibration, alpha=max_risk, confidence=confidence, score=score_column,
             iou_below=iou_below, promise=promise, in_expectation=in_expectation, bound=bound,
             per_class=per_class or (), annotators=annotators, review=review)
@@ -459,7 +461,7 @@ def plan(
         return
     if unit != "frame":
         raise typer.BadParameter(f"expected --unit frame or segment, got {unit!r}.")
-    result = analysis_plan.plan_from_run(scores, out, score=score_column, skip_ratio=skip_ratio, budget=budget,
+    result = plan_command.plan_from_run(scores, out, score=score_column, skip_ratio=skip_ratio, budget=budget,
                            ratio_risk=ratio_risk, eval_dir=eval_dir, max_risk=max_risk,
                            calibration=calibration, confidence=confidence, targets=targets or ["frame"],
                            threshold=iou_below, annotators=annotators)
@@ -559,7 +561,7 @@ def select(
     seed: SeedOpt = 0,
 ):
     """Frames to add to the training data (paper RQ3): high/low/random SA, or diverse."""
-    chosen, spread = selection.select_from_scores(
+    chosen, spread = selection_command.select_from_scores(
         scores, out, target_class=target_class, level=level,
         size=size, base_size=base_size, min_pixels=min_pixels,
         seed=seed, score=score_column, top_fraction=top_fraction)
@@ -585,7 +587,7 @@ def quality_fit(
     """Learn each class's, group's and frame's IoU from label-free features (LightGBM or --regressor; grouped CV by drive)."""
     hold_output(out)
     named = {"regressor": regressor} if regressor else {}  # a default fit writes what it always wrote
-    fitted = quality_run.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed,
+    fitted = quality_command.fit_quality(run_dir, eval_dir, out, min_rows_for_trees=min_rows_for_trees, seed=seed,
                                      extra_features=extra_features or (), **named)
     typer.echo(fitted.describe())
     typer.echo(f"quality model: {out}")
@@ -598,7 +600,7 @@ def quality_apply(
 ):
     """Add `quality` (predicted IoU) and `risk` (1 - quality) to a run: rank and plan by frame_risk."""
     hold_output(run_dir)
-    df = quality_run.apply_quality(run_dir, quality)
+    df = quality_command.apply_quality(run_dir, quality)
     typer.echo(f"quality: {run_dir}  ({len(df)} rows; scores risk, group_<g>_risk, frame_risk)")
 
 
@@ -671,7 +673,7 @@ def audit_sample(
 ):
     """Draw the frames to label for an audit: uncertain frames more often, each with its probability."""
     hold_output(out)
-    table = analysis_audit.sample_audit(run_dir, n, out, seed=seed,
+    table = audit_command.sample_audit(run_dir, n, out, seed=seed,
                                         uniform_share=uniform_share, predictor=predictor)
     typer.echo(f"audit sample: {len(table)} frames to label in {out}/plan.csv "
                f"(inclusion probabilities {table['pi'].min():.3f}-{table['pi'].max():.3f}); "
@@ -689,6 +691,6 @@ def audit_estimate(
 ):
     """Per-class pool IoU, mIoU and the share of frames below --iou-below, each with an interval."""
     hold_output(out)
-    result = analysis_audit.estimate_audit(run_dir, sample, labels, out, level=level,
+    result = audit_command.estimate_audit(run_dir, sample, labels, out, level=level,
                                            iou_below=iou_below)
     typer.echo(analysis_audit.describe(result))

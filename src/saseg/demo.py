@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis.audit import estimate_audit, sample_audit
+from .commands.audit import estimate_audit, sample_audit
 from .analysis.bounds import min_units
-from .analysis.plan import plan_from_run
-from .analysis.segment_plan import plan_segments_from_run
-from .analysis.quality import apply_quality, fit_quality
+from .commands.plan import plan_from_run
+from .commands.segment_plan import plan_segments_from_run
+from .commands.quality import apply_quality, fit_quality
 from .data import open_dataset
 from .evaluation import evaluate
 from .export import EXPORTERS

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saseg.analysis.audit import (CLASSES_CSV, ESTIMATE_JSON, PoolPredictions, estimate, estimate_audit,
-                                  frame_truth, pool_predictions, read_audit, sample_audit)
+from saseg.analysis.audit import CLASSES_CSV, ESTIMATE_JSON, PoolPredictions, estimate, frame_truth
+from saseg.commands.audit import estimate_audit, pool_predictions, read_audit, sample_audit
 from saseg.data import open_dataset
 from saseg.data.classes import ClassInfo
 from saseg.errors import DataError

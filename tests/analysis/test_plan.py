@@ -127,7 +127,8 @@ def test_bad_inputs():
 
 
 def test_plan_from_run_with_pilot(tmp_path):
-    from saseg.analysis.plan import pilot_curve_for, plan_from_run
+    from saseg.analysis.plan import pilot_curve_for
+    from saseg.commands.plan import plan_from_run
 
     run = tmp_path / "run"
     run.mkdir()

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saseg.analysis.plan import plan_from_run
-from saseg.analysis.quality import RunQuality, apply_quality, fit_quality, target_features
+from saseg.commands.plan import plan_from_run
+from saseg.analysis.quality import RunQuality, target_features
+from saseg.commands.quality import apply_quality, fit_quality
 from saseg.columns import drive_of
 from saseg.errors import DataError, FormatError
 from saseg.evaluation import evaluate

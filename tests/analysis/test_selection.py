@@ -207,7 +207,7 @@ def test_errors():
 
 
 def test_select_from_scores_writes_csv_and_reports_spread(tmp_path):
-    from saseg.analysis.selection import select_from_scores
+    from saseg.commands.selection import select_from_scores
 
     df = make_scores()
     df.to_parquet(tmp_path / "scores.parquet")

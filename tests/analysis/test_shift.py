@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
-from saseg.analysis.shift import pool_shift, shift_check
+from saseg.analysis.shift import shift_check
+from saseg.commands.shift import pool_shift
 from saseg.errors import DataError
 
 

@@ -3,7 +3,7 @@
 import shutil
 
 from conftest import TEST_SPEC
-from saseg.analysis.audit import estimate_audit, sample_audit
+from saseg.commands.audit import estimate_audit, sample_audit
 from saseg.report import write_report
 
 

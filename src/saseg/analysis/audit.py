@@ -1,6 +1,6 @@
 """Audit a scored pool: its dataset-level IoU from a few labelled frames, with an interval.
 
-``saseg audit sample`` draws n frames of a run with inclusion probabilities that favour frames
+``saseg audit sample`` (`saseg.commands.audit`) draws n frames of a run with inclusion probabilities that favour frames
 whose predicted quality is most uncertain, mixed half and half with uniform
 (`saseg.analysis.audit_math`); ``saseg audit estimate`` takes their labels and estimates, over
 the whole pool, each class's IoU ``Σ_i I_ic / Σ_i U_ic`` (as one confusion matrix over every
@@ -37,23 +37,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import ClassInfo, open_dataset
-from ..errors import DataError, FormatError
-from ..io import read_json, write_csv, write_json
+from ..data import ClassInfo
+from ..errors import DataError
+from ..io import write_csv, write_json
 from ..metrics import confusion_matrix
-from ..layout import PlanDir, RunDir
 from ..layout.audit import (AUDIT_DIR, CLASSES_CSV, ESTIMATE_JSON, SAMPLE_CSV, SAMPLE_JSON, WIDTHS_CSV,
                             WIDTHS_PNG)
-from .audit_math import (UNIFORM_SHARE, inclusion_probabilities, mean_estimate, ratio_estimates,
-                         systematic_sample)
-from .plan import PriceModel
+from .audit_math import mean_estimate, ratio_estimates
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PoolPredictions", "pool_predictions", "frame_truth", "AuditResult", "estimate",
-           "sample_audit", "estimate_audit", "read_audit", "sentence", "describe", "SAMPLE_CSV", "SAMPLE_JSON",
-           "ESTIMATE_JSON", "CLASSES_CSV", "WIDTHS_CSV", "WIDTHS_PNG", "PREDICTORS", "AUDIT_DIR",
-           "find_estimate"]
+__all__ = ["PoolPredictions", "predict_pool", "frame_truth", "AuditResult", "estimate", "sentence", "describe",
+           "SAMPLE_CSV", "SAMPLE_JSON", "ESTIMATE_JSON", "CLASSES_CSV", "WIDTHS_CSV", "WIDTHS_PNG", "PREDICTORS",
+           "AUDIT_DIR"]
 
 PREDICTORS = ("plugin", "quality")
 _FEATURES = ("n_pixels", "fn_mass", "plugin_iou")
@@ -86,18 +82,19 @@ class PoolPredictions:
         return hashlib.sha256("\n".join(map(str, self.frame_ids)).encode()).hexdigest()[:16]
 
 
-def pool_predictions(run: RunDir, predictor: str = "plugin") -> PoolPredictions:
-    """The run's predicted intersections and unions per frame and class (module doc)."""
+def predict_pool(scores: pd.DataFrame, frames: pd.DataFrame, n_classes: int, sources: dict,
+                 predictor: str = "plugin", *, where: object = "the run") -> PoolPredictions:
+    """A run's predicted intersections and unions per frame and class (module doc), from its
+    scores and frames tables and its frames' sources; `where` names the run in errors."""
     if predictor not in PREDICTORS:
         raise DataError(f"audit: expected a predictor in {PREDICTORS}, but got {predictor!r}.")
-    scores, frames = run.scores(), run.frames(["frame_id", "frame_index"])
     missing = [c for c in _FEATURES if c not in scores.columns]
     if missing:
-        raise DataError(f"audit: expected the quality features {missing} in {run.scores_path}; score the "
+        raise DataError(f"audit: expected the quality features {missing} in {where}; score the "
                         "run with --features (the default).")
     if predictor == "quality" and "quality" not in scores.columns:
-        raise DataError(f"audit: expected a `quality` column in {run.scores_path}; run `saseg quality apply`.")
-    n_classes = run.classes().num_classes
+        raise DataError(f"audit: expected a `quality` column in {where}; run `saseg quality apply`.")
+    frames = frames[["frame_id", "frame_index"]]
     frames = frames.assign(frame_id=frames["frame_id"].astype(str)).sort_values(["frame_index", "frame_id"])
     ids = frames["frame_id"].to_numpy()
     row = pd.Series(np.arange(len(ids)), index=ids)
@@ -117,7 +114,6 @@ def pool_predictions(run: RunDir, predictor: str = "plugin") -> PoolPredictions:
     counts = np.bincount(i[predicted], minlength=len(ids))
     with np.errstate(invalid="ignore", divide="ignore"):
         frame_iou = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    sources = run.frame_sources()
     return PoolPredictions(ids, frames["frame_index"].to_numpy(np.int64),
                            np.array([sources.get(f, "") for f in ids], dtype=object),
                            inter_hat, union_hat, frame_iou)
@@ -278,90 +274,3 @@ def _widths(summary: dict, m: int) -> pd.DataFrame:
 
 
 # ---- files --------------------------------------------------------------------------------
-def sample_audit(run: RunDir | str | os.PathLike, n: int, out: str | os.PathLike, *, seed: int = 0,
-                 uniform_share: float = UNIFORM_SHARE, predictor: str = "plugin",
-                 annotators: int = 3) -> pd.DataFrame:
-    """Draw an audit sample of `n` frames of `run` and write the audit folder (module doc)."""
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    pool = pool_predictions(run, predictor)
-    u = pool.uncertainty()
-    pi = inclusion_probabilities(u, n, uniform_share=uniform_share)
-    rows = systematic_sample(pi, seed=seed)
-    table = pd.DataFrame({"frame_id": pool.frame_ids[rows], "frame_index": pool.frame_index[rows],
-                          "source": pool.sources[rows], "pi": pi[rows], "uncertainty": u[rows]})
-    segments = run.frames(["frame_id", "n_segments"]) if "n_segments" in run.frames().columns else None
-    n_segments = (table["frame_id"].map(dict(zip(segments["frame_id"].astype(str), segments["n_segments"])))
-                  .fillna(0).astype(np.int64) if segments is not None else pd.Series(np.zeros(len(table), np.int64)))
-    units = PriceModel(annotators=annotators).units(n_segments.to_numpy())
-    queue = table.sort_values(["pi", "frame_index"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    order = queue["frame_id"].map({f: k for k, f in enumerate(table["frame_id"])}).to_numpy()
-    plan = pd.DataFrame({"rank": np.arange(1, len(queue) + 1), "frame_id": queue["frame_id"],
-                         "frame_index": queue["frame_index"], "source": queue["source"], "score": queue["pi"],
-                         "action": "label", "n_segments": n_segments.to_numpy()[order], "units": units[order]})
-    out = Path(out)
-    write_csv(out / SAMPLE_CSV, table)
-    write_csv(PlanDir(out).queue_path, plan)
-    write_json(out / SAMPLE_JSON, {"n": int(n), "n_pool": len(pool.frame_ids), "seed": int(seed),
-                                   "uniform_share": float(uniform_share), "predictor": predictor,
-                                   "design": "randomised systematic pi-ps (saseg.analysis.audit_math)",
-                                   "run": str(run.root), "pool_fingerprint": pool.fingerprint()})
-    return table
-
-
-def find_estimate(run_root: str | os.PathLike) -> Path | None:
-    """The newest estimate folder (holding ``audit.json``) under ``RUN/audit``, or None."""
-    found = sorted(Path(run_root, AUDIT_DIR).glob(f"**/{ESTIMATE_JSON}"), key=lambda p: p.stat().st_mtime)
-    return found[-1].parent if found else None
-
-
-def read_audit(sample_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
-    """An audit folder's settings and sample table."""
-    sample_dir = Path(sample_dir)
-    meta = read_json(sample_dir / SAMPLE_JSON)
-    if not isinstance(meta, dict) or "pool_fingerprint" not in meta:
-        raise FormatError(f"{sample_dir / SAMPLE_JSON}: expected an audit sample from `saseg audit sample`.")
-    try:
-        table = pd.read_csv(sample_dir / SAMPLE_CSV, dtype={"frame_id": str, "source": str}, keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(f"Expected an audit sample at {sample_dir / SAMPLE_CSV}, but it does not exist.") from None
-    return meta, table
-
-
-def estimate_audit(run: RunDir | str | os.PathLike, sample_dir: str | os.PathLike, labels: str,
-                   out: str | os.PathLike, *, level: float = 0.9, iou_below: float = 0.5) -> AuditResult:
-    """Estimate from an audit folder and a labels spec; write `out` only when every check passes.
-
-    The labels' frame ids must include every sampled frame (extra frames are ignored).
-    """
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    meta, table = read_audit(sample_dir)
-    pool = pool_predictions(run, meta.get("predictor", "plugin"))
-    if pool.fingerprint() != meta["pool_fingerprint"]:
-        raise DataError(f"audit estimate: expected the pool the sample was drawn from ({meta.get('run')}), but "
-                        f"{run.root} holds other frames.")
-    dataset = open_dataset(labels)
-    index_of = {dataset.frame_id(i): i for i in range(len(dataset))}
-    ids = table["frame_id"].astype(str).tolist()
-    missing = [f for f in ids if f not in index_of]
-    if missing:
-        raise DataError(f"audit estimate: expected labels for every sampled frame, but {len(missing)} of {len(ids)} "
-                        f"are not in {labels}, e.g. {missing[:3]}; nothing written.")
-    classes = run.classes()
-    row_of = {f: k for k, f in enumerate(pool.frame_ids)}
-    inter, union, frame_iou = [], [], []
-    for fid in ids:
-        label = dataset[index_of[fid]].label
-        if label is None:
-            raise DataError(f"audit estimate: expected a label for frame {fid!r} in {labels}, but it has none.")
-        pred = run.prediction(fid)
-        if label.shape != pred.shape:
-            raise DataError(f"audit estimate: expected the label of {fid!r} to be {pred.shape} like its prediction, "
-                            f"but got {label.shape}.")
-        i, u, f = frame_truth(pred, label, classes)
-        inter.append(i), union.append(u), frame_iou.append(f)
-    rows = np.array([row_of[f] for f in ids], dtype=np.int64)
-    result = estimate(pool, rows, table["pi"].to_numpy(np.float64), np.array(inter), np.array(union),
-                      np.array(frame_iou), classes, level=level, iou_below=iou_below)
-    result.summary.update({"labels": labels, "sample": str(sample_dir), "run": str(run.root)})
-    result.save(out)
-    return result

@@ -16,7 +16,7 @@ label-free features of a run (``saseg quality fit``):
   the group IoU, or the frame's mean class IoU (as `saseg.analysis.correlation`).
 
 Drives are the groups of the grouped cross-validation: `drive_of` reads them from the frame
-id. `apply_quality` writes ``quality`` (predicted IoU) and ``risk = 1 - quality`` into the
+id. `saseg.commands.quality.apply_quality` writes ``quality`` (predicted IoU) and ``risk = 1 - quality`` into the
 run's tables (``risk``, ``group_<g>_risk``, ``frame_risk``; ``risk`` joins the run's score
 columns, so every command ranks by it like SA). On the pilot run itself the out-of-fold
 predictions are written instead of in-sample ones, so a calibration on the pilot stays honest.
@@ -41,12 +41,12 @@ from ..quality import QualityModel
 from ..quality.model import META as QUALITY_META
 from ..quality.checks import check_keys, check_params, check_sha256, sha256_bytes
 from ..quality.features import EXTRA_FEATURE_COLUMNS, FEATURE_COLUMNS, FEATURE_GROUPS
-from ..layout import EvalDir, QualityDir, RunDir
+from ..layout import QualityDir
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RunQuality", "drive_of", "class_features", "extra_columns", "target_features", "target_iou",
-           "fit_quality", "apply_quality", "QUALITY_FORMAT"]
+           "QUALITY_FORMAT"]
 
 QUALITY_FORMAT = "saseg-run-quality"
 _VERSION = 2  # 2: "files" maps every file of the folder to its sha256
@@ -143,13 +143,15 @@ class RunQuality:
         self.extra_features = extra_features
         self.model_options = model_options
 
-    def fit(self, run: RunDir, iou_df: pd.DataFrame) -> "RunQuality":
-        """Fit on a scored pilot run and its evaluation's ``iou.parquet`` rows."""
-        scores_df, frames_df = run.scores(), run.frames()
-        scores_df = scores_df.drop(columns=self._unused_columns(scores_df, run))
-        self.classes_ = run.classes()
-        self.score_columns_ = [c for c in run.score_columns() if c not in ("risk",)]
-        self.pilot_ = {**_identity(run.meta(), frames_df), "run": str(run.root), "n_frames": int(len(frames_df))}
+    def fit(self, scores_df: pd.DataFrame, frames_df: pd.DataFrame, meta: dict, iou_df: pd.DataFrame, *,
+            where: object = "the pilot") -> "RunQuality":
+        """Fit on a scored pilot's tables (``scores.parquet``, ``frames.parquet``, ``score.json``)
+        and its evaluation's ``iou.parquet`` rows; `where` names the pilot (recorded, and in
+        errors)."""
+        scores_df = scores_df.drop(columns=self._unused_columns(scores_df, where))
+        self.classes_ = ClassInfo.from_dict(meta["classes"])
+        self.score_columns_ = [c for c in meta["score_columns"] if c not in ("risk",)]
+        self.pilot_ = {**_identity(meta, frames_df), "run": str(where), "n_frames": int(len(frames_df))}
         self.models_, self.oof_, self.source_ = {}, {}, None
         for target, (X, keys) in self._tables(scores_df, frames_df).items():
             y = target_iou(iou_df, target)
@@ -167,7 +169,7 @@ class RunQuality:
             raise DataError("quality fit: expected at least 10 labelled (frame, class) rows in the pilot.")
         return self
 
-    def _unused_columns(self, scores_df: pd.DataFrame, run: RunDir) -> list[str]:
+    def _unused_columns(self, scores_df: pd.DataFrame, where: object) -> list[str]:
         """The optional feature columns of the groups not asked for; refuses missing ones."""
         groups = list(self.extra_features)
         unknown = [g for g in groups if g not in FEATURE_GROUPS]
@@ -177,7 +179,7 @@ class RunQuality:
         wanted = {c for g in groups for c in FEATURE_GROUPS[g]}
         missing = sorted(wanted - set(scores_df.columns))
         if missing:
-            raise DataError(f"quality fit: expected the pilot {run.root} to have the columns {missing} of "
+            raise DataError(f"quality fit: expected the pilot {where} to have the columns {missing} of "
                             f"the feature groups {groups} (flip_iou needs `saseg score --tta flip`, "
                             f"temporal_iou saved predictions), but it has not.")
         return [c for c in extra_columns(scores_df) if c not in wanted]
@@ -322,25 +324,6 @@ class RunQuality:
         return "\n".join(f"{target}: {model.describe()}" for target, model in self.models_.items())
 
 
-def fit_quality(run: str | os.PathLike, eval_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                extra_features: Sequence[str] = (), **model_options) -> RunQuality:
-    """``saseg quality fit``: fit on a pilot run and its eval dir, save to `out_dir`."""
-    quality = RunQuality(extra_features=extra_features, **model_options).fit(_run(run), EvalDir(eval_dir).iou())
-    quality.save(out_dir)
-    return quality
-
-
-def apply_quality(run: str | os.PathLike | RunDir, quality_dir: str | os.PathLike) -> pd.DataFrame:
-    """``saseg quality apply``: write ``quality`` and ``risk`` into a scored run; returns its scores."""
-    run = run if isinstance(run, RunDir) else _run(run)
-    quality = RunQuality.load(quality_dir)
-    scores_df, frames_df, meta = quality.annotate(run.scores(), run.frames(), dict(run.meta()), where=run.root)
-    run.write_frames(frames_df)
-    run.write_scores(scores_df)
-    run.write_meta(meta)
-    return scores_df
-
-
 def _check_files(folder: QualityDir, sub: str, files: dict, manifest: Path) -> None:
     """Every file of a target's folder is listed in the manifest with the content it has."""
     listed = {k: v for k, v in files.items() if isinstance(k, str) and k.startswith(f"{sub}/")}
@@ -389,11 +372,6 @@ def _check_feature_order(model: QualityModel, X: pd.DataFrame, run: object) -> N
     if [c for c in X.columns if c in wanted] != list(model.features_):
         raise FormatError(f"{where}: expected the features in the order the run builds them, but they "
                           "are reordered; the file was edited: refit it (`saseg quality fit`).")
-
-
-def _run(path) -> RunDir:
-    path = Path(path)
-    return RunDir.from_scores(path) if path.suffix == ".parquet" else RunDir(path)
 
 
 def _identity(meta: dict, frames_df: pd.DataFrame) -> dict:

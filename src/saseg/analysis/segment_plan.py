@@ -27,15 +27,15 @@ import pandas as pd
 from ..errors import DataError
 from ..io import write_csv, write_json
 from .bounds import BOUNDS, crc_index, fixed_sequence, p_values, pilot_multiple_needed
-from ..layout import EvalDir, PlanDir, RunDir
-from .plan import PriceModel, pilot_of, shift_lines
-from .segment_compare import available_scores, compare_scores
+from ..layout import PlanDir
+from .plan import PriceModel, shift_lines
+from .segment_compare import compare_scores
 from .segments import (PROMISES, SegmentTable, accept, class_losses, label_error_losses, realised,
-                       segment_table, skip_precision_losses, threshold_grid)
-from .shift import ShiftCheck, shift_check
+                       skip_precision_losses, threshold_grid)
+from .shift import ShiftCheck
 
 __all__ = ["SegmentGuarantee", "calibrate_segments", "SegmentPlan", "plan_segments",
-           "segment_losses", "plan_segments_from_run", "default_segment_score", "hindsight_summary"]
+           "segment_losses", "frame_mean_scores", "hindsight_summary"]
 
 
 def segment_losses(table: SegmentTable, grid: np.ndarray, promise: str, alpha: float,
@@ -296,51 +296,12 @@ def plan_segments(scores_df: pd.DataFrame, pool: SegmentTable, guarantee: Segmen
     return SegmentPlan(queue=queue, segments=segments, summary=summary)
 
 
-def default_segment_score(scores_df: pd.DataFrame, run: RunDir) -> str:
-    """``risk`` where a quality model was applied, else the run's first score column."""
-    return "risk" if "risk" in scores_df.columns else run.score_columns()[0]
-
-
-def _frame_means(table: SegmentTable) -> np.ndarray:
+def frame_mean_scores(table: SegmentTable) -> np.ndarray:
     """(n_frames,) mean finite segment score per frame: frames, not segments, for the shift test."""
     ok = np.isfinite(table.score)
     total = np.bincount(table.row_frame[ok], weights=table.score[ok], minlength=table.n_frames)
     count = np.bincount(table.row_frame[ok], minlength=table.n_frames)
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def plan_segments_from_run(scores: str | PathLike, out: str | PathLike, *, calibration: str | PathLike,
-                           alpha: float, confidence: float = 0.9, score: str | None = None,
-                           iou_below: float = 0.5, promise: str = "label-error", in_expectation: bool = False,
-                           bound: str = "wsr", per_class: Sequence[str] = (), annotators: int = 3,
-                           review: float = 0.0, eval_dir: str | PathLike | None = None) -> SegmentPlan:
-    """``saseg plan --unit segment``: calibrate on the pilot behind `calibration` (an eval dir),
-    plan the run of `scores`, check the pool's per-frame mean segment score against the
-    pilot's (the shift alarm), save to `out`. With the pool's own `eval_dir` (a labelled pool,
-    as in the demo or a benchmark) the summary also holds what was realised and the hindsight
-    best (`hindsight_summary`)."""
-    run = RunDir.from_scores(scores)
-    pilot_run, iou = pilot_of(calibration)
-    pool_df, pilot_df = run.scores(), pilot_run.scores()
-    score = score or default_segment_score(pool_df, run)
-    n_classes = run.classes().num_classes
-    pilot = segment_table(pilot_df, score, n_classes, iou, iou_below)
-    pool = segment_table(pool_df, score, n_classes)
-    guarantee = calibrate_segments(pilot, score=score, alpha=alpha, delta=1.0 - confidence, iou_below=iou_below,
-                                   promise=promise, in_expectation=in_expectation, bound=bound, per_class=per_class)
-    shift = [shift_check(_frame_means(pilot), _frame_means(pool), column=f"mean segment {score} per frame")]
-    price = PriceModel(annotators=annotators)
-    result = plan_segments(pool_df, pool, guarantee, price=price, review=review, shift=shift)
-    if eval_dir is not None:
-        pool_iou = EvalDir(eval_dir).iou()
-        truth = segment_table(pool_df, score, n_classes, pool_iou, iou_below)
-        result.summary["realised"] = realised(truth, *accept(truth, guarantee.threshold, guarantee.class_thresholds))
-        result.summary["hindsight"] = hindsight_summary(pool_df, pool_iou, n_classes,
-                                                        available_scores(pool_df, run.score_columns()),
-                                                        alpha=alpha, iou_below=iou_below, promise=promise,
-                                                        price=price, review=review)
-    result.save(out)
-    return result
 
 
 def hindsight_summary(scores_df: pd.DataFrame, iou_df: pd.DataFrame, n_classes: int, scores: Sequence[str], *,

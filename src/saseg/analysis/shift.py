@@ -13,7 +13,7 @@ The alarm fires when ``p < alpha`` (default 0.01) *and* ``|AUC - 0.5| >= min_eff
 significant, so significance alone would cry wolf.
 
 Frame SA is z-scored against a reference, by default the run itself, which would hide any
-shift; `pool_shift` therefore re-scores both runs' frame SA against the *pilot's* z-score
+shift; `run_shift` therefore re-scores both runs' frame SA against the *pilot's* z-score
 reference before comparing. Learned scores (``frame_risk``) need no reference.
 """
 
@@ -29,9 +29,8 @@ from scipy.stats import ks_2samp, mannwhitneyu
 from ..aggregate import frame_scores
 from ..columns import frame_column
 from ..errors import DataError
-from ..layout import RunDir
 
-__all__ = ["ShiftCheck", "shift_check", "shift_checks", "pool_shift"]
+__all__ = ["ShiftCheck", "shift_check", "shift_checks", "run_shift"]
 
 
 @dataclass(frozen=True)
@@ -86,16 +85,15 @@ def shift_checks(pilot_frames: pd.DataFrame, pool_frames: pd.DataFrame, columns:
     return checks
 
 
-def pool_shift(pilot: RunDir, pool: RunDir, columns: Sequence[str] = (), **options) -> list[ShiftCheck]:
-    """Checks of the pool against the pilot: the frame SA of the first SA score (both runs
-    z-scored against the pilot's reference), then each frames-table column in `columns`."""
-    sa = pilot.score_columns()[0]
-    reference = pilot.zscore()
-    classes = pilot.classes()
-    pilot_sa = frame_scores(pilot.scores(), classes, [sa], reference=reference)
-    pool_sa = frame_scores(pool.scores(), classes, [sa], reference=reference)
-    column = frame_column(sa)
-    checks = [shift_check(pilot_sa[column], pool_sa[column],
-                          column=f"{column} (pilot reference)", **options)]
+def run_shift(pilot_scores: pd.DataFrame, pilot_frames: pd.DataFrame, pool_scores: pd.DataFrame,
+              pool_frames: pd.DataFrame, *, classes, score: str, reference, columns: Sequence[str] = (),
+              **options) -> list[ShiftCheck]:
+    """Checks of a pool run against its pilot run, from their tables: the frame SA of `score`
+    (both runs z-scored against the pilot's `reference`, a `ZScoreReference`), then each
+    frames-table column in `columns`."""
+    pilot_sa = frame_scores(pilot_scores, classes, [score], reference=reference)
+    pool_sa = frame_scores(pool_scores, classes, [score], reference=reference)
+    column = frame_column(score)
+    checks = [shift_check(pilot_sa[column], pool_sa[column], column=f"{column} (pilot reference)", **options)]
     others = [c for c in columns if c != column]
-    return checks + shift_checks(pilot.frames(), pool.frames(), others, **options)
+    return checks + shift_checks(pilot_frames, pool_frames, others, **options)

@@ -3,7 +3,8 @@ the per-class table with both intervals, and the plot of interval width against 
 
 from __future__ import annotations
 
-from ..analysis.audit import CLASSES_CSV, ESTIMATE_JSON, WIDTHS_PNG, find_estimate
+from ..analysis.audit import CLASSES_CSV, ESTIMATE_JSON, WIDTHS_PNG
+from ..commands.audit import find_estimate
 from ..errors import SasegError
 from ..io import read_json
 from .inputs import PLOT_WIDTH, Run, read_csv
