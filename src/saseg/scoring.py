@@ -227,6 +227,10 @@ class FrameScorer:
         return out
 
     def _tick(self, key: str, since: float) -> float:
+        """Add the time since `since` to stage `key`; on a GPU after its queued work is done,
+        so each stage is charged its own kernels."""
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize(self.model.device)
         now = time.perf_counter()
         self.timing[key] = self.timing.get(key, 0.0) + now - since
         return now
