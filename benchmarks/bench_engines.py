@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_scale import small_model_and_sa
+
 HERE = Path(__file__).resolve().parents[1]
 
 RUN = r"""
@@ -62,17 +64,8 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="Keep the runs here (default: a temp dir).")
     args = ap.parse_args()
 
-    from saseg.data import open_dataset
-    from saseg.models.train import train
-    from saseg.pipeline import fit
-
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_engines_"))
-    model, sa = work / "model", work / "sa"
-    if not (model / "model.json").exists():
-        train(open_dataset("synthetic:n=16,seed=1,size=160x120,split=train"), model, arch="small",
-              arch_kwargs={"width": 16, "d": 64}, epochs=1, batch_size=8, seed=0, progress=False)
-    if not (sa / "sa.json").exists():
-        fit(model, "synthetic:n=16,seed=1,size=480x360,split=train", sa, pixels_per_class=100, progress=False)
+    model, sa = small_model_and_sa(work)
     spec = f"synthetic:n={args.frames},seed=7,size=480x360,split=test"
     codes = {"baseline": Path(args.baseline).resolve() / "src", "new": HERE / "src"}
     cpus = os.cpu_count() or 1

@@ -57,6 +57,23 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 """
 
 
+def small_model_and_sa(work: Path) -> tuple[Path, Path]:
+    """The benchmark's model and SA model under `work`, made once: the paper-head SmallCNN
+    (width 16, d 64) after one quick epoch, and MDSA on 16 frames."""
+    from saseg.data import open_dataset
+    from saseg.models.train import train
+    from saseg.pipeline import fit
+
+    model, sa = work / "model", work / "sa"
+    if not (model / "model.json").exists():
+        train(open_dataset("synthetic:n=16,seed=1,size=160x120,split=train"), model, arch="small",
+              arch_kwargs={"width": 16, "d": 64}, epochs=1, batch_size=8, seed=0, progress=False)
+    if not (sa / "sa.json").exists():
+        fit(model, "synthetic:n=16,seed=1,size=480x360,split=train", sa, pixels_per_class=100,
+            progress=False)
+    return model, sa
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=200)
@@ -67,22 +84,13 @@ def main() -> None:
 
     import ray
 
-    from saseg.data import open_dataset
     from saseg.distributed import RayOptions
-    from saseg.models.train import train
-    from saseg.pipeline import fit
 
     cpus = os.cpu_count() or 1
     gpus = args.gpus_per_worker
     local_device = "cuda" if gpus > 0 else "cpu"
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scale_"))
-    model, sa = work / "model", work / "sa"
-    if not (model / "model.json").exists():
-        train(open_dataset("synthetic:n=16,seed=1,size=160x120,split=train"), model, arch="small",
-              arch_kwargs={"width": 16, "d": 64}, epochs=1, batch_size=8, seed=0, progress=False)
-    if not (sa / "sa.json").exists():
-        fit(model, "synthetic:n=16,seed=1,size=480x360,split=train", sa, pixels_per_class=100,
-            progress=False)
+    model, sa = small_model_and_sa(work)
     spec = f"synthetic:n={args.frames},seed=7,size=480x360,split=test"
     print(f"{args.frames} generated 480x360 frames, {cpus} CPUs, torch {torch.__version__}, "
           f"ray {ray.__version__}, torch threads {torch.get_num_threads()}")
