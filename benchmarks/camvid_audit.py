@@ -24,6 +24,13 @@ Protocol (issue 26), fixed before any result was seen:
   a shifted pool of 200 night and rain frames (plug-in predictor: no quality model), where the
   predictions are biased; the interval must still cover.
 
+Method (changed after the first run, which missed class coverage; the protocol above is
+unchanged): the design favours frames by the predicted residual scale ``√(mean_c v_ic / T_c²)``,
+``v_ic = Û_ic (Û_ic - Î_ic)`` (`saseg.analysis.audit`), and the PPI++ variance is scaled by the
+anticipated-variance ratio (`saseg.analysis.audit_math`). The first method is kept beside it as
+arms of the same run: ``active_v1`` draws by the old uncertainty ``mean_c (Û_ic - Î_ic) / T_c``,
+and ``ppi_plain`` is the interval without the ratio, so each change's effect is measured apart.
+
 Prints Markdown and writes it to OUT/camvid_audit.md (or synth_audit.md).
 """
 
@@ -60,6 +67,13 @@ def truth_table(run: RunDir, labels: str, ids) -> tuple[np.ndarray, np.ndarray, 
             np.array([p[2] for p in parts]))
 
 
+def first_uncertainty(pool) -> np.ndarray:
+    """The first method's uncertainty (M,): ``mean_c (Û_ic - Î_ic) / T_c`` (kept for comparison)."""
+    totals = pool.union_hat.sum(0)
+    used = totals > 0
+    return ((pool.union_hat - pool.inter_hat)[:, used] / totals[used]).mean(1)
+
+
 def simulate(run: RunDir, labels: str, predictor: str, targets) -> pd.DataFrame:
     """One row per (N, repetition, arm, target): estimate, low, high, truth."""
     pool = pool_predictions(run, predictor)
@@ -71,23 +85,29 @@ def simulate(run: RunDir, labels: str, predictor: str, targets) -> pd.DataFrame:
     ids = {name: classes.names.index(name) for name in targets}
     rows = []
     for n in NS:
-        designs = {"active": inclusion_probabilities(pool.uncertainty(), n), "uniform": np.full(m, n / m)}
+        designs = {"active": inclusion_probabilities(pool.uncertainty(), n),
+                   "active_v1": inclusion_probabilities(first_uncertainty(pool), n), "uniform": np.full(m, n / m)}
         for rep in range(REPS):
             for design, pi in designs.items():
                 s = systematic_sample(pi, seed=rep)
-                result = estimate(pool, s, pi[s], inter[s], union[s], frame_iou[s], classes, level=LEVEL)
-                t = result.classes.set_index("class_name")
-                mi = result.summary["miou"]
-                arms = {"ppi": (mi["estimate"], mi["low"], mi["high"]),
-                        "labels": (mi["labels_only"]["estimate"], mi["labels_only"]["low"], mi["labels_only"]["high"])}
-                for arm, (e, lo, hi) in arms.items():
-                    rows.append((n, rep, design, arm, "mIoU", e, lo, hi, truth_miou))
-                for name, c in ids.items():
-                    have = name in t.index and np.isfinite(t.loc[name, "estimate"])
-                    for arm, cols in (("ppi", ("estimate", "low", "high")),
-                                      ("labels", ("labels_only", "labels_low", "labels_high"))):
-                        e, lo, hi = (t.loc[name, k] for k in cols) if have else (np.nan,) * 3
-                        rows.append((n, rep, design, arm, name, e, lo, hi, truth[c]))
+                for anticipate in (True, False):
+                    result = estimate(pool, s, pi, inter[s], union[s], frame_iou[s], classes, level=LEVEL,
+                                      anticipate=anticipate)
+                    t = result.classes.set_index("class_name")
+                    mi = result.summary["miou"]
+                    ppi = "ppi" if anticipate else "ppi_plain"
+                    arms = {ppi: (mi["estimate"], mi["low"], mi["high"])}
+                    if anticipate:
+                        arms["labels"] = (mi["labels_only"]["estimate"], mi["labels_only"]["low"],
+                                          mi["labels_only"]["high"])
+                    for arm, (e, lo, hi) in arms.items():
+                        rows.append((n, rep, design, arm, "mIoU", e, lo, hi, truth_miou))
+                    for name, c in ids.items():
+                        have = name in t.index and np.isfinite(t.loc[name, "estimate"])
+                        cols = {ppi: ("estimate", "low", "high"), "labels": ("labels_only", "labels_low", "labels_high")}
+                        for arm in arms:
+                            e, lo, hi = (t.loc[name, k] for k in cols[arm]) if have else (np.nan,) * 3
+                            rows.append((n, rep, design, arm, name, e, lo, hi, truth[c]))
     df = pd.DataFrame(rows, columns=["n", "rep", "design", "arm", "target", "estimate", "low", "high", "truth"])
     df["covered"] = (df["low"] <= df["truth"]) & (df["truth"] <= df["high"])
     df["width"] = df["high"] - df["low"]
@@ -111,12 +131,22 @@ def tables(df: pd.DataFrame, targets) -> list[str]:
     ratio = (ppi.groupby(["target", "n"])["width"].mean() / lab.groupby(["target", "n"])["width"].mean()
              ).unstack("n").reindex(order)
     cov_lab = lab.groupby(["target", "n"])["covered"].mean().unstack("n").reindex(order)
+    first = df[(df.design == "active_v1") & (df.arm == "ppi_plain")]
+    plain = df[(df.design == "active") & (df.arm == "ppi_plain")]
+    cov_first = first.groupby(["target", "n"])["covered"].mean().unstack("n").reindex(order)
+    cov_plain = plain.groupby(["target", "n"])["covered"].mean().unstack("n").reindex(order)
+    ratio_first = (first.groupby(["target", "n"])["width"].mean() / lab.groupby(["target", "n"])["width"].mean()
+                   ).unstack("n").reindex(order)
     missing = ppi.groupby(["target", "n"])["estimate"].apply(lambda x: x.isna().mean()).unstack("n").reindex(order)
     return ["Coverage of the 90 % PPI++ interval (active sample):", "", fmt(cov, ".3f"), "",
             "Width ratio, PPI++ (active) / labels-only (uniform), mean widths:", "", fmt(ratio, ".2f"), "",
             "Coverage of the labels-only interval under uniform sampling (reference):", "", fmt(cov_lab, ".3f"), "",
             "Share of repetitions where the class is absent from the sample (no interval, counted as a miss):",
-            "", fmt(missing, ".3f"), ""]
+            "", fmt(missing, ".3f"), "",
+            "The first method in the same run (old uncertainty, plain jackknife): coverage, then width ratio:", "",
+            fmt(cov_first, ".3f"), "", fmt(ratio_first, ".2f"), "",
+            "The new design with the plain jackknife (the ratio's share of the change): coverage:", "",
+            fmt(cov_plain, ".3f"), ""]
 
 
 def synthetic_run(out: Path) -> tuple[RunDir, str]:

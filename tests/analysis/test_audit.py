@@ -64,6 +64,20 @@ def test_labels_that_miss_sampled_frames_write_nothing(tiny_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_edited_sample_is_refused_and_writes_nothing(tiny_run, tmp_path):
+    """The estimate recomputes every pool frame's inclusion probability from the design; a sample
+    whose frames or probabilities differ from it (edited by hand) cannot be weighted honestly."""
+    run = RunDir(tiny_run)
+    sample_audit(run, 4, tmp_path / "audit", seed=1)
+    path = tmp_path / "audit" / "sample.csv"
+    table = pd.read_csv(path, dtype={"frame_id": str})
+    table.loc[0, "pi"] = table.loc[0, "pi"] * 0.9
+    table.to_csv(path, index=False)
+    with pytest.raises(DataError, match="expected .* to hold the frames and inclusion probabilities its design"):
+        estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_labelled_frame_is_refused(tiny_run, tmp_path):
     run = RunDir(tiny_run)
     sample_audit(run, 1, tmp_path / "audit")
@@ -96,7 +110,7 @@ def test_a_class_absent_from_the_sample_is_named_and_left_out():
     rows = np.array([0, 3, 5, 9])
     union = union_hat[rows].copy()
     inter = 0.7 * union
-    result = estimate(pool, rows, np.full(4, 0.2), inter, union, np.full(4, 0.7), classes)
+    result = estimate(pool, rows, np.full(m, 0.2), inter, union, np.full(4, 0.7), classes)
     sign = result.classes.set_index("class_name").loc["sign"]
     assert "in none of the 4 labelled frames" in sign["note"] and np.isnan(sign["estimate"])
     assert result.summary["miou"]["classes"] == ["road", "car"]

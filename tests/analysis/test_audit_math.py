@@ -170,3 +170,52 @@ def test_jackknife_equals_hajek_for_a_linear_statistic():
     uniform = np.full(25, 0.4)
     v = jackknife_variance(lambda w: w @ e, uniform, rescale=True)
     assert v == pytest.approx(hajek_variance(e, uniform), rel=1e-10)
+
+
+# ---- unseen tails: the anticipated-variance ratio --------------------------------------------
+def test_anticipation_ratio_denominator_is_unbiased_and_only_widens():
+    from saseg.analysis.audit_math import anticipation_ratio
+    rng = np.random.default_rng(9)
+    v = rng.gamma(0.5, size=60)
+    pi = inclusion_probabilities(rng.gamma(1.0, size=60), 12)
+    total = ((1 - pi) * v / pi).sum()
+    seen = [((1 - pi[s]) * v[s] / pi[s] ** 2).sum() for s in (systematic_sample(pi, seed=k) for k in range(4000))]
+    assert np.mean(seen) == pytest.approx(total, rel=0.03)  # Horvitz-Thompson: unbiased for the pool's
+    s = systematic_sample(pi, seed=0)
+    rho = anticipation_ratio(v[s], pi[s], total)
+    assert rho >= 1.0 and rho == pytest.approx(max(1.0, total / seen[0]))
+    assert anticipation_ratio(np.zeros(3), np.full(3, 0.5), 2.0) == np.inf  # the sample saw none of it
+    assert anticipation_ratio(np.ones(3), np.full(3, 0.5), 0.0) == 1.0
+
+
+def test_a_tail_of_large_confidently_wrong_frames_is_covered_by_the_active_design():
+    """Five large frames hold half the error while the predictions call them good: a uniform sample
+    of 20 mostly misses them and its interval under-covers; the residual-scale design does not."""
+    from saseg.analysis.audit import PoolPredictions
+    rng = np.random.default_rng(8)
+    m, n, reps = 240, 20, 500
+    union = rng.gamma(4.0, 500.0, size=(m, 1))
+    quality = rng.beta(8, 2, size=(m, 1))
+    heavy = rng.choice(m, 5, replace=False)
+    union[heavy] *= 10
+    quality[heavy] = 0.4
+    inter, union = np.round(union * quality), np.round(union)
+    uh = union * rng.lognormal(0, 0.15, size=(m, 1))
+    ih = uh * np.clip(quality + 0.1, 0, 0.95)
+    ih[heavy] = 0.85 * uh[heavy]
+    truth = inter.sum() / union.sum()
+    pool = PoolPredictions(np.arange(m).astype(str), np.arange(m), np.full(m, "", object), ih, uh, np.full(m, 0.8))
+    v = pool.residual_model()
+    coverage = {}
+    for design, u in (("uniform", np.zeros(m)), ("active", pool.uncertainty())):
+        pi = inclusion_probabilities(u, n)
+        total = ((1 - pi)[:, None] * v / pi[:, None]).sum(0)
+        hits = 0
+        for seed in range(reps):
+            s = systematic_sample(pi, seed=seed)
+            est, _ = ratio_estimates(inter[s], union[s], ih[s], uh[s], ih.sum(0), uh.sum(0), pi[s],
+                                     anticipated=(v[s], total))
+            hits += est.low[0] <= truth <= est.high[0]
+        coverage[design] = hits / reps
+    assert coverage["active"] >= 0.9 - 3 * np.sqrt(0.09 / reps), coverage
+    assert coverage["uniform"] < 0.6, coverage  # the pool is hard: without the design the interval misses

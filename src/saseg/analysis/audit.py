@@ -11,9 +11,18 @@ Predictions per frame i and class c, in pixels, from the run's quality features
 (`saseg.quality.features`): the plug-in union ``Û = n_pixels + fn_mass`` and intersection
 ``Î = plugin_iou · Û`` (the softmax mass of c on the pixels predicted c); with
 ``predictor="quality"`` the learned ``quality`` (predicted class IoU) replaces the plug-in IoU
-where it is finite. A frame's uncertainty, which the sample favours, is its expected error mass
-relative to each class's pool total, averaged over classes:
-``u_i = mean_c (Û_ic - Î_ic) / Σ_j Û_jc``.
+where it is finite.
+
+The sample favours frames whose estimate residual is predicted to be large (Zrnic and Candès
+2024: ``π_i ∝ √E[e_i²]``). A frame's residual for class c is, in pixels, about
+``U_ic (q_ic - q̂_ic)`` (q its IoU); the model takes ``E[e_ic²] ∝ v_ic = Û_ic (Û_ic - Î_ic) =
+Û_ic² (1 - q̂_ic)``: it grows with the square of the class's area (a large region wrongly
+segmented moves the pool's ratio most) and with the predicted error rate (a bound on
+``q̂ (1 - q̂)`` that stays positive when the model is over-confident). The class IoU's
+linearised residual is divided by the class's pool total ``T_c = Σ_j Û_jc``, and the mIoU
+averages the classes, so a frame's uncertainty is ``u_i = √(mean_c v_ic / T_c²)`` over the
+classes the pool predicts. The same ``v`` anticipates the variance a sample should show
+(`saseg.analysis.audit_math`, unseen tails).
 
 An audit folder (sample) holds::
 
@@ -70,13 +79,17 @@ class PoolPredictions:
     union_hat: np.ndarray
     frame_iou_hat: np.ndarray
 
+    def residual_model(self) -> np.ndarray:
+        """(M, C) ``v_ic = Û_ic (Û_ic - Î_ic)``, the model of each residual's square (module doc)."""
+        return self.union_hat * np.maximum(self.union_hat - self.inter_hat, 0.0)
+
     def uncertainty(self) -> np.ndarray:
-        """(M,) ``mean_c (Û_ic - Î_ic) / Σ_j Û_jc`` over classes the pool predicts."""
+        """(M,) ``√(mean_c v_ic / T_c²)`` over the classes the pool predicts (module doc)."""
         totals = self.union_hat.sum(0)
         used = totals > 0
         if not used.any():
             return np.zeros(len(self.frame_ids))
-        return ((self.union_hat - self.inter_hat)[:, used] / totals[used]).mean(1)
+        return np.sqrt((self.residual_model()[:, used] / totals[used] ** 2).mean(1))
 
     def fingerprint(self) -> str:
         return hashlib.sha256("\n".join(map(str, self.frame_ids)).encode()).hexdigest()[:16]
@@ -189,18 +202,27 @@ def _interval_dict(est) -> dict:
     return {"estimate": float(est.estimate), "low": float(est.low), "high": float(est.high), "se": float(est.se)}
 
 
-def estimate(pool: PoolPredictions, rows: np.ndarray, pi: np.ndarray, inter: np.ndarray, union: np.ndarray,
+def estimate(pool: PoolPredictions, rows: np.ndarray, pi_pool: np.ndarray, inter: np.ndarray, union: np.ndarray,
              frame_iou: np.ndarray, classes: ClassInfo, *, level: float = 0.9,
-             iou_below: float = 0.5) -> AuditResult:
+             iou_below: float = 0.5, anticipate: bool = True) -> AuditResult:
     """PPI++ estimates from labelled rows of the pool (pure: no files).
 
-    rows : (n,) indices into the pool; pi : (n,) their inclusion probabilities; inter, union :
-    (n, C) true pixels; frame_iou : (n,) true frame IoU.
+    rows : (n,) indices into the pool; pi_pool : (M,) every pool frame's inclusion probability
+    (the design's, so the unseen frames' anticipated variance is known); inter, union : (n, C)
+    true pixels; frame_iou : (n,) true frame IoU; anticipate : scale the PPI++ variances by the
+    anticipated-variance ratio (`saseg.analysis.audit_math`; False: the plain jackknife).
     """
     n, m = len(rows), len(pool.frame_ids)
     if n < 2:
         raise DataError(f"audit estimate: expected at least 2 labelled frames to estimate a variance, but got {n}.")
+    pi_pool = np.asarray(pi_pool, np.float64)
+    if pi_pool.shape != (m,):
+        raise DataError(f"audit estimate: expected {m} inclusion probabilities (one per pool frame), "
+                        f"but got {pi_pool.shape}.")
+    pi = pi_pool[rows]
     ih, uh = pool.inter_hat, pool.union_hat
+    v = pool.residual_model()
+    v_total = ((1.0 - pi_pool)[:, None] * v / pi_pool[:, None]).sum(0)
     args = (inter, union, ih[rows], uh[rows], ih.sum(0), uh.sum(0), pi)
     # a class is estimable when some labelled frame holds it; present when the pool predicts it too
     seen = union.sum(0) > 0
@@ -209,7 +231,7 @@ def estimate(pool: PoolPredictions, rows: np.ndarray, pi: np.ndarray, inter: np.
     if not len(keep_cols):
         raise DataError("audit estimate: expected a class labelled or predicted in the labelled frames, but got none.")
     cut = tuple(a[:, keep_cols] if a.ndim == 2 else a[keep_cols] for a in args[:-1]) + (pi,)
-    ppi, miou = ratio_estimates(*cut, level=level)
+    ppi, miou = ratio_estimates(*cut, level=level, anticipated=(v[rows][:, keep_cols], v_total[keep_cols]) if anticipate else None)
     labels_only, miou_lo = ratio_estimates(*cut, level=level, lam=0.0)
     predicted = np.divide(ih.sum(0), uh.sum(0), out=np.full(len(uh[0]), np.nan), where=uh.sum(0) > 0)
 
@@ -244,7 +266,8 @@ def estimate(pool: PoolPredictions, rows: np.ndarray, pi: np.ndarray, inter: np.
     predicted_miou = float(np.nanmean(predicted[keep_cols]))
     summary = {
         "n_labelled": n, "n_pool": m, "level": level, "iou_below": iou_below,
-        "method": "PPI++ (power-tuned), Horvitz-Thompson weights, jackknife interval (saseg.analysis.audit_math)",
+        "method": "PPI++ (power-tuned), Horvitz-Thompson weights, jackknife interval scaled by the "
+                  "anticipated-variance ratio (saseg.analysis.audit_math)",
         "miou": {**_interval_dict(miou), "labels_only": _interval_dict(miou_lo), "predicted": predicted_miou,
                  "effective_labels": n * (miou_lo.se / miou.se) ** 2 if miou.se > 0 else None,
                  "classes": [classes.names[c] for c in keep_cols]},

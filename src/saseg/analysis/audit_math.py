@@ -35,6 +35,22 @@ left out, carries both. The interval is ``θ̂ ± t_{n-1, 1-α/2} √v``, clippe
 minimiser is ``λ* = Σ c (a-Ā)(b-B̄) / Σ c (b-B̄)²`` (c-weighted means), clipped to [0, 1] as
 ppi-python does; ∇g is taken at the λ = 1 estimate, as ppi-python does.
 
+**Unseen tails: the anticipated-variance ratio.** A pool whose error sits in a few frames (a
+handful of large, badly segmented cars) makes the estimate's sampling distribution skewed: most
+small samples miss those frames, estimate too high, and show a small spread, so no interval built
+from the sample alone sees what it lacks. The pool's predictions see the frames, though: with a
+model ``E[e_i²] ∝ v_i`` for the frames' linearised residuals (``v_i`` known for every frame of
+the pool; `saseg.analysis.audit` sets ``v_ic = Û_ic (Û_ic - Î_ic)``), the design variance the
+sample should show is anticipated (Isaki and Fuller 1982) as ``Σ_pool (1 - π_i) v_i / π_i``, and
+its Horvitz-Thompson estimate from the sample is ``Σ_s (1 - π_k) v_k / π_k²`` (unbiased for it).
+Their ratio ρ measures how much of the anticipated variance the sample represents; the variance
+used is ``v_J · max(1, ρ)`` (`anticipation_ratio`), a ratio estimator of the variance with the
+model as auxiliary variable: ρ → 1 as n grows, so the interval stays design-consistent, and it
+only widens, because the hazard it corrects (an unseen tail) is one-sided. For the mIoU the
+residual is ``mean_c e_ic / T_c`` (T_c the class's pool total), so its model is
+``Σ_c v_ic / T_c²`` over the estimated classes. The labels-only interval is left without it: it
+uses no predictions.
+
 **Design**: randomised systematic πps sampling (Goodman and Kish 1950; Hartley and Rao 1962):
 frames in random order, cumulative π, a uniform start u and picks at u, u+1, ..., u+n-1. It
 gives exactly n distinct frames, each with probability π_i (π_i <= 1), and in random order it
@@ -53,7 +69,7 @@ from ..errors import DataError
 
 __all__ = ["inclusion_probabilities", "systematic_sample", "hajek_variance", "tune_lambda",
            "jackknife_variance", "Estimate", "ratio_estimates", "mean_estimate", "z_value",
-           "UNIFORM_SHARE"]
+           "anticipation_ratio", "UNIFORM_SHARE"]
 
 UNIFORM_SHARE = 0.5
 """Default share of uniform sampling in the mix: every weight 1/π_i stays below
@@ -206,6 +222,23 @@ def jackknife_variance(statistic, pi, *, rescale: bool = True) -> np.ndarray:
     return hajek_variance(eps * pi[:, None], pi)
 
 
+def anticipation_ratio(v_sample, pi, v_pool_total) -> np.ndarray:
+    """``max(1, ρ)``, ``ρ = v_pool_total / Σ_s (1 - π_k) v_k / π_k²`` (module doc: unseen tails).
+
+    v_sample : (n,) or (n, q) the variance model of the sampled frames; pi : (n,) their
+    inclusion probabilities; v_pool_total : scalar or (q,) ``Σ_pool (1 - π_i) v_i / π_i``.
+    A sample holding none of the anticipated variance of a pool that has some gives ∞ (no
+    interval can be anchored); a pool with none gives 1.
+    """
+    v = np.asarray(v_sample, np.float64)
+    pi = np.asarray(pi, np.float64).reshape((-1,) + (1,) * (v.ndim - 1))
+    seen = ((1.0 - pi) * v / pi**2).sum(0)
+    total = np.asarray(v_pool_total, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(total > 0, np.where(seen > 0, total / np.where(seen > 0, seen, 1.0), np.inf), 1.0)
+    return np.maximum(rho, 1.0)
+
+
 def _ratio_point(inter, union, inter_hat, union_hat, pool_i, pool_u, w, lam):
     """(R, K) PPI++ ratios ``T̂_I / T̂_U`` for HT weights w (R, n), λ tuned when `lam` is None; and λ (R, K)."""
     if lam is None:
@@ -223,7 +256,7 @@ def _safe_ratio(num, den, fill):
 
 
 def ratio_estimates(inter, union, inter_hat, union_hat, pool_inter_hat, pool_union_hat, pi, *,
-                    level: float = 0.9, lam=None) -> tuple[Estimate, Estimate]:
+                    level: float = 0.9, lam=None, anticipated=None) -> tuple[Estimate, Estimate]:
     """Per-class pool IoU ``Σ I / Σ U`` and the mIoU (their mean), by PPI++ with a jackknife interval.
 
     Parameters
@@ -235,6 +268,9 @@ def ratio_estimates(inter, union, inter_hat, union_hat, pool_inter_hat, pool_uni
     level : confidence level of the intervals (``θ̂ ± t_{n-1} se``)
     lam : None (tune per class, again in each jackknife replicate), or a scalar / (K,) λ
         (0: labels only, 1: plain PPI)
+    anticipated : None, or ``(v_sample, v_pool_total)``: the variance model of the sampled
+        frames (n, K) and ``Σ_pool (1 - π_i) v_i / π_i`` per class (K,); each variance is then
+        scaled by `anticipation_ratio` (module doc: unseen tails)
 
     Returns
     -------
@@ -258,6 +294,12 @@ def ratio_estimates(inter, union, inter_hat, union_hat, pool_inter_hat, pool_uni
         return np.c_[r, miou]
 
     var = jackknife_variance(statistic, pi)
+    if anticipated is not None:
+        v_sample, v_total = (np.asarray(x, np.float64) for x in anticipated)
+        v_sample, v_total = v_sample.reshape(len(pi), -1), v_total.reshape(-1)
+        scale = np.where(pool_u > 0, pool_u, 1.0) ** -2.0 * ok  # the mIoU's model: Σ_c v_c / T_c²
+        rho = np.r_[anticipation_ratio(v_sample, pi, v_total), anticipation_ratio(v_sample @ scale, pi, v_total @ scale)]
+        var = np.where(var > 0, var * rho, var)
     n = len(pi)
     per_class = _interval(np.clip(ratio, 0.0, 1.0), np.where(ok, var[:-1], np.nan), lam_used.copy(), level, n)
     if not ok.any():

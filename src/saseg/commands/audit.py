@@ -20,7 +20,7 @@ from ..io import read_json, write_csv, write_json
 from ..layout import PlanDir, RunDir
 from ..layout.audit import AUDIT_DIR, ESTIMATE_JSON, SAMPLE_CSV, SAMPLE_JSON
 
-__all__ = ["pool_predictions", "sample_audit", "estimate_audit", "read_audit", "find_estimate"]
+__all__ = ["pool_predictions", "design_probabilities", "sample_audit", "estimate_audit", "read_audit", "find_estimate"]
 
 
 def pool_predictions(run: RunDir, predictor: str = "plugin") -> PoolPredictions:
@@ -37,7 +37,7 @@ def sample_audit(run: RunDir | str | os.PathLike, n: int, out: str | os.PathLike
     run = run if isinstance(run, RunDir) else RunDir(run)
     pool = pool_predictions(run, predictor)
     u = pool.uncertainty()
-    pi = inclusion_probabilities(u, n, uniform_share=uniform_share)
+    pi = design_probabilities(pool, {"n": n, "uniform_share": uniform_share})
     rows = systematic_sample(pi, seed=seed)
     table = pd.DataFrame({"frame_id": pool.frame_ids[rows], "frame_index": pool.frame_index[rows],
                           "source": pool.sources[rows], "pi": pi[rows], "uncertainty": u[rows]})
@@ -58,6 +58,13 @@ def sample_audit(run: RunDir | str | os.PathLike, n: int, out: str | os.PathLike
                                    "design": "randomised systematic pi-ps (saseg.analysis.audit_math)",
                                    "run": str(run.root), "pool_fingerprint": pool.fingerprint()})
     return table
+
+
+def design_probabilities(pool: PoolPredictions, meta: dict) -> np.ndarray:
+    """(M,) every pool frame's inclusion probability under an audit sample's design (its ``n``
+    and uniform share), as `sample_audit` drew it."""
+    return inclusion_probabilities(pool.uncertainty(), int(meta["n"]),
+                                   uniform_share=float(meta.get("uniform_share", UNIFORM_SHARE)))
 
 
 def find_estimate(run_root: str | os.PathLike) -> Path | None:
@@ -91,15 +98,23 @@ def estimate_audit(run: RunDir | str | os.PathLike, sample_dir: str | os.PathLik
     if pool.fingerprint() != meta["pool_fingerprint"]:
         raise DataError(f"audit estimate: expected the pool the sample was drawn from ({meta.get('run')}), but "
                         f"{run.root} holds other frames.")
+    pi_pool = design_probabilities(pool, meta)
+    ids = table["frame_id"].astype(str).tolist()
+    row_of = {f: k for k, f in enumerate(pool.frame_ids)}
+    unknown = [f for f in ids if f not in row_of]
+    drawn = pi_pool[[row_of[f] for f in ids if f in row_of]]
+    if unknown or len(ids) != meta.get("n") or not np.allclose(drawn, table["pi"].to_numpy(np.float64), rtol=1e-9,
+                                                                 atol=0.0):
+        raise DataError(f"audit estimate: expected {sample_dir / SAMPLE_CSV} to hold the frames and inclusion "
+                        f"probabilities its design gives on {run.root}, but they differ (edited, or drawn by "
+                        "another saseg version); draw the sample again with `saseg audit sample`.")
     dataset = open_dataset(labels)
     index_of = {dataset.frame_id(i): i for i in range(len(dataset))}
-    ids = table["frame_id"].astype(str).tolist()
     missing = [f for f in ids if f not in index_of]
     if missing:
         raise DataError(f"audit estimate: expected labels for every sampled frame, but {len(missing)} of {len(ids)} "
                         f"are not in {labels}, e.g. {missing[:3]}; nothing written.")
     classes = run.classes()
-    row_of = {f: k for k, f in enumerate(pool.frame_ids)}
     inter, union, frame_iou = [], [], []
     for fid in ids:
         label = dataset[index_of[fid]].label
@@ -112,7 +127,7 @@ def estimate_audit(run: RunDir | str | os.PathLike, sample_dir: str | os.PathLik
         i, u, f = frame_truth(pred, label, classes)
         inter.append(i), union.append(u), frame_iou.append(f)
     rows = np.array([row_of[f] for f in ids], dtype=np.int64)
-    result = estimate(pool, rows, table["pi"].to_numpy(np.float64), np.array(inter), np.array(union),
+    result = estimate(pool, rows, pi_pool, np.array(inter), np.array(union),
                       np.array(frame_iou), classes, level=level, iou_below=iou_below)
     result.summary.update({"labels": labels, "sample": str(sample_dir), "run": str(run.root)})
     result.save(out)
