@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from conftest import TEST_SPEC, TRAIN_SPEC
 from saseg.cli import app, run
+from saseg import distributed
 from saseg.distributed import RayOptions, require_ray
 from saseg.errors import DataError, SasegError
 from saseg.models import load_model
@@ -187,8 +188,17 @@ def test_ray_fit_keeps_the_single_process_reservoir(ray_cluster, tiny_model_dir,
             assert torch.equal(a[name][key], b[name][key]), (name, key)
 
 
-def test_ray_fit_streamed_mdsa_of_every_pixel_matches_one_process(ray_cluster, tiny_model_dir, tmp_path):
-    """Every labelled pixel, moments merged from workers: equal to the single fit to 1e-10."""
+@pytest.mark.parametrize("arrival", ["as_finished", "reversed"])
+def test_ray_fit_streamed_mdsa_of_every_pixel_matches_one_process(ray_cluster, tiny_model_dir, tmp_path,
+                                                                  monkeypatch, arrival):
+    """Every labelled pixel, moments merged from workers: equal to the single fit to 1e-10,
+    the saved moments too (their shift is the first batch's), whatever order batches finish in."""
+    if arrival == "reversed":  # the last batch first: the driver must still merge in batch order
+        stream = distributed._stream
+
+        def last_first(ray, batches):
+            yield from list(stream(ray, batches))[::-1]
+        monkeypatch.setattr(distributed, "_stream", last_first)
     options = dict(estimators=("mdsa",), pixels_per_class=None, max_ats_per_class=None,
                    batch_size=2, progress=False)
     local = fit(tiny_model_dir, TRAIN_SPEC, tmp_path / "local", **options)

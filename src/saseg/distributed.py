@@ -282,7 +282,7 @@ class CollectActor:
                 self.collector.add_batch(sample, run, skips)
             sample.skipped.extend(note for _, note in sorted(list(notes) + skips.skipped, key=lambda x: x[0]))
             samples.append(sample)
-        return {"sample": _objects(samples)}
+        return {"indices": batch["indices"], "sample": _objects(samples)}
 
 
 # ------------------------------------------------------------------------------ drivers
@@ -344,8 +344,11 @@ def collect_pixels(collector: PixelCollector, dataset: Dataset, indices: Sequenc
                    on_error: str = "raise") -> FitSample:
     """`PixelCollector` over `indices` on Ray: one sample per batch, merged on the driver.
 
-    A frame left out (unreadable, NaN outputs) stops the run at its batch when `on_error` is
-    "raise", as `score_chunks` does; "skip" keeps its note in the sample."""
+    Samples are merged in batch order, whatever order the workers finish in (a batch that
+    arrives early waits): the merged MDSA moments keep the first batch's shift, as one
+    process's fit does, so the saved model is the same on every run. A frame left out
+    (unreadable, NaN outputs) stops the run at its batch when `on_error` is "raise", as
+    `score_chunks` does; "skip" keeps its note in the sample."""
     ray = connect(options)
     sample = collector.empty()
     bar = progress_bar(total=len(indices), desc="fit: tracing (ray)", unit="frame", enabled=progress)
@@ -355,13 +358,19 @@ def collect_pixels(collector: PixelCollector, dataset: Dataset, indices: Sequenc
         stream = _pipeline(ray, batches, dataset, CollectActor,
                            dict(model=ray.put(collector.model), params=collector.get_params(), options=options),
                            options=options)
+        position = {b[0]: k for k, b in enumerate(batches)}
+        waiting: dict[int, FitSample] = {}  # batch position -> its sample, until it is next
+        merged = 0
         with contextlib.closing(_stream(ray, stream)) as results:  # an early raise frees the actors
             for batch in results:
-                for part in batch["sample"]:
+                for first, part in zip(batch["indices"], batch["sample"]):
                     if part.skipped and on_error == "raise":
                         raise DataError(part.skipped[0][1])
-                    sample.merge(part)
+                    waiting[position[int(np.asarray(first)[0])]] = part
                     bar.update(part.n_used + len(part.skipped))
+                    while merged in waiting:
+                        sample.merge(waiting.pop(merged))
+                        merged += 1
     bar.close()
     return sample
 
