@@ -28,8 +28,10 @@ Method (changed after the first run, which missed class coverage; the protocol a
 unchanged): the design favours frames by the predicted residual scale ``√(mean_c v_ic / T_c²)``,
 ``v_ic = Û_ic (Û_ic - Î_ic)`` (`saseg.analysis.audit`), and the PPI++ variance is scaled by the
 anticipated-variance ratio (`saseg.analysis.audit_math`). The first method is kept beside it as
-arms of the same run: ``active_v1`` draws by the old uncertainty ``mean_c (Û_ic - Î_ic) / T_c``,
-and ``ppi_plain`` is the interval without the ratio, so each change's effect is measured apart.
+arms of the same run: ``active_v1`` draws by the old uncertainty ``error_mass``
+(`PoolPredictions.uncertainty`), and ``ppi_plain`` is the interval without the ratio, so each
+change's effect is measured apart. A last table (`tail_table`, diagnostics, not a target) shows
+where each class's error sits and whether the design sees it.
 
 Prints Markdown and writes it to OUT/camvid_audit.md (or synth_audit.md).
 """
@@ -67,15 +69,34 @@ def truth_table(run: RunDir, labels: str, ids) -> tuple[np.ndarray, np.ndarray, 
             np.array([p[2] for p in parts]))
 
 
-def first_uncertainty(pool) -> np.ndarray:
-    """The first method's uncertainty (M,): ``mean_c (Û_ic - Î_ic) / T_c`` (kept for comparison)."""
-    totals = pool.union_hat.sum(0)
-    used = totals > 0
-    return ((pool.union_hat - pool.inter_hat)[:, used] / totals[used]).mean(1)
+def tail_table(pool, inter, union, names, targets, n: int = 20, top: int = 10) -> pd.DataFrame:
+    """Why a class's interval misses: do the frames that hold its error stand out to the design?
+
+    Per class, the `top` frames with the largest true linearised residual ``|I_i - R U_i|``
+    (R the pool IoU): their share of the squared residual, their share of the model ``v``
+    (`PoolPredictions.residual_model`), their true and predicted IoU, their mean inclusion
+    probability at N = `n` against the pool's, and the share of the REPS samples of `n` that
+    hold none of them.
+    """
+    pi = inclusion_probabilities(pool.uncertainty(), n)
+    samples = [systematic_sample(pi, seed=rep) for rep in range(REPS)]
+    v = pool.residual_model()
+    rows = []
+    for name in targets:
+        c = names.index(name)
+        e = inter[:, c] - inter[:, c].sum() / union[:, c].sum() * union[:, c]
+        worst = np.argsort(-np.abs(e))[:top]
+        rows.append({"class": name, "share_e2": (e[worst] ** 2).sum() / (e ** 2).sum(),
+                     "share_v": v[worst, c].sum() / v[:, c].sum(),
+                     "iou_true": inter[worst, c].sum() / union[worst, c].sum(),
+                     "iou_predicted": pool.inter_hat[worst, c].sum() / pool.union_hat[worst, c].sum(),
+                     "pi_worst": pi[worst].mean(), "pi_mean": pi.mean(),
+                     "none_drawn": np.mean([not np.isin(worst, s).any() for s in samples])})
+    return pd.DataFrame(rows)
 
 
-def simulate(run: RunDir, labels: str, predictor: str, targets) -> pd.DataFrame:
-    """One row per (N, repetition, arm, target): estimate, low, high, truth."""
+def simulate(run: RunDir, labels: str, predictor: str, targets) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per (N, repetition, arm, target): estimate, low, high, truth; and `tail_table`."""
     pool = pool_predictions(run, predictor)
     classes = run.classes()
     inter, union, frame_iou = truth_table(run, labels, pool.frame_ids)
@@ -86,7 +107,8 @@ def simulate(run: RunDir, labels: str, predictor: str, targets) -> pd.DataFrame:
     rows = []
     for n in NS:
         designs = {"active": inclusion_probabilities(pool.uncertainty(), n),
-                   "active_v1": inclusion_probabilities(first_uncertainty(pool), n), "uniform": np.full(m, n / m)}
+                   "active_v1": inclusion_probabilities(pool.uncertainty("error_mass"), n),
+                   "uniform": np.full(m, n / m)}
         for rep in range(REPS):
             for design, pi in designs.items():
                 s = systematic_sample(pi, seed=rep)
@@ -111,7 +133,7 @@ def simulate(run: RunDir, labels: str, predictor: str, targets) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["n", "rep", "design", "arm", "target", "estimate", "low", "high", "truth"])
     df["covered"] = (df["low"] <= df["truth"]) & (df["truth"] <= df["high"])
     df["width"] = df["high"] - df["low"]
-    return df
+    return df, tail_table(pool, inter, union, classes.names, targets)
 
 
 def fmt(table: pd.DataFrame, spec: str) -> str:
@@ -183,11 +205,17 @@ def main() -> None:
     else:
         run = RunDir(Path(args.triage) / "test")
         labels, predictor, name, targets = f"camvid:{Path(args.camvid).resolve()}:test", args.predictor, "camvid_audit", MAJOR
-    df = simulate(run, labels, predictor, targets)
+    df, tail = simulate(run, labels, predictor, targets)
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(out / f"{name}_reps.parquet", df)
+    tail_lines = ["| class | share of e² | share of v | IoU true / predicted | π worst / mean | none drawn |",
+                  "|---|---:|---:|---:|---:|---:|"]
+    tail_lines += [f"| {r['class']} | {r.share_e2:.2f} | {r.share_v:.2f} | {r.iou_true:.2f} / {r.iou_predicted:.2f} "
+                   f"| {r.pi_worst:.3f} / {r.pi_mean:.3f} | {r.none_drawn:.2f} |" for _, r in tail.iterrows()]
     lines = [f"# {name}: pool {run.root} ({len(run.frames())} frames), predictor {predictor}, "
              f"{REPS} repetitions per N", "", *tables(df, targets),
+             "Where each class's error sits (`tail_table`): the 10 frames with the largest residual, "
+             "N = 20:", "", *tail_lines, "",
              f"true pool mIoU {df[df.target == 'mIoU'].truth.iloc[0]:.4f}; took {time.perf_counter() - started:.0f} s"]
     text = "\n".join(lines)
     write_text(out / f"{name}.md", text + "\n")

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saseg.analysis.audit import CLASSES_CSV, ESTIMATE_JSON, PoolPredictions, estimate, frame_truth
+from saseg.analysis.audit import CLASSES_CSV, ESTIMATE_JSON, SAMPLE_JSON, PoolPredictions, estimate, frame_truth
 from saseg.commands.audit import estimate_audit, pool_predictions, read_audit, sample_audit
 from saseg.data import open_dataset
 from saseg.data.classes import ClassInfo
-from saseg.errors import DataError
+from saseg.errors import DataError, SasegError
 from saseg.export.queue import read_plan, select_rows
 from saseg.io import read_json
 from saseg.metrics import ConfusionMatrix, frame_iou
@@ -64,18 +64,55 @@ def test_labels_that_miss_sampled_frames_write_nothing(tiny_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_an_edited_sample_is_refused_and_writes_nothing(tiny_run, tmp_path):
+@pytest.mark.parametrize("edit, message", [
+    ("pi", "the pool's predictions changed since the sample was drawn"),
+    ("duplicate", "to hold 4 distinct frames .* 3 distinct"),
+    ("drop", "to hold 4 distinct frames .* holds 3 rows"),
+    ("no_n", "expected an audit sample from `saseg audit sample`"),
+])
+def test_an_edited_sample_is_refused_and_writes_nothing(tiny_run, tmp_path, edit, message):
     """The estimate recomputes every pool frame's inclusion probability from the design; a sample
-    whose frames or probabilities differ from it (edited by hand) cannot be weighted honestly."""
+    whose frames or probabilities differ from it (edited by hand, or the pool re-scored) cannot be
+    weighted honestly."""
     run = RunDir(tiny_run)
     sample_audit(run, 4, tmp_path / "audit", seed=1)
     path = tmp_path / "audit" / "sample.csv"
     table = pd.read_csv(path, dtype={"frame_id": str})
-    table.loc[0, "pi"] = table.loc[0, "pi"] * 0.9
+    if edit == "pi":
+        table.loc[0, "pi"] = table.loc[0, "pi"] * 0.9
+    elif edit == "duplicate":
+        table.loc[1] = table.loc[0]
+    elif edit == "drop":
+        table = table.iloc[1:]
+    else:
+        meta = read_json(tmp_path / "audit" / SAMPLE_JSON)
+        del meta["n"]
+        (tmp_path / "audit" / SAMPLE_JSON).write_text(__import__("json").dumps(meta))
     table.to_csv(path, index=False)
-    with pytest.raises(DataError, match="expected .* to hold the frames and inclusion probabilities its design"):
+    with pytest.raises(SasegError, match=message):
         estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sample_of_the_first_design_still_estimates(tiny_run, tmp_path):
+    """A ``sample.json`` naming no uncertainty was drawn by the first design (``error_mass``): its
+    labels still count, weighted by that design's probabilities."""
+    run = RunDir(tiny_run)
+    sample_audit(run, 4, tmp_path / "audit", seed=1)
+    meta = read_json(tmp_path / "audit" / SAMPLE_JSON)
+    assert meta["uncertainty"] == "residual_scale"
+    pool = pool_predictions(run)
+    from saseg.analysis.audit_math import inclusion_probabilities
+    pi = inclusion_probabilities(pool.uncertainty("error_mass"), 4)
+    # the tiny pool's frames are alike, but the designs differ beyond the check's tolerance
+    assert not np.allclose(pi, inclusion_probabilities(pool.uncertainty(), 4), rtol=1e-9, atol=0.0)
+    table = pd.read_csv(tmp_path / "audit" / "sample.csv", dtype={"frame_id": str})
+    table["pi"] = pi[[list(pool.frame_ids).index(f) for f in table["frame_id"]]]
+    table.to_csv(tmp_path / "audit" / "sample.csv", index=False)
+    del meta["uncertainty"]
+    (tmp_path / "audit" / SAMPLE_JSON).write_text(__import__("json").dumps(meta))
+    result = estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
+    assert np.isfinite(result.summary["miou"]["estimate"]) and (tmp_path / "out" / ESTIMATE_JSON).is_file()
 
 
 def test_one_labelled_frame_is_refused(tiny_run, tmp_path):
@@ -115,6 +152,46 @@ def test_a_class_absent_from_the_sample_is_named_and_left_out():
     assert "in none of the 4 labelled frames" in sign["note"] and np.isnan(sign["estimate"])
     assert result.summary["miou"]["classes"] == ["road", "car"]
     assert any("sign" in note for note in result.summary["notes"])
+
+
+def test_the_estimate_widens_each_kept_class_by_its_ratio_and_copes_with_unsampleable_frames(tmp_path):
+    """Uniform share 0: frames the model calls perfect get π = 0 (and v = 0), which must not turn
+    the anticipated variance into NaN; each kept class's variance is the plain one x max(1, ρ_c),
+    ρ_c from the pool's v over every frame; effective labels use the plain variances."""
+    import warnings
+    from saseg.analysis.audit_math import anticipation_ratio, inclusion_probabilities
+    classes = ClassInfo(names=("road", "car", "sign"), colours=((0, 0, 0),) * 3, ignore_index=255)
+    rng = np.random.default_rng(4)
+    m = 40
+    union_hat = rng.uniform(100, 2000, size=(m, 3))
+    union_hat[:, 2] = 0.0
+    union_hat[7, 2] = 50.0  # a sign predicted in one frame, left out of the sample
+    inter_hat = union_hat * rng.uniform(0.5, 0.95, size=(m, 3))
+    inter_hat[:10] = union_hat[:10]  # ten frames predicted perfect: u = 0
+    pool = PoolPredictions(np.array([f"f{i}" for i in range(m)]), np.arange(m), np.array([""] * m, object),
+                           inter_hat, union_hat, np.full(m, 0.8))
+    pi = inclusion_probabilities(pool.uncertainty(), 8, uniform_share=0.0)
+    assert (pi[:10] == 0).all()
+    rows = np.array([11, 14, 19, 22, 27, 30, 33, 38])
+    union = union_hat[rows].copy()
+    inter = union * rng.uniform(0.4, 0.9, size=union.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = estimate(pool, rows, pi, inter, union, np.full(8, 0.7), classes)
+    plain = estimate(pool, rows, pi, inter, union, np.full(8, 0.7), classes, anticipate=False)
+    v = pool.residual_model()
+    keep = pi > 0
+    total = ((1 - pi[keep]) / pi[keep])[:, None] * v[keep]
+    a, b = scaled.classes.set_index("class_name"), plain.classes.set_index("class_name")
+    for c, name in enumerate(("road", "car")):
+        rho = float(anticipation_ratio(v[rows, c], pi[rows], total[:, c].sum()))
+        assert a.loc[name, "se"] ** 2 == pytest.approx(b.loc[name, "se"] ** 2 * rho, rel=1e-9)
+        assert a.loc[name, "effective_labels"] == pytest.approx(b.loc[name, "effective_labels"])
+    assert np.isnan(a.loc["sign", "estimate"])
+    assert scaled.summary["miou"]["effective_labels"] == pytest.approx(plain.summary["miou"]["effective_labels"])
+    assert scaled.summary["miou"]["plain_se"] == pytest.approx(plain.summary["miou"]["se"])
+    scaled.save(tmp_path / "estimate")  # writes what it computed, inf or not
+    assert read_json(tmp_path / "estimate" / ESTIMATE_JSON)["miou"]["se"] == pytest.approx(scaled.summary["miou"]["se"])
 
 
 def test_frame_truth_ignores_void_pixels():

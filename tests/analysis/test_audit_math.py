@@ -188,9 +188,36 @@ def test_anticipation_ratio_denominator_is_unbiased_and_only_widens():
     assert anticipation_ratio(np.ones(3), np.full(3, 0.5), 0.0) == 1.0
 
 
-def test_a_tail_of_large_confidently_wrong_frames_is_covered_by_the_active_design():
+def test_anticipated_variance_scales_each_class_and_the_miou_by_its_own_ratio():
+    """var = plain jackknife var x max(1, ρ): per class ρ_c from v_c; for the mIoU from the
+    diagonal model Σ_c v_c / T_c² (T_c the class's predicted pool union)."""
+    from saseg.analysis.audit_math import anticipation_ratio
+    rng = np.random.default_rng(21)
+    inter, union, ih, uh = make_pool(rng, m=120, k=2)
+    pi = inclusion_probabilities(rng.gamma(2.0, size=120), 15)
+    s = systematic_sample(pi, seed=3)
+    v = uh * np.maximum(uh - ih, 0.0)
+    seen = ((1 - pi[s])[:, None] * v[s] / pi[s][:, None] ** 2).sum(0)
+    total = seen * np.array([3.0, 0.5])  # class 0: the sample holds a third of it; class 1: more than its share
+    args = (inter[s], union[s], ih[s], uh[s], ih.sum(0), uh.sum(0), pi[s])
+    plain, plain_miou = ratio_estimates(*args)
+    scaled, scaled_miou = ratio_estimates(*args, anticipated=(v[s], total))
+    np.testing.assert_allclose(scaled.se ** 2, plain.se ** 2 * [3.0, 1.0], rtol=1e-12)
+    weight = uh.sum(0) ** -2.0
+    by_hand = (total @ weight) / (((1 - pi[s]) * (v[s] @ weight) / pi[s] ** 2).sum())
+    assert by_hand > 1.0
+    assert scaled_miou.se ** 2 == pytest.approx(plain_miou.se ** 2 * by_hand, rel=1e-12)
+    assert by_hand == pytest.approx(float(anticipation_ratio(v[s] @ weight, pi[s], total @ weight)))
+    np.testing.assert_array_equal(scaled.estimate, plain.estimate)  # it moves the interval's width only
+    # a sample holding none of the anticipated variance leaves the whole range
+    blind, blind_miou = ratio_estimates(*args, anticipated=(np.zeros_like(v[s]), total))
+    assert np.all(blind.low == 0.0) and np.all(blind.high == 1.0) and blind_miou.high == 1.0
+
+
+def test_a_tail_of_large_confidently_wrong_frames_is_covered_by_an_active_design():
     """Five large frames hold half the error while the predictions call them good: a uniform sample
-    of 20 mostly misses them and its interval under-covers; the residual-scale design does not."""
+    of 20 mostly misses them and its interval under-covers; a design that favours large doubtful
+    areas samples them (the model sees their area, not their error)."""
     from saseg.analysis.audit import PoolPredictions
     rng = np.random.default_rng(8)
     m, n, reps = 240, 20, 500

@@ -52,15 +52,17 @@ from ..io import write_csv, write_json
 from ..metrics import confusion_matrix
 from ..layout.audit import (AUDIT_DIR, CLASSES_CSV, ESTIMATE_JSON, SAMPLE_CSV, SAMPLE_JSON, WIDTHS_CSV,
                             WIDTHS_PNG)
-from .audit_math import mean_estimate, ratio_estimates
+from .audit_math import mean_estimate, ratio_estimates, t_value
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PoolPredictions", "predict_pool", "frame_truth", "AuditResult", "estimate", "sentence", "describe",
            "SAMPLE_CSV", "SAMPLE_JSON", "ESTIMATE_JSON", "CLASSES_CSV", "WIDTHS_CSV", "WIDTHS_PNG", "PREDICTORS",
-           "AUDIT_DIR"]
+           "AUDIT_DIR", "UNCERTAINTIES"]
 
 PREDICTORS = ("plugin", "quality")
+UNCERTAINTIES = ("residual_scale", "error_mass")
+"""What an audit design favours (`PoolPredictions.uncertainty`); the first is the default."""
 _FEATURES = ("n_pixels", "fn_mass", "plugin_iou")
 
 
@@ -83,12 +85,19 @@ class PoolPredictions:
         """(M, C) ``v_ic = Û_ic (Û_ic - Î_ic)``, the model of each residual's square (module doc)."""
         return self.union_hat * np.maximum(self.union_hat - self.inter_hat, 0.0)
 
-    def uncertainty(self) -> np.ndarray:
-        """(M,) ``√(mean_c v_ic / T_c²)`` over the classes the pool predicts (module doc)."""
+    def uncertainty(self, kind: str = "residual_scale") -> np.ndarray:
+        """(M,) what the design favours, over the classes the pool predicts (module doc):
+        ``residual_scale`` ``√(mean_c v_ic / T_c²)``; ``error_mass`` ``mean_c (Û_ic - Î_ic) / T_c``,
+        the first design, that of samples whose ``sample.json`` names none (kept so their labels
+        still count)."""
+        if kind not in UNCERTAINTIES:
+            raise DataError(f"audit: expected an uncertainty in {UNCERTAINTIES}, but got {kind!r}.")
         totals = self.union_hat.sum(0)
         used = totals > 0
         if not used.any():
             return np.zeros(len(self.frame_ids))
+        if kind == "error_mass":
+            return ((self.union_hat - self.inter_hat)[:, used] / totals[used]).mean(1)
         return np.sqrt((self.residual_model()[:, used] / totals[used] ** 2).mean(1))
 
     def fingerprint(self) -> str:
@@ -222,7 +231,9 @@ def estimate(pool: PoolPredictions, rows: np.ndarray, pi_pool: np.ndarray, inter
     pi = pi_pool[rows]
     ih, uh = pool.inter_hat, pool.union_hat
     v = pool.residual_model()
-    v_total = ((1.0 - pi_pool)[:, None] * v / pi_pool[:, None]).sum(0)
+    # a frame with π = 0 (uniform share 0) has u = 0, so v = 0: it adds nothing
+    weight = np.divide(1.0 - pi_pool, pi_pool, out=np.zeros(m), where=pi_pool > 0)
+    v_total = (weight[:, None] * v).sum(0)
     args = (inter, union, ih[rows], uh[rows], ih.sum(0), uh.sum(0), pi)
     # a class is estimable when some labelled frame holds it; present when the pool predicts it too
     seen = union.sum(0) > 0
@@ -231,7 +242,11 @@ def estimate(pool: PoolPredictions, rows: np.ndarray, pi_pool: np.ndarray, inter
     if not len(keep_cols):
         raise DataError("audit estimate: expected a class labelled or predicted in the labelled frames, but got none.")
     cut = tuple(a[:, keep_cols] if a.ndim == 2 else a[keep_cols] for a in args[:-1]) + (pi,)
-    ppi, miou = ratio_estimates(*cut, level=level, anticipated=(v[rows][:, keep_cols], v_total[keep_cols]) if anticipate else None)
+    anticipated = (v[rows][:, keep_cols], v_total[keep_cols]) if anticipate else None
+    ppi, miou = ratio_estimates(*cut, level=level, anticipated=anticipated)
+    # effective labels and projected widths compare the plain jackknife's variances: the
+    # anticipated-variance ratio is a correction for this sample, not a precision to project
+    plain, miou_plain = ratio_estimates(*cut, level=level) if anticipate else (ppi, miou)
     labels_only, miou_lo = ratio_estimates(*cut, level=level, lam=0.0)
     predicted = np.divide(ih.sum(0), uh.sum(0), out=np.full(len(uh[0]), np.nan), where=uh.sum(0) > 0)
 
@@ -245,7 +260,7 @@ def estimate(pool: PoolPredictions, rows: np.ndarray, pi_pool: np.ndarray, inter
                           "frames_with_class": 0})
             continue
         j = int(np.searchsorted(keep_cols, c))
-        ratio = (labels_only.se[j] / ppi.se[j]) ** 2 if ppi.se[j] > 0 else np.nan
+        ratio = (labels_only.se[j] / plain.se[j]) ** 2 if plain.se[j] > 0 else np.nan
         table.append({"class_id": int(c), "class_name": name, "estimate": ppi.estimate[j], "low": ppi.low[j],
                       "high": ppi.high[j], "se": ppi.se[j], "labels_only": labels_only.estimate[j],
                       "labels_low": labels_only.low[j], "labels_high": labels_only.high[j],
@@ -269,8 +284,8 @@ def estimate(pool: PoolPredictions, rows: np.ndarray, pi_pool: np.ndarray, inter
         "method": "PPI++ (power-tuned), Horvitz-Thompson weights, jackknife interval scaled by the "
                   "anticipated-variance ratio (saseg.analysis.audit_math)",
         "miou": {**_interval_dict(miou), "labels_only": _interval_dict(miou_lo), "predicted": predicted_miou,
-                 "effective_labels": n * (miou_lo.se / miou.se) ** 2 if miou.se > 0 else None,
-                 "classes": [classes.names[c] for c in keep_cols]},
+                 "effective_labels": n * (miou_lo.se / miou_plain.se) ** 2 if miou_plain.se > 0 else None,
+                 "plain_se": float(miou_plain.se), "classes": [classes.names[c] for c in keep_cols]},
         "share_below": {**_interval_dict(share), "labels_only": _interval_dict(share_lo),
                         "predicted": float(below_hat.mean()), "lam": float(share.lam)},
         "notes": notes,
@@ -283,7 +298,9 @@ def _widths(summary: dict, m: int) -> pd.DataFrame:
     """Projected mIoU interval width against n: ``w(n') = w(n) √((n/n') (1 - n'/M) / (1 - n/M))``.
 
     The simple-random-sampling scaling of a standard error, assuming the frames' residual
-    spread stays what the sample shows; the t quantile's change with n is ignored.
+    spread stays what the sample shows; the t quantile's change with n is ignored. PPI++'s
+    width is the plain jackknife's (``2 t se``, unclipped, without the anticipated-variance
+    ratio, which tends to 1 as n grows); the labels-only width is as measured.
     """
     n = summary["n_labelled"]
     grid = np.unique(np.clip(np.round(np.geomspace(2, m, 24)).astype(int), 2, m))
@@ -291,7 +308,8 @@ def _widths(summary: dict, m: int) -> pd.DataFrame:
     fpc = lambda k: max(1.0 - k / m, 0.0)
     scale = np.array([np.sqrt(n / k * fpc(k) / fpc(n)) if fpc(n) > 0 else 0.0 for k in grid])
     miou = summary["miou"]
-    return pd.DataFrame({"n": grid, "ppi_width": (miou["high"] - miou["low"]) * scale,
+    plain_width = 2.0 * t_value(summary["level"], n) * miou["plain_se"]
+    return pd.DataFrame({"n": grid, "ppi_width": plain_width * scale,
                          "labels_only_width": (miou["labels_only"]["high"] - miou["labels_only"]["low"]) * scale,
                          "measured": grid == n})
 

@@ -38,7 +38,7 @@ ppi-python does; ∇g is taken at the λ = 1 estimate, as ppi-python does.
 **Unseen tails: the anticipated-variance ratio.** A pool whose error sits in a few frames (a
 handful of large, badly segmented cars) makes the estimate's sampling distribution skewed: most
 small samples miss those frames, estimate too high, and show a small spread, so no interval built
-from the sample alone sees what it lacks. The pool's predictions see the frames, though: with a
+from the sample alone sees what it lacks. The pool's predictions can see such frames: with a
 model ``E[e_i²] ∝ v_i`` for the frames' linearised residuals (``v_i`` known for every frame of
 the pool; `saseg.analysis.audit` sets ``v_ic = Û_ic (Û_ic - Î_ic)``), the design variance the
 sample should show is anticipated (Isaki and Fuller 1982) as ``Σ_pool (1 - π_i) v_i / π_i``, and
@@ -46,9 +46,12 @@ its Horvitz-Thompson estimate from the sample is ``Σ_s (1 - π_k) v_k / π_k²`
 Their ratio ρ measures how much of the anticipated variance the sample represents; the variance
 used is ``v_J · max(1, ρ)`` (`anticipation_ratio`), a ratio estimator of the variance with the
 model as auxiliary variable: ρ → 1 as n grows, so the interval stays design-consistent, and it
-only widens, because the hazard it corrects (an unseen tail) is one-sided. For the mIoU the
-residual is ``mean_c e_ic / T_c`` (T_c the class's pool total), so its model is
-``Σ_c v_ic / T_c²`` over the estimated classes. The labels-only interval is left without it: it
+only widens, because the hazard it corrects (an unseen tail) is one-sided. It widens only as
+far as the model sees the tail: frames whose errors the predictions miss stay unseen (README,
+the CamVid audit). For the mIoU the
+residual is ``mean_c e_ic / T_c`` (T_c the class's pool total; the mean's 1/K² is common to both
+sums of ρ and cancels), so its model is the diagonal ``Σ_c v_ic / T_c²`` over the estimated
+classes (covariances between classes left out). The labels-only interval is left without it: it
 uses no predictions.
 
 **Design**: randomised systematic πps sampling (Goodman and Kish 1950; Hartley and Rao 1962):
@@ -68,7 +71,7 @@ from scipy.stats import t as t_dist
 from ..errors import DataError
 
 __all__ = ["inclusion_probabilities", "systematic_sample", "hajek_variance", "tune_lambda",
-           "jackknife_variance", "Estimate", "ratio_estimates", "mean_estimate", "z_value",
+           "jackknife_variance", "Estimate", "ratio_estimates", "mean_estimate", "z_value", "t_value",
            "anticipation_ratio", "UNIFORM_SHARE"]
 
 UNIFORM_SHARE = 0.5
@@ -187,9 +190,15 @@ class Estimate:
     lam: np.ndarray
 
 
+def t_value(level: float, n: int) -> float:
+    """The interval's quantile ``t_{n-1, 1-α/2}`` for a confidence level 1 - α and n frames."""
+    z_value(level)  # checks the level
+    return float(t_dist.ppf(0.5 + level / 2, n - 1))
+
+
 def _interval(est, var, lam, level, n) -> Estimate:
     se = np.sqrt(np.maximum(var, 0.0))
-    q = float(t_dist.ppf(0.5 + level / 2, n - 1)) if 0.0 < level < 1.0 else z_value(level)
+    q = t_value(level, n)
     return Estimate(estimate=est, se=se, low=np.clip(est - q * se, 0.0, 1.0),
                     high=np.clip(est + q * se, 0.0, 1.0), lam=lam)
 
@@ -299,7 +308,9 @@ def ratio_estimates(inter, union, inter_hat, union_hat, pool_inter_hat, pool_uni
         v_sample, v_total = v_sample.reshape(len(pi), -1), v_total.reshape(-1)
         scale = np.where(pool_u > 0, pool_u, 1.0) ** -2.0 * ok  # the mIoU's model: Σ_c v_c / T_c²
         rho = np.r_[anticipation_ratio(v_sample, pi, v_total), anticipation_ratio(v_sample @ scale, pi, v_total @ scale)]
-        var = np.where(var > 0, var * rho, var)
+        # ρ = ∞ (the sample holds none of the anticipated variance) leaves no interval, even
+        # where the sampled frames' own spread is 0 (every one drawn with π = 1)
+        var = np.where(np.isinf(rho), np.inf, var * rho)
     n = len(pi)
     per_class = _interval(np.clip(ratio, 0.0, 1.0), np.where(ok, var[:-1], np.nan), lam_used.copy(), level, n)
     if not ok.any():

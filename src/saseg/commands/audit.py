@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis.audit import AuditResult, PoolPredictions, estimate, frame_truth, predict_pool
+from ..analysis.audit import UNCERTAINTIES, AuditResult, PoolPredictions, estimate, frame_truth, predict_pool
 from ..analysis.audit_math import UNIFORM_SHARE, inclusion_probabilities, systematic_sample
 from ..analysis.plan import PriceModel
 from ..data import open_dataset
@@ -36,8 +36,9 @@ def sample_audit(run: RunDir | str | os.PathLike, n: int, out: str | os.PathLike
     """Draw an audit sample of `n` frames of `run` and write the audit folder (module doc)."""
     run = run if isinstance(run, RunDir) else RunDir(run)
     pool = pool_predictions(run, predictor)
-    u = pool.uncertainty()
-    pi = design_probabilities(pool, {"n": n, "uniform_share": uniform_share})
+    design = {"n": int(n), "uniform_share": float(uniform_share), "uncertainty": UNCERTAINTIES[0]}
+    u = pool.uncertainty(design["uncertainty"])
+    pi = design_probabilities(pool, design)
     rows = systematic_sample(pi, seed=seed)
     table = pd.DataFrame({"frame_id": pool.frame_ids[rows], "frame_index": pool.frame_index[rows],
                           "source": pool.sources[rows], "pi": pi[rows], "uncertainty": u[rows]})
@@ -53,17 +54,17 @@ def sample_audit(run: RunDir | str | os.PathLike, n: int, out: str | os.PathLike
     out = Path(out)
     write_csv(out / SAMPLE_CSV, table)
     write_csv(PlanDir(out).queue_path, plan)
-    write_json(out / SAMPLE_JSON, {"n": int(n), "n_pool": len(pool.frame_ids), "seed": int(seed),
-                                   "uniform_share": float(uniform_share), "predictor": predictor,
+    write_json(out / SAMPLE_JSON, {**design, "n_pool": len(pool.frame_ids), "seed": int(seed), "predictor": predictor,
                                    "design": "randomised systematic pi-ps (saseg.analysis.audit_math)",
                                    "run": str(run.root), "pool_fingerprint": pool.fingerprint()})
     return table
 
 
 def design_probabilities(pool: PoolPredictions, meta: dict) -> np.ndarray:
-    """(M,) every pool frame's inclusion probability under an audit sample's design (its ``n``
-    and uniform share), as `sample_audit` drew it."""
-    return inclusion_probabilities(pool.uncertainty(), int(meta["n"]),
+    """(M,) every pool frame's inclusion probability under an audit sample's design (its ``n``,
+    uniform share and uncertainty; a ``sample.json`` naming no uncertainty was drawn by the first
+    design, ``error_mass``), as `sample_audit` drew it."""
+    return inclusion_probabilities(pool.uncertainty(meta.get("uncertainty", "error_mass")), int(meta["n"]),
                                    uniform_share=float(meta.get("uniform_share", UNIFORM_SHARE)))
 
 
@@ -77,12 +78,17 @@ def read_audit(sample_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     """An audit folder's settings and sample table."""
     sample_dir = Path(sample_dir)
     meta = read_json(sample_dir / SAMPLE_JSON)
-    if not isinstance(meta, dict) or "pool_fingerprint" not in meta:
+    if (not isinstance(meta, dict) or not {"pool_fingerprint", "n"} <= meta.keys()
+            or isinstance(meta["n"], bool) or not isinstance(meta["n"], int) or meta["n"] < 1
+            or meta.get("uncertainty", "error_mass") not in UNCERTAINTIES):
         raise FormatError(f"{sample_dir / SAMPLE_JSON}: expected an audit sample from `saseg audit sample`.")
     try:
         table = pd.read_csv(sample_dir / SAMPLE_CSV, dtype={"frame_id": str, "source": str}, keep_default_na=False)
     except FileNotFoundError:
         raise DataError(f"Expected an audit sample at {sample_dir / SAMPLE_CSV}, but it does not exist.") from None
+    if not {"frame_id", "pi"} <= set(table.columns) or not pd.api.types.is_numeric_dtype(table["pi"]):
+        raise FormatError(f"{sample_dir / SAMPLE_CSV}: expected the sample table of `saseg audit sample` "
+                          "(frame_id, numeric pi), but it is not.")
     return meta, table
 
 
@@ -103,11 +109,15 @@ def estimate_audit(run: RunDir | str | os.PathLike, sample_dir: str | os.PathLik
     row_of = {f: k for k, f in enumerate(pool.frame_ids)}
     unknown = [f for f in ids if f not in row_of]
     drawn = pi_pool[[row_of[f] for f in ids if f in row_of]]
-    if unknown or len(ids) != meta.get("n") or not np.allclose(drawn, table["pi"].to_numpy(np.float64), rtol=1e-9,
-                                                                 atol=0.0):
-        raise DataError(f"audit estimate: expected {sample_dir / SAMPLE_CSV} to hold the frames and inclusion "
-                        f"probabilities its design gives on {run.root}, but they differ (edited, or drawn by "
-                        "another saseg version); draw the sample again with `saseg audit sample`.")
+    if unknown or len(ids) != meta["n"] or len(set(ids)) != len(ids):
+        raise DataError(f"audit estimate: expected {sample_dir / SAMPLE_CSV} to hold {meta['n']} distinct frames "
+                        f"of {run.root}, but it holds {len(ids)} rows, {len(set(ids))} distinct, {len(unknown)} not "
+                        "in the pool (edited?); draw the sample again with `saseg audit sample`.")
+    if not np.allclose(drawn, table["pi"].to_numpy(np.float64), rtol=1e-9, atol=0.0):
+        raise DataError(f"audit estimate: expected the inclusion probabilities in {sample_dir / SAMPLE_CSV} to be "
+                        f"those its design gives on {run.root}, but they differ: the pool's predictions changed "
+                        "since the sample was drawn (scored again, or `quality apply` again), or the table was "
+                        "edited. Estimate on the run as it was sampled, or draw the sample again.")
     dataset = open_dataset(labels)
     index_of = {dataset.frame_id(i): i for i in range(len(dataset))}
     missing = [f for f in ids if f not in index_of]
