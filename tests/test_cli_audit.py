@@ -44,3 +44,20 @@ def test_audit_estimate_with_unmatched_labels_is_one_line_and_writes_nothing(tin
     assert "expected labels for every sampled frame" in err
     est = tmp_path / "est"  # at most the one-writer lock file (saseg.io.output_lock) is there
     assert not est.exists() or [p.name for p in est.iterdir()] == [LOCK_NAME]
+
+
+def test_audit_estimate_of_an_edited_sample_is_one_line(tiny_run, tmp_path, capsys):
+    """The CLI passes the sample folder as a string: the refusal must still name its file."""
+    audit = tmp_path / "audit"
+    assert runner.invoke(app, ["audit", "sample", "--run", str(tiny_run), "-n", "4", "-o", str(audit)]).exit_code == 0
+    table = (audit / "sample.csv").read_text().splitlines()
+    table[2] = table[1]  # a frame twice
+    (audit / "sample.csv").write_text("\n".join(table) + "\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run(["audit", "estimate", "--run", str(tiny_run), "--sample", str(audit), "--labels", TEST_SPEC,
+             "-o", str(tmp_path / "est")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: audit estimate: expected") and err.count("\n") == 1
+    assert str(audit / "sample.csv") in err and "3 distinct" in err

@@ -99,6 +99,7 @@ def estimate_audit(run: RunDir | str | os.PathLike, sample_dir: str | os.PathLik
     The labels' frame ids must include every sampled frame (extra frames are ignored).
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
+    sample_dir = Path(sample_dir)
     meta, table = read_audit(sample_dir)
     pool = pool_predictions(run, meta.get("predictor", "plugin"))
     if pool.fingerprint() != meta["pool_fingerprint"]:
