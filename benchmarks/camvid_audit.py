@@ -157,6 +157,10 @@ def tables(df: pd.DataFrame, targets) -> list[str]:
     plain = df[(df.design == "active") & (df.arm == "ppi_plain")]
     cov_first = first.groupby(["target", "n"])["covered"].mean().unstack("n").reindex(order)
     cov_plain = plain.groupby(["target", "n"])["covered"].mean().unstack("n").reindex(order)
+    first_rho = df[(df.design == "active_v1") & (df.arm == "ppi")]
+    cov_first_rho = first_rho.groupby(["target", "n"])["covered"].mean().unstack("n").reindex(order)
+    ratio_first_rho = (first_rho.groupby(["target", "n"])["width"].mean()
+                       / lab.groupby(["target", "n"])["width"].mean()).unstack("n").reindex(order)
     ratio_first = (first.groupby(["target", "n"])["width"].mean() / lab.groupby(["target", "n"])["width"].mean()
                    ).unstack("n").reindex(order)
     missing = ppi.groupby(["target", "n"])["estimate"].apply(lambda x: x.isna().mean()).unstack("n").reindex(order)
@@ -168,7 +172,9 @@ def tables(df: pd.DataFrame, targets) -> list[str]:
             "The first method in the same run (old uncertainty, plain jackknife): coverage, then width ratio:", "",
             fmt(cov_first, ".3f"), "", fmt(ratio_first, ".2f"), "",
             "The new design with the plain jackknife (the ratio's share of the change): coverage:", "",
-            fmt(cov_plain, ".3f"), ""]
+            fmt(cov_plain, ".3f"), "",
+            "The first design with the ratio (the design's share): coverage, then width ratio:", "",
+            fmt(cov_first_rho, ".3f"), "", fmt(ratio_first_rho, ".2f"), ""]
 
 
 def synthetic_run(out: Path) -> tuple[RunDir, str]:
