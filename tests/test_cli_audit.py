@@ -61,3 +61,30 @@ def test_audit_estimate_of_an_edited_sample_is_one_line(tiny_run, tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("error: audit estimate: expected") and err.count("\n") == 1
     assert str(audit / "sample.csv") in err and "3 distinct" in err
+
+
+def test_audit_estimate_from_labels_that_came_back_from_label_studio(tiny_run, tmp_path):
+    """The audit queue goes out to Label Studio and its JSON export comes back through `saseg
+    labels import`: the estimate from those labels equals the one from the pool's own labels."""
+    from saseg.data import open_dataset
+    from saseg.export.labels_ls import simulated_json_export
+
+    audit = tmp_path / "audit"
+    assert runner.invoke(app, ["audit", "sample", "--run", str(tiny_run), "-n", "5", "-o", str(audit)]).exit_code == 0
+    result = runner.invoke(app, ["export", "--plan", str(audit / "plan.csv"), "--run", str(tiny_run),
+                                 "--to", "labelstudio", "-o", str(tmp_path / "ls")])
+    assert result.exit_code == 0, result.output
+    truth = {f.frame_id: f.label for f in open_dataset(TEST_SPEC)}
+    (tmp_path / "project.json").write_text(json.dumps(simulated_json_export(tmp_path / "ls", truth.__getitem__)))
+    result = runner.invoke(app, ["labels", "import", "--tool", "labelstudio", "--export", str(tmp_path / "ls"),
+                                 "--from", str(tmp_path / "project.json"), "-o", str(tmp_path / "labels")])
+    assert result.exit_code == 0, result.output
+    assert "labelstudio: 5 labelled frames imported, 0 unlabelled" in result.output
+    spec = result.output.split("--data '")[1].split("'")[0]
+    for labels, out in ((spec, "from_tool"), (TEST_SPEC, "from_truth")):
+        result = runner.invoke(app, ["audit", "estimate", "--run", str(tiny_run), "--sample", str(audit),
+                                     "--labels", labels, "-o", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+    got, want = (json.loads((tmp_path / out / "audit.json").read_text()) for out in ("from_tool", "from_truth"))
+    assert got["miou"]["estimate"] == pytest.approx(want["miou"]["estimate"])
+    assert got["miou"]["low"] == pytest.approx(want["miou"]["low"]) and got["n_labelled"] == 5
