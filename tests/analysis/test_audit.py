@@ -1,5 +1,7 @@
 """Audit of a scored run: the sample folder, the estimate, and what is refused."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,7 +89,7 @@ def test_an_edited_sample_is_refused_and_writes_nothing(tiny_run, tmp_path, edit
     else:
         meta = read_json(tmp_path / "audit" / SAMPLE_JSON)
         del meta["n"]
-        (tmp_path / "audit" / SAMPLE_JSON).write_text(__import__("json").dumps(meta))
+        (tmp_path / "audit" / SAMPLE_JSON).write_text(json.dumps(meta))
     table.to_csv(path, index=False)
     with pytest.raises(SasegError, match=message):
         estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
@@ -110,7 +112,7 @@ def test_a_sample_of_the_first_design_still_estimates(tiny_run, tmp_path):
     table["pi"] = pi[[list(pool.frame_ids).index(f) for f in table["frame_id"]]]
     table.to_csv(tmp_path / "audit" / "sample.csv", index=False)
     del meta["uncertainty"]
-    (tmp_path / "audit" / SAMPLE_JSON).write_text(__import__("json").dumps(meta))
+    (tmp_path / "audit" / SAMPLE_JSON).write_text(json.dumps(meta))
     result = estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
     assert np.isfinite(result.summary["miou"]["estimate"]) and (tmp_path / "out" / ESTIMATE_JSON).is_file()
 

@@ -48,11 +48,10 @@ used is ``v_J · max(1, ρ)`` (`anticipation_ratio`), a ratio estimator of the v
 model as auxiliary variable: ρ → 1 as n grows, so the interval stays design-consistent, and it
 only widens, because the hazard it corrects (an unseen tail) is one-sided. It widens only as
 far as the model sees the tail: frames whose errors the predictions miss stay unseen (README,
-the CamVid audit). For the mIoU the
-residual is ``mean_c e_ic / T_c`` (T_c the class's pool total; the mean's 1/K² is common to both
-sums of ρ and cancels), so its model is the diagonal ``Σ_c v_ic / T_c²`` over the estimated
-classes (covariances between classes left out). The labels-only interval is left without it: it
-uses no predictions.
+the CamVid audit). For the mIoU the residual is ``mean_c e_ic / T_c`` (T_c the class's pool
+total; the mean's 1/K² is common to both sums of ρ and cancels), so its model is the diagonal
+``Σ_c v_ic / T_c²`` over the estimated classes (covariances between classes left out). The
+labels-only interval is left without it: it uses no predictions.
 
 **Design**: randomised systematic πps sampling (Goodman and Kish 1950; Hartley and Rao 1962):
 frames in random order, cumulative π, a uniform start u and picks at u, u+1, ..., u+n-1. It
@@ -243,8 +242,8 @@ def anticipation_ratio(v_sample, pi, v_pool_total) -> np.ndarray:
     pi = np.asarray(pi, np.float64).reshape((-1,) + (1,) * (v.ndim - 1))
     seen = ((1.0 - pi) * v / pi**2).sum(0)
     total = np.asarray(v_pool_total, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = np.where(total > 0, np.where(seen > 0, total / np.where(seen > 0, seen, 1.0), np.inf), 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # total / 0 = ∞; 0 / 0 is masked
+        rho = np.where(total > 0, total / seen, 1.0)
     return np.maximum(rho, 1.0)
 
 

@@ -62,10 +62,15 @@ def sample_audit(run: RunDir | str | os.PathLike, n: int, out: str | os.PathLike
 
 def design_probabilities(pool: PoolPredictions, meta: dict) -> np.ndarray:
     """(M,) every pool frame's inclusion probability under an audit sample's design (its ``n``,
-    uniform share and uncertainty; a ``sample.json`` naming no uncertainty was drawn by the first
-    design, ``error_mass``), as `sample_audit` drew it."""
-    return inclusion_probabilities(pool.uncertainty(meta.get("uncertainty", "error_mass")), int(meta["n"]),
+    uniform share and uncertainty), as `sample_audit` drew it."""
+    return inclusion_probabilities(pool.uncertainty(_uncertainty_of(meta)), int(meta["n"]),
                                    uniform_share=float(meta.get("uniform_share", UNIFORM_SHARE)))
+
+
+def _uncertainty_of(meta: dict) -> str:
+    """The uncertainty a sample's design used: a ``sample.json`` naming none was drawn by the
+    first design, ``error_mass``."""
+    return meta.get("uncertainty", "error_mass")
 
 
 def find_estimate(run_root: str | os.PathLike) -> Path | None:
@@ -80,7 +85,7 @@ def read_audit(sample_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     meta = read_json(sample_dir / SAMPLE_JSON)
     if (not isinstance(meta, dict) or not {"pool_fingerprint", "n"} <= meta.keys()
             or isinstance(meta["n"], bool) or not isinstance(meta["n"], int) or meta["n"] < 1
-            or meta.get("uncertainty", "error_mass") not in UNCERTAINTIES):
+            or _uncertainty_of(meta) not in UNCERTAINTIES):
         raise FormatError(f"{sample_dir / SAMPLE_JSON}: expected an audit sample from `saseg audit sample`.")
     try:
         table = pd.read_csv(sample_dir / SAMPLE_CSV, dtype={"frame_id": str, "source": str}, keep_default_na=False)
