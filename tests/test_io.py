@@ -118,3 +118,32 @@ def test_output_lock_is_reentrant_and_marks_only_a_writer_that_stopped_halfway(t
     with output_lock(folder):
         pass
     check_not_unfinished(folder)  # the next writer that finishes clears it
+
+
+def test_a_writer_that_fails_before_writing_leaves_no_trace(tmp_path):
+    """A refused command leaves neither its lock file nor the folders it made; one that wrote,
+    was interrupted, or found the folder in use leaves them."""
+    from saseg.io import LOCK_NAME, output_lock
+
+    made = tmp_path / "new" / "out"
+    with pytest.raises(ValueError):
+        with output_lock(made):
+            with output_lock(made):  # re-entrant: only the last hold tidies
+                raise ValueError("bad input")
+    assert list(tmp_path.iterdir()) == []
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(ValueError):
+        with output_lock(existing):
+            raise ValueError("bad input")
+    assert existing.is_dir() and list(existing.iterdir()) == []  # its lock file goes, the folder stays
+    with pytest.raises(ValueError):
+        with output_lock(made):
+            (made / "part.csv").write_text("x\n")
+            raise ValueError("failed halfway")
+    assert sorted(p.name for p in made.iterdir()) == [LOCK_NAME, "part.csv"]
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        with output_lock(interrupted):
+            raise KeyboardInterrupt
+    assert [p.name for p in interrupted.iterdir()] == [LOCK_NAME]  # marked unfinished, kept

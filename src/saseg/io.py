@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "read_json", "write_parquet",
-           "write_csv", "check_settings", "compare_settings", "PartStore", "output_lock", "check_not_unfinished", "LOCK_NAME"]
+           "write_csv", "check_settings", "compare_settings", "PartStore", "output_lock", "check_not_unfinished", "discard_untouched",
+           "LOCK_NAME"]
 
 
 @contextmanager
@@ -275,7 +276,8 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
     The pid stays in the file only when the writer stops without returning or raising an
     ordinary error (``kill -9``, Ctrl-C, a crash): `check_not_unfinished` then tells readers
     the folder may hold a mix of two runs' files. A writer that finishes, or fails with an
-    error (usually before writing: a bad input), empties the file.
+    error (usually before writing: a bad input), empties the file; one that fails having
+    written nothing leaves no trace (`discard_untouched`).
 
     Raises
     ------
@@ -283,6 +285,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
         If another process holds the folder.
     """
     folder = Path(folder)
+    made = new_folders(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
     if key not in _held_locks and fcntl is not None:
@@ -302,7 +305,8 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
     try:
         yield folder
     except Exception:
-        _release(key, finished=True)
+        if _release(key, finished=True):
+            discard_untouched(folder, made)
         raise
     except BaseException:
         _release(key, finished=False)
@@ -311,7 +315,8 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
         _release(key, finished=True)
 
 
-def _release(key: str, finished: bool) -> None:
+def _release(key: str, finished: bool) -> bool:
+    """Drop one hold of a folder; True when it was this process's last."""
     entry = _held_locks[key]
     entry[1] -= 1
     if entry[1] == 0:
@@ -320,6 +325,38 @@ def _release(key: str, finished: bool) -> None:
             if finished:
                 os.ftruncate(entry[0], 0)
             os.close(entry[0])  # closing the only descriptor releases the flock
+    return entry[1] == 0
+
+
+def new_folders(folder: str | os.PathLike) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, innermost first: what a
+    writer will make, and `discard_untouched` may remove."""
+    folder = Path(folder)
+    return [p for p in (folder, *folder.parents) if not p.exists()]
+
+
+def discard_untouched(folder: str | os.PathLike, made: Sequence[Path] = ()) -> None:
+    """Remove what a writer that failed before writing left: an output folder's empty lock
+    file when it is all the folder holds, then the folders `made` (`new_folders`, innermost
+    first) as long as they are empty, so a refused command leaves no trace. Done under the
+    lock; a folder another process holds, or that holds anything else, is left as it is."""
+    path = Path(folder) / LOCK_NAME
+    if fcntl is None or str(Path(folder).resolve()) in _held_locks:
+        return
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_size == 0 and [p.name for p in path.parent.iterdir()] == [LOCK_NAME]:
+            path.unlink()
+            for p in made:
+                p.rmdir()  # raises (and stops) at the first that is not empty
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_not_unfinished(folder: str | os.PathLike) -> None:
