@@ -96,6 +96,117 @@ def test_an_edited_sample_is_refused_and_writes_nothing(tiny_run, tmp_path, edit
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("edit, message", [
+    ("empty_csv", "sample.csv: expected the sample table .* cannot be read"),
+    ("unterminated_csv", "sample.csv: expected the sample table .* cannot be read"),
+    ("latin1_csv", "sample.csv: expected the sample table .* cannot be read"),
+    ("share_text", "expected an audit sample"),
+    ("share_null", "expected an audit sample"),
+    ("n_too_large", "expected n <= 10"),
+    ("fingerprint_number", "expected an audit sample"),
+    ("unfinished", "stopped halfway"),
+])
+def test_a_tampered_audit_folder_is_one_clear_error(tiny_run, tmp_path, edit, message):
+    run = RunDir(tiny_run)
+    audit = tmp_path / "audit"
+    sample_audit(run, 4, audit, seed=1)
+    meta = read_json(audit / SAMPLE_JSON)
+    if edit == "empty_csv":
+        (audit / "sample.csv").write_text("")
+    elif edit == "unterminated_csv":
+        (audit / "sample.csv").write_text((audit / "sample.csv").read_text() + '"unterminated\n')
+    elif edit == "latin1_csv":
+        (audit / "sample.csv").write_bytes((audit / "sample.csv").read_bytes().replace(b"\n", b"\xe9\n", 2))
+    elif edit == "unfinished":
+        (audit / ".saseg.lock").write_text("pid 99999\n")  # a writer killed halfway
+    else:
+        key, value = {"share_text": ("uniform_share", "abc"), "share_null": ("uniform_share", None),
+                      "n_too_large": ("n", 33), "fingerprint_number": ("pool_fingerprint", 5)}[edit]
+        (audit / SAMPLE_JSON).write_text(json.dumps({**meta, key: value}))
+    with pytest.raises(SasegError, match=message):
+        estimate_audit(run, audit, TEST_SPEC, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sample_is_not_drawn_into_a_plan_or_run_folder(tiny_run, tmp_path):
+    """A plan folder's plan.csv is the plan's queue: the audit's queue must not replace it."""
+    import shutil
+
+    run = RunDir(tiny_run)
+    plan = tmp_path / "plan"
+    plan.mkdir()
+    (plan / "plan.json").write_text("{}")
+    (plan / "plan.csv").write_text("the plan's queue\n")
+    with pytest.raises(DataError, match="holds plan.json of another command"):
+        sample_audit(run, 4, plan)
+    assert sorted(p.name for p in plan.iterdir()) == ["plan.csv", "plan.json"]
+    assert (plan / "plan.csv").read_text() == "the plan's queue\n"
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    with pytest.raises(DataError, match="holds score.json"):
+        sample_audit(run, 4, copy)
+
+
+def test_a_write_stopped_partway_leaves_no_summary(tiny_run, tmp_path, monkeypatch):
+    """Summaries go out first and in last, so readers never take old and new files for one."""
+    import saseg.viz.audit_plot
+    from saseg.commands.audit import find_estimate
+
+    run = RunDir(tiny_run)
+    audit, out = tmp_path / "audit", tmp_path / "run" / "audit" / "estimate"
+    sample_audit(run, 4, audit, seed=1)
+    estimate_audit(run, audit, TEST_SPEC, out)
+    assert find_estimate(tmp_path / "run") == out
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(saseg.viz.audit_plot, "plot_widths", broken)
+    with pytest.raises(OSError):
+        estimate_audit(run, audit, TEST_SPEC, out, level=0.8)
+    assert not (out / ESTIMATE_JSON).exists() and find_estimate(tmp_path / "run") is None
+    monkeypatch.setattr("saseg.commands.audit.write_csv", broken)
+    with pytest.raises(OSError):
+        sample_audit(run, 5, audit, seed=2)
+    with pytest.raises(DataError, match="Expected an audit sample .* no audit_sample.json"):
+        read_audit(audit)
+
+
+def test_the_run_is_checked_before_sampling(tiny_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    scores = RunDir(copy).scores()
+    scores.loc[0, "class_id"] = 99
+    scores.to_parquet(RunDir(copy).scores_path)
+    with pytest.raises(DataError, match="expected class ids in 0..10"):
+        sample_audit(RunDir(copy), 4, tmp_path / "audit")
+
+
+def test_labels_of_other_classes_are_refused(tiny_run, tmp_path):
+    """The IoU of class c needs labels whose class c is the run's class c."""
+    from PIL import Image
+
+    from saseg.io import write_json
+
+    run = RunDir(tiny_run)
+    table = sample_audit(run, 4, tmp_path / "audit", seed=2)
+    frames = {f.frame_id: f for f in open_dataset(TEST_SPEC)}
+    for fid in table["frame_id"]:
+        for folder, array in (("images", frames[fid].image), ("labels", frames[fid].label.astype(np.uint8))):
+            path = tmp_path / folder / f"{fid}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+    info = run.classes().to_dict()
+    info["names"] = info["names"][::-1]
+    write_json(tmp_path / "classes.json", info)
+    spec = f"folder:{tmp_path / 'images'}:{tmp_path / 'labels'}?classes={tmp_path / 'classes.json'}"
+    with pytest.raises(DataError, match="expected labels with the run's classes"):
+        estimate_audit(run, tmp_path / "audit", spec, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_sample_of_the_first_design_still_estimates(tiny_run, tmp_path):
     """A ``sample.json`` naming no uncertainty was drawn by the first design (``error_mass``): its
     labels still count, weighted by that design's probabilities."""
@@ -118,11 +229,16 @@ def test_a_sample_of_the_first_design_still_estimates(tiny_run, tmp_path):
 
 
 def test_one_labelled_frame_is_refused(tiny_run, tmp_path):
+    """When drawn, and when estimated (a sample edited down to one frame, or the library)."""
     run = RunDir(tiny_run)
-    sample_audit(run, 1, tmp_path / "audit")
+    with pytest.raises(DataError, match="n >= 2"):
+        sample_audit(run, 1, tmp_path / "audit")
+    assert not (tmp_path / "audit").exists()
+    pool = pool_predictions(run)
+    k = pool.union_hat.shape[1]
     with pytest.raises(DataError, match="at least 2 labelled frames"):
-        estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+        estimate(pool, np.array([0]), np.full(len(pool.frame_ids), 0.5), np.ones((1, k)), np.ones((1, k)),
+                 np.ones(1), run.classes())
 
 
 def test_pool_predictions_are_the_plug_in_parts(tiny_run):

@@ -116,6 +116,17 @@ def predict_pool(scores: pd.DataFrame, frames: pd.DataFrame, n_classes: int, sou
                         "run with --features (the default).")
     if predictor == "quality" and "quality" not in scores.columns:
         raise DataError(f"audit: expected a `quality` column in {where}; run `saseg quality apply`.")
+    checked = ("class_id", *_FEATURES, *(("quality",) if predictor == "quality" else ()))
+    typed = [c for c in checked if not pd.api.types.is_numeric_dtype(scores[c])
+             or pd.api.types.is_bool_dtype(scores[c])]
+    if typed:
+        raise DataError(f"audit: expected numeric columns {typed} in {where}, but they are not (edited?).")
+    ids = scores["class_id"].to_numpy()
+    pixels = scores["n_pixels"].to_numpy(np.float64)
+    if len(ids) and (not np.isfinite(ids).all() or (ids != np.round(ids)).any() or ids.min() < 0
+                     or ids.max() >= n_classes or not (np.isfinite(pixels) & (pixels >= 0)).all()):
+        raise DataError(f"audit: expected class ids in 0..{n_classes - 1} and finite pixel counts in {where}, "
+                        "but some are not (edited?); score the run again.")
     frames = frames[["frame_id", "frame_index"]]
     frames = frames.assign(frame_id=frames["frame_id"].astype(str)).sort_values(["frame_index", "frame_id"])
     ids = frames["frame_id"].to_numpy()
@@ -164,15 +175,19 @@ class AuditResult:
     widths: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def save(self, out: str | os.PathLike) -> Path:
+        """The estimate's files, ``audit.json`` out first and in last: a folder whose writing
+        stopped partway holds no summary, so no reader takes old and new files for one estimate."""
         out = Path(out)
+        (out / ESTIMATE_JSON).unlink(missing_ok=True)
         write_csv(out / CLASSES_CSV, self.classes)
         write_csv(out / WIDTHS_CSV, self.widths)
-        write_json(out / ESTIMATE_JSON, self.summary)
+        (out / WIDTHS_PNG).unlink(missing_ok=True)
         if len(self.widths):
             from ..viz.audit_plot import plot_widths
 
             plot_widths(self.widths, out / WIDTHS_PNG, level=self.summary["level"],
                         n=self.summary["n_labelled"])
+        write_json(out / ESTIMATE_JSON, self.summary)
         return out
 
 

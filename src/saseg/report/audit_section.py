@@ -4,9 +4,8 @@ the per-class table with both intervals, and the plot of interval width against 
 from __future__ import annotations
 
 from ..analysis.audit import CLASSES_CSV, ESTIMATE_JSON, WIDTHS_PNG
-from ..commands.audit import find_estimate
+from ..commands.audit import find_estimate, read_estimate
 from ..errors import SasegError
-from ..io import read_json
 from .inputs import PLOT_WIDTH, Run, read_csv
 from .markup import esc, note, number, table, td
 
@@ -25,15 +24,16 @@ def audit(r: Run) -> str:
     if folder is None:
         return note("No audit: run `saseg audit sample` and `saseg audit estimate -o RUN/audit/estimate`.")
     try:
-        s = read_json(folder / ESTIMATE_JSON)
+        s = read_estimate(folder)
     except SasegError as exc:
         return note(f"Could not read {folder / ESTIMATE_JSON}: {exc}")
     classes = read_csv(folder / CLASSES_CSV, _COLUMNS)
     pct = f"{s['level'] * 100:g} %"
+    miou, alone = s["miou"], s["miou"]["labels_only"]
     parts = [f'<p class="lead">{esc(s["sentence"])}.</p>',
              note(f"{s['method']}. Labels: {s.get('labels', '?')}. Predictions alone say mIoU "
-                  f"{s['miou']['predicted']:.3f}; labels alone give {s['miou']['labels_only']['low']:.3f}-"
-                  f"{s['miou']['labels_only']['high']:.3f}.")]
+                  f"{number(miou.get('predicted'), '.3f')}; labels alone give {number(alone.get('low'), '.3f')}-"
+                  f"{number(alone.get('high'), '.3f')}.")]
     if classes is not None:
         rows = []
         for c in classes.itertuples():
@@ -46,8 +46,8 @@ def audit(r: Run) -> str:
         parts.append(table(["class", "IoU", f"{pct} CI", "labels only", "predicted", "effective labels",
                             "labelled frames with it", "note"], rows))
     share = s["share_below"]
-    parts.append(note(f"Frames with frame IoU below {s['iou_below']:g}: {share['estimate']:.1%} "
-                      f"({pct} CI {share['low']:.1%}-{share['high']:.1%})."))
+    parts.append(note(f"Frames with frame IoU below {s['iou_below']:g}: {number(share.get('estimate'), '.1%')} "
+                      f"({pct} CI {number(share.get('low'), '.1%')}-{number(share.get('high'), '.1%')})."))
     if (folder / WIDTHS_PNG).is_file():
         img = r.image(folder / WIDTHS_PNG, "audit_widths.png", PLOT_WIDTH)
         if img is not None:
@@ -55,3 +55,4 @@ def audit(r: Run) -> str:
                          f'alt="interval width against labelled frames"><figcaption>How the mIoU interval '
                          f'narrows with more labelled frames (projected from this sample).</figcaption></figure>')
     return "".join(parts)
+
