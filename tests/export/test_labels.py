@@ -106,6 +106,14 @@ def test_importing_twice_is_idempotent_and_a_bad_task_loses_nothing(ls, tmp_path
     ("two annotations", "2 annotations for one task"),
     ("no regions", "has no brush regions"),
     ("no frame id", "no data.frame_id"),
+    ("data not an object", "no data.frame_id"),
+    ("annotations not a list", "not the layout of Label Studio's JSON export"),
+    ("result not regions", "not the layout of Label Studio's JSON export"),
+    ("no image height", "not the layout of Label Studio's JSON export (KeyError"),
+    ("height not a number", "not the layout of Label Studio's JSON export (ValueError"),
+    ("huge image", "regions of an image of 1000000x1000000 pixels"),
+    ("negative height", "regions of an image of 48x-5 pixels"),
+    ("annotation id not a number", "not the layout of Label Studio's JSON export (ValueError"),
 ])
 def test_each_bad_task_gets_one_line_and_the_rest_come_back(ls, tmp_path, case, match):
     tasks = _ls_export(ls, ls.labels)
@@ -122,7 +130,29 @@ def test_each_bad_task_gets_one_line_and_the_rest_come_back(ls, tmp_path, case, 
         bad["annotations"][0]["result"] = []
     elif case == "no frame id":
         del bad["data"]["frame_id"]
+    elif case == "data not an object":
+        bad["data"] = "x"
+    elif case == "annotations not a list":
+        bad["annotations"] = ["x"]
+    elif case == "result not regions":
+        bad["annotations"][0]["result"] = "x"
+    elif case == "no image height":
+        del bad["annotations"][0]["result"][0]["original_height"]
+    elif case == "height not a number":
+        bad["annotations"][0]["result"][0]["original_height"] = "abc"
+    elif case in ("huge image", "negative height"):
+        for region in bad["annotations"][0]["result"]:
+            if case == "huge image":
+                region["original_height"] = region["original_width"] = 10**6
+            else:
+                region["original_height"] = -5
+    elif case == "annotation id not a number":
+        bad["annotations"].append({**bad["annotations"][0], "id": "abc"})
     ls.write(tasks)
+    if case == "annotation id not a number":
+        report = import_labels("labelstudio", ls.out, ls.source, tmp_path / "labels", pick="latest")
+        assert len(report.refused) == 1 and match in report.refused[0], report.refused
+        return
     report = import_labels("labelstudio", ls.out, ls.source, tmp_path / "labels")
     assert len(report.refused) == 1 and match in report.refused[0], report.refused
     assert report.refused[0].startswith("task 102")
@@ -469,3 +499,48 @@ def test_json_min_export_is_refused_with_a_hint(ls, tmp_path):
     ls.source.write_text(json.dumps([{"image": "x", "tag": []}]))
     with pytest.raises(FormatError, match="JSON_MIN"):
         import_labels("labelstudio", ls.out, ls.source, tmp_path / "l")
+
+
+@pytest.mark.parametrize("url", ["/data/local-files/?d={outside}", "/data/local-files/?d=../../outside/secret.png",
+                                 "/data/local-files/?d=%2E%2E/%2E%2E/outside/secret.png"])
+def test_image_paths_outside_the_document_root_are_refused(ls, tmp_path, url):
+    """An edited tasks.json must not pull another file of the machine into the label set."""
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    Image.fromarray(np.zeros((36, 48, 3), np.uint8)).save(secret)
+    tasks = json.loads((ls.out / "tasks.json").read_text())
+    tasks[0]["data"]["image"] = url.format(outside=secret)
+    (ls.out / "tasks.json").write_text(json.dumps(tasks))
+    ls.write(_ls_export(ls, ls.labels))
+    with pytest.raises(DataError, match="below the document root"):
+        import_labels("labelstudio", ls.out, ls.source, tmp_path / "labels")
+    assert not (tmp_path / "labels").exists()
+
+
+@pytest.mark.parametrize("file, content", [
+    ("tasks.json", {"a": 1}), ("tasks.json", [1, 2]), ("labelstudio_storage.json", [1]),
+    ("labelstudio_storage.json", {"url_prefix": 5}), ("saseg_classes.json", [1]),
+    ("saseg_classes.json", {"names": 5}),
+])
+def test_a_tampered_saseg_export_is_one_clear_error(ls, tmp_path, file, content):
+    ls.write(_ls_export(ls, ls.labels))
+    (ls.out / file).write_text(json.dumps(content))
+    with pytest.raises((DataError, FormatError)):
+        import_labels("labelstudio", ls.out, ls.source, tmp_path / "labels")
+
+
+@pytest.mark.parametrize("labelmap, match", [
+    ("Road:70,130::\n", "Expected labelmap.txt lines"),
+    ("Road:70,130,300::\n", "Expected labelmap.txt lines"),
+    ("R\xe9:1,2,3::\n", "not UTF-8"),
+])
+def test_a_bad_cvat_labelmap_is_one_clear_error(tool_queue, tmp_path, labelmap, match):
+    q = tool_queue
+    export_cvat(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
+                image_for=q.image_for)
+    source = tmp_path / "cvat"
+    (source / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (source / "labelmap.txt").write_bytes(labelmap.encode("latin-1"))
+    (source / "ImageSets" / "Segmentation" / "default.txt").write_text("")
+    with pytest.raises(FormatError, match=match):
+        list(import_labels("cvat", q.out, source, tmp_path / "l").refused)

@@ -106,6 +106,10 @@ class ClassInfo:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ClassInfo":
+        """`to_dict`'s inverse; a DataError (one line) for metadata of another shape, as a
+        tampered ``classes.json`` may be."""
+        if not isinstance(d, Mapping):
+            raise DataError(f"Expected class metadata as a JSON object, but got {type(d).__name__}.")
         try:
             return cls(
                 names=d["names"],
@@ -115,6 +119,8 @@ class ClassInfo:
             )
         except KeyError as exc:
             raise DataError(f"Class metadata is missing the field {exc}.") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"Class metadata is malformed ({type(exc).__name__}: {exc}).") from None
 
 
 def default_colours(n: int) -> list[tuple[int, int, int]]:

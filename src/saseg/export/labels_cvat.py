@@ -30,8 +30,16 @@ BACKGROUND = "background"
 def cvat_frames(export_dir: Path) -> tuple[dict[str, ExportedFrame], dict[str, str]]:
     """The export's frames (frame id -> image) and CVAT's frame names (name -> frame id)."""
     names = read_json(export_dir / "cvat_frames.json")
-    manifest = (export_dir / "images" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    suffix = {e["name"]: e["extension"] for e in map(json.loads, manifest[2:]) if "name" in e}
+    if not isinstance(names, dict):
+        raise FormatError(f"{export_dir / 'cvat_frames.json'}: expected {{CVAT frame name: frame id}} as "
+                          "`saseg export --to cvat` writes it, but got another layout.")
+    path = export_dir / "images" / "manifest.jsonl"
+    try:
+        manifest = path.read_text(encoding="utf-8").splitlines()
+        suffix = {e["name"]: e["extension"] for e in map(json.loads, manifest[2:]) if "name" in e}
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as exc:
+        raise FormatError(f"{path}: expected CVAT's image manifest as `saseg export --to cvat` writes it, but it "
+                          f"cannot be read ({type(exc).__name__}).") from None
     frames = {str(fid): exported_frame(export_dir / "images" / f"{name}{suffix.get(name, '.png')}", fid)
               for name, fid in names.items()}
     return frames, {str(k): str(v) for k, v in names.items()}
@@ -46,6 +54,9 @@ def read_segmentation_mask(path: Path, classes: ClassInfo, names: dict[str, str]
     except KeyError as exc:
         raise FormatError(f"Expected CVAT's Segmentation mask 1.1 export at {path}, but it lacks "
                           f"{exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"Expected CVAT's Segmentation mask 1.1 export at {path}, but its labelmap.txt or "
+                          f"default.txt is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
     lookup, unknown = {}, {}
     for name, colour in labelmap.items():
         key = (colour[0] << 16) | (colour[1] << 8) | colour[2]
@@ -69,7 +80,7 @@ def read_segmentation_mask(path: Path, classes: ClassInfo, names: dict[str, str]
         try:
             with Image.open(io.BytesIO(data)) as png:
                 rgb = np.asarray(png.convert("RGB")).astype(np.int64)
-        except OSError as exc:
+        except (OSError, Image.DecompressionBombError) as exc:
             yield Annotated(frame_id, task, None, problem=f"{task}: unreadable class PNG ({exc})")
             continue
         packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
@@ -94,7 +105,10 @@ def parse_labelmap(text: str) -> dict[str, tuple[int, int, int]]:
             continue
         parts = line.split(":")
         try:
-            colours[parts[0]] = tuple(int(v) for v in parts[1].split(","))[:3]
+            colour = tuple(int(v) for v in parts[1].split(","))
+            if len(colour) != 3 or not all(0 <= v <= 255 for v in colour):
+                raise ValueError(colour)
+            colours[parts[0]] = colour
         except (IndexError, ValueError):
             raise FormatError(f"Expected labelmap.txt lines 'name:r,g,b:parts:actions', but got "
                               f"{line!r}.") from None

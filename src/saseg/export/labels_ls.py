@@ -33,26 +33,41 @@ from ..errors import DataError, FormatError
 from ..io import read_json
 from . import rle
 from .labels import Annotated, ExportedFrame, exported_frame, pick_annotation
-from .labelstudio import FROM_NAME, LOCAL_FILES_URL, TASK_MAP, brush_results, document_root
+from .labelstudio import FROM_NAME, LOCAL_FILES_URL, TASK_MAP, brush_results, document_root, storage_settings
 from .queue import read_classes
 
 PNG_NAME = re.compile(r"task-(\d+)-annotation-(\d+)-by-[A-Za-z0-9@.]*-(.+)-(\d+)\.png")
 
 
 def labelstudio_frames(export_dir: Path, root: str | os.PathLike | None = None) -> dict[str, ExportedFrame]:
-    """Frame id -> image of each task in the export's ``tasks.json``."""
-    tasks = read_json(export_dir / "tasks.json")
+    """Frame id -> image of each task in the export's ``tasks.json``.
+
+    Image paths must lie below the document root, as Label Studio serves them: an edited
+    ``?d=`` that is absolute or climbs out with ``..`` is refused, so an export cannot pull
+    another file of the machine into the label set.
+    """
+    path = export_dir / "tasks.json"
+    tasks = read_json(path)
+    if not isinstance(tasks, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("data"), dict) and isinstance(t["data"].get("image"), str)
+            and isinstance(t["data"].get("frame_id"), (str, int)) for t in tasks):
+        raise FormatError(f"{path}: expected the task list `saseg export --to labelstudio` writes (data.frame_id "
+                          "and data.image in every task), but got another layout.")
     base = document_root(export_dir, root)
-    prefix = (read_json(export_dir / "labelstudio_storage.json").get("url_prefix") or "").rstrip("/")
+    prefix = (storage_settings(export_dir).get("url_prefix") or "").rstrip("/")
     starts = [LOCAL_FILES_URL] + ([prefix + "/"] if prefix else [])
     frames = {}
     for task in tasks:
-        frame_id, url = str(task["data"]["frame_id"]), str(task["data"]["image"])
+        frame_id, url = str(task["data"]["frame_id"]), task["data"]["image"]
         start = next((s for s in starts if url.startswith(s)), None)
         if start is None:
-            raise DataError(f"Expected image URLs starting with {starts} in "
-                            f"{export_dir / 'tasks.json'}, but frame {frame_id!r} has {url!r}.")
-        frames[frame_id] = exported_frame(base / unquote(url[len(start):]), frame_id)
+            raise DataError(f"Expected image URLs starting with {starts} in {path}, but frame {frame_id!r} "
+                            f"has {url!r}.")
+        image = Path(os.path.normpath(base / unquote(url[len(start):])))
+        if not image.is_relative_to(base) or image == base:
+            raise DataError(f"Expected image paths below the document root {base} in {path}, but frame "
+                            f"{frame_id!r} has {url!r} (Label Studio serves no file outside it).")
+        frames[frame_id] = exported_frame(image, frame_id)
     return frames
 
 
@@ -64,22 +79,27 @@ def read_json_export(path: Path, classes: ClassInfo, *, pick: str = "refuse") ->
                           f"annotations) in {path}, but got another layout (JSON_MIN? use JSON).")
     for task in tasks:
         name = f"task {task.get('id')}"
-        frame_id = task["data"].get("frame_id")
+        frame_id = task["data"].get("frame_id") if isinstance(task["data"], dict) else None
         if frame_id is None:
             yield f"{name}: no data.frame_id (not a task saseg exported)"
             continue
-        done = [a for a in task.get("annotations") or []
-                if not (a.get("was_cancelled") or a.get("skipped"))]
-        if not done:
-            yield Annotated(str(frame_id), name, None)
-            continue
         try:
-            annotation = pick_annotation(done, pick, name, key=lambda a: int(a.get("id") or 0))
-            mask = paint_results(annotation.get("result") or [], classes, name)
+            yield _decode_task(task, str(frame_id), name, classes, pick)
         except (DataError, FormatError) as exc:
             yield Annotated(str(frame_id), name, None, problem=str(exc))
-            continue
-        yield Annotated(str(frame_id), name, mask, str(annotation.get("id")))
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:  # an edited export
+            yield Annotated(str(frame_id), name, None, problem=f"{name}: not the layout of Label Studio's JSON "
+                            f"export ({type(exc).__name__}: {' '.join(str(exc).split())})")
+
+
+def _decode_task(task: dict, frame_id: str, name: str, classes: ClassInfo, pick: str) -> Annotated:
+    """One task of a JSON export: its annotation painted, or unlabelled."""
+    done = [a for a in task.get("annotations") or [] if not (a.get("was_cancelled") or a.get("skipped"))]
+    if not done:
+        return Annotated(frame_id, name, None)
+    annotation = pick_annotation(done, pick, name, key=lambda a: int(a.get("id") or 0))
+    mask = paint_results(annotation.get("result") or [], classes, name)
+    return Annotated(frame_id, name, mask, str(annotation.get("id")))
 
 
 def paint_results(results: list, classes: ClassInfo, task: str) -> np.ndarray:
@@ -91,6 +111,9 @@ def paint_results(results: list, classes: ClassInfo, task: str) -> np.ndarray:
     if len(sizes) != 1:
         raise DataError(f"{task}: regions of different image sizes {sorted(sizes)}")
     (height, width), = sizes
+    if not (0 < height and 0 < width and height * width <= Image.MAX_IMAGE_PIXELS):
+        raise DataError(f"{task}: regions of an image of {width}x{height} pixels (expected a frame's size, at "
+                        f"most PIL's {Image.MAX_IMAGE_PIXELS:,} pixels)")
     mask = np.full((height, width), -1, dtype=np.int64)
     for region in regions:
         value = region.get("value") or {}
@@ -100,7 +123,11 @@ def paint_results(results: list, classes: ClassInfo, task: str) -> np.ndarray:
         names = value.get("brushlabels") or []
         if len(names) != 1:
             raise DataError(f"{task}: expected one label per brush region, but got {names}")
-        mask[rle.decode(value["rle"], height, width)] = class_by_name(names[0], classes, task)
+        try:
+            painted = rle.decode(value["rle"], height, width)
+        except (DataError, FormatError) as exc:
+            raise DataError(f"{task}: {exc}") from None
+        mask[painted] = class_by_name(names[0], classes, task)
     return mask
 
 
@@ -114,16 +141,22 @@ def task_frames(export_dir: Path, tasks: str | os.PathLike | None = None) -> dic
     """Label Studio task id -> frame id: from a JSON export `tasks`, or the import's record."""
     if tasks is not None:
         exported = read_json(tasks)
-        if not isinstance(exported, list):
-            raise FormatError(f"Expected Label Studio's JSON export (a task list) in {tasks}.")
-        return {int(t["id"]): str(t["data"]["frame_id"]) for t in exported
-                if "id" in t and "frame_id" in (t.get("data") or {})}
+        try:
+            return {int(t["id"]): str(t["data"]["frame_id"]) for t in exported
+                    if "id" in t and "frame_id" in (t.get("data") or {})}
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise FormatError(f"Expected Label Studio's JSON export (a task list with ids) in {tasks}, but "
+                              "got another layout.") from None
     path = export_dir / TASK_MAP
     if not path.is_file():
         raise DataError(f"Expected {path} (written by import_labelstudio.py) to map Label Studio "
                         "task ids to frames, but it does not exist: pass --tasks with a JSON "
                         "export of the same project.")
-    return {int(k): str(v) for k, v in read_json(path)["tasks"].items()}
+    try:
+        return {int(k): str(v) for k, v in read_json(path)["tasks"].items()}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise FormatError(f"{path}: expected {{\"tasks\": {{task id: frame id}}}} as import_labelstudio.py "
+                          "writes it, but got another layout.") from None
 
 
 def read_png_export(path: Path, classes: ClassInfo, frames_of: dict[int, str], *,
@@ -165,8 +198,8 @@ def read_png_export(path: Path, classes: ClassInfo, frames_of: dict[int, str], *
                         f"{classes.names[class_id]!r} overlap on {int(clash.sum())} pixels, and the PNG "
                         "export keeps no drawing order: import the JSON export instead")
                 mask[layer] = class_id
-        except (DataError, OSError) as exc:
-            problem = str(exc) if isinstance(exc, DataError) else f"{name}: unreadable PNG ({exc})"
+        except (DataError, OSError, Image.DecompressionBombError) as exc:
+            problem = str(exc) if isinstance(exc, DataError) else f"{name}: unreadable PNG {file} ({exc})"
             yield Annotated(frame_id, name, None, problem=problem)
             continue
         yield Annotated(frame_id, name, mask, str(annotation))

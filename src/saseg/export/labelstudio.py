@@ -41,7 +41,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from ..data.classes import ClassInfo
-from ..errors import DataError
+from ..errors import DataError, FormatError
 from ..io import read_json, write_json, write_text
 from . import rle
 from .labelstudio_notes import import_notes
@@ -218,8 +218,19 @@ def document_root(export_dir: str | os.PathLike, root: str | os.PathLike | None 
     resolved against the export folder (absolute in older exports)."""
     if root is not None:
         return Path(root).resolve()
-    setup = read_json(Path(export_dir) / "labelstudio_storage.json")
-    return (Path(export_dir) / setup["document_root"]).resolve()
+    return (Path(export_dir) / storage_settings(export_dir)["document_root"]).resolve()
+
+
+def storage_settings(export_dir: str | os.PathLike) -> dict:
+    """An export's ``labelstudio_storage.json``, checked: ``document_root`` a path string and
+    ``url_prefix`` a string or null."""
+    path = Path(export_dir) / "labelstudio_storage.json"
+    setup = read_json(path)
+    if (not isinstance(setup, dict) or not isinstance(setup.get("document_root"), str)
+            or not isinstance(setup.get("url_prefix") or "", str)):
+        raise FormatError(f"{path}: expected the storage settings `saseg export` writes (document_root, "
+                          "url_prefix), but got another layout.")
+    return setup
 
 
 def serving_paths(images: list[Path], out_dir: Path, image_root=None, *,
