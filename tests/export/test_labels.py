@@ -544,3 +544,19 @@ def test_a_bad_cvat_labelmap_is_one_clear_error(tool_queue, tmp_path, labelmap, 
     (source / "ImageSets" / "Segmentation" / "default.txt").write_text("")
     with pytest.raises(FormatError, match=match):
         list(import_labels("cvat", q.out, source, tmp_path / "l").refused)
+
+
+def test_a_16_bit_cvat_class_png_is_refused(tool_queue, tmp_path):
+    """CVAT writes 8-bit colour PNGs; PIL would clip 16-bit values onto whatever colour they hit."""
+    q = tool_queue
+    export_cvat(q.queue, out_dir=q.out, classes=q.classes, prediction_for=q.prediction_for,
+                image_for=q.image_for)
+    name = next(iter(json.loads((q.out / "cvat_frames.json").read_text())))
+    source = tmp_path / "cvat"
+    (source / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (source / "SegmentationClass").mkdir()
+    (source / "labelmap.txt").write_text(cvat_labelmap(q.classes))
+    (source / "ImageSets" / "Segmentation" / "default.txt").write_text(name + "\n")
+    Image.fromarray(np.full((36, 48), 65535, np.uint16)).save(source / "SegmentationClass" / f"{name}.png")
+    report = import_labels("cvat", q.out, source, tmp_path / "l")
+    assert report.imported == [] and len(report.refused) == 1 and "8-bit colour class PNG" in report.refused[0]

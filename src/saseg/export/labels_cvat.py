@@ -79,9 +79,14 @@ def read_segmentation_mask(path: Path, classes: ClassInfo, names: dict[str, str]
             continue
         try:
             with Image.open(io.BytesIO(data)) as png:
+                mode = png.mode
                 rgb = np.asarray(png.convert("RGB")).astype(np.int64)
         except (OSError, Image.DecompressionBombError) as exc:
             yield Annotated(frame_id, task, None, problem=f"{task}: unreadable class PNG ({exc})")
+            continue
+        if mode not in ("RGB", "RGBA", "P", "L"):  # PIL would clip 16-bit values onto some colour
+            yield Annotated(frame_id, task, None, problem=f"{task}: expected an 8-bit colour class PNG, but it "
+                            f"is {mode!r}")
             continue
         packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
         values, inverse = np.unique(packed, return_inverse=True)
