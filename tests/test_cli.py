@@ -472,3 +472,14 @@ def test_export_check_dir_checks_without_rewriting(tiny_run, tmp_path):
         invoke("export", "--plan", plan, "--to", to, "-o", tmp_path / to, "--no-heatmaps")
         assert f"{to}: {n} frames, {n}/{n} masks verified" in invoke(
             "export", "--check", tmp_path / to, "--plan", plan)
+
+
+def test_select_refuses_a_run_left_unfinished(tiny_run, tmp_path, capsys):
+    """As plan and evaluate do: its tables may be half old, half new."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / ".saseg.lock").write_text("pid 999999\n")
+    code, _, err = run_in_process(capsys, "select", "-s", run / "scores.parquet", "-t", "building",
+                                  "--min-pixels", 10, "--size", 2, "-o", tmp_path / "sel.csv")
+    assert code == 1 and err.count("\n") == 1 and "stopped halfway (pid 999999)" in err
+    assert not (tmp_path / "sel.csv").exists()

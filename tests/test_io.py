@@ -147,3 +147,13 @@ def test_a_writer_that_fails_before_writing_leaves_no_trace(tmp_path):
         with output_lock(interrupted):
             raise KeyboardInterrupt
     assert [p.name for p in interrupted.iterdir()] == [LOCK_NAME]  # marked unfinished, kept
+
+
+def test_json_nested_too_deeply_is_one_clear_error(tmp_path):
+    from saseg.errors import FormatError
+    from saseg.io import read_json
+
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(FormatError, match="nests too deeply"):
+        read_json(path)

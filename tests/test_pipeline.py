@@ -409,3 +409,42 @@ def test_a_registered_logit_score_becomes_a_run_column(tiny_model_dir, tiny_sa_d
     restore()
     with pytest.raises(FormatError, match="baselines"):
         score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, part, **options)
+
+
+def test_a_rerun_refused_on_a_bad_reference_keeps_the_finished_run(tiny_model_dir, tiny_sa_dir, tiny_run, tmp_path):
+    """Inputs are checked before the old run's score.json goes."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(FormatError, match="does not exist"):
+        score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, run / "scores.parquet", reference=tmp_path / "none.json",
+              progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    RunDir(run).check_finished()
+
+
+def test_a_second_scores_file_in_a_run_folder_is_refused(tiny_model_dir, tiny_sa_dir, tiny_run, tmp_path):
+    """Its frames.parquet, score.json and masks would silently replace the first run's."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with pytest.raises(DataError, match="holds scores.parquet besides other.parquet"):
+        score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, run / "other.parquet", progress=False)
+    RunDir(run).check_finished()
+
+
+def test_a_fresh_rerun_drops_the_old_runs_masks(tiny_model_dir, tiny_sa_dir, tiny_run, tmp_path):
+    import shutil
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(tiny_run, run.root)
+    stale = run.prediction_path("gone/000001")
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"a mask of a frame the new run does not hold")
+    score(tiny_model_dir, tiny_sa_dir, TEST_SPEC, run.scores_path, pixels_per_class=50, progress=False)
+    assert not stale.exists()
+    assert sorted(p.stem for p in run.predictions_dir.rglob("*.png")) == sorted(
+        f.split("/")[-1] for f in run.frames()["frame_id"])

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "read_json", "write_parquet",
-           "write_csv", "check_settings", "compare_settings", "PartStore", "output_lock", "check_not_unfinished", "discard_untouched",
+           "write_csv", "check_settings", "compare_settings", "PartStore", "output_lock", "check_not_unfinished", "discard_untouched", "atomic_paths", "json_text",
            "LOCK_NAME"]
 
 
@@ -57,6 +57,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """`atomic_path` for files that belong together: every temporary is written before any
+    replaces its file (in the order given), so an error while writing, a full disk say,
+    leaves all of them as they were."""
+    with ExitStack() as stack:  # unwinds last in, first out: enter the last path first
+        temporaries = [stack.enter_context(atomic_path(p)) for p in reversed(paths)]
+        yield temporaries[::-1]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -75,8 +85,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Strict JSON: NaN and +-Infinity are written as ``null`` (no value: a correlation of a
     constant, a score of a class never seen), since strict parsers reject the bare tokens."""
-    text = json.dumps(_finite(_plain(obj)), indent=2, sort_keys=False, allow_nan=False)
-    write_text(path, text + "\n")
+    write_text(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    """The text `write_json` writes."""
+    return json.dumps(_finite(_plain(obj)), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def _finite(obj: Any) -> Any:
@@ -98,6 +112,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FormatError(f"Expected valid JSON in {path}, but got: {exc}") from None
     except UnicodeDecodeError:
         raise FormatError(f"Expected a UTF-8 JSON file at {path}, but it is not UTF-8 text.") from None
+    except RecursionError:
+        raise FormatError(f"Expected a saseg JSON file at {path}, but it nests too deeply to read.") from None
 
 
 def write_parquet(path: str | os.PathLike, frame) -> None:

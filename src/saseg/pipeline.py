@@ -8,6 +8,7 @@ class, group and frame SA into a run dir (`saseg.layout.RunDir`).
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -196,6 +197,12 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     check_fitted_on(sa_meta, sha256=model.sha256, layer=model.layer, classes=model.classes.to_dict(),
                     sa_dir=sa_dir, allow_mismatch=allow_mismatch)
     dataset = as_dataset(data, split, on_error=on_error)
+    z_reference = ZScoreReference.load(reference) if reference else None  # checked before the run is touched
+    others = sorted(p.name for p in run.root.glob("*.parquet") if p.name not in (run.scores_name, run.frames_path.name))
+    if others:
+        raise DataError(f"Expected {run.root} to hold one run, but it holds {others[0]} besides {run.scores_name}: "
+                        "two scores files in one folder would share its frames.parquet, score.json and "
+                        "predictions; write each run to its own folder.")
     classes = model.classes
     chunk_frames = chunk_frames or batch_size * 8
     fingerprint = dataset.fingerprint()
@@ -216,6 +223,8 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
     # run that readers refuse, never the old metadata over a mix of old and new files.
     run.meta_path.unlink(missing_ok=True)
     done = store.done_chunks()
+    if not done:  # a fresh run: the old run's masks of frames this one lacks must not stay behind
+        shutil.rmtree(run.predictions_dir, ignore_errors=True)
     n = len(dataset)
     pending = [c for c in range((n + chunk_frames - 1) // chunk_frames) if c not in done]
     done_frames = min(n, len(done) * chunk_frames)
@@ -254,7 +263,7 @@ def score(model, sa_dir: str | Path, data: Dataset | str, out: str | Path, *,
         scores_df = add_temporal_agreement(scores_df, run.prediction, classes.num_classes)
     columns = score_columns(fitted, softmax)
     frames_df, zscore = run_tables(scores_df, classes, columns,
-                                   reference=ZScoreReference.load(reference) if reference else None)
+                                   reference=z_reference)
     meta = {
         "saseg_version": __version__, **settings, "model_path": model.path,
         "classes": classes.to_dict(), "score_columns": columns, "sa_provenance": sa_meta,

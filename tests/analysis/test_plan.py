@@ -153,3 +153,8 @@ def test_plan_from_run_with_pilot(tmp_path):
         plan_from_run(tmp_path / "nowhere" / "scores.parquet", tmp_path / "p2", skip_ratio=0.1)
     with pytest.raises(DataError, match="tradeoff.csv"):
         plan_from_run(run / "scores.parquet", tmp_path / "p3", skip_ratio=0.1, eval_dir=tmp_path)
+
+
+def test_a_text_column_is_no_score():
+    with pytest.raises(DataError, match="expected a numeric score column"):
+        plan(_frames(), score="frame_id", skip_ratio=0.5)

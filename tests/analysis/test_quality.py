@@ -110,3 +110,27 @@ def test_rows_cover_likely_missed_classes(pilot_and_pool):
     frames = pd.read_parquet(pilot_and_pool / "pilot" / "frames.parquet")
     predicted = scores[scores["n_pixels"] > 0].groupby("frame_id")["class_id"].nunique()
     assert (frames.set_index("frame_id")["n_segments"] == predicted).all()
+
+
+def test_apply_that_fails_while_writing_leaves_the_run_as_it_was(pilot_and_pool, tmp_path, monkeypatch):
+    """The three files are written before any replaces its own: a full disk mixes nothing."""
+    import shutil
+
+    import saseg.layout.run
+
+    root = pilot_and_pool
+    fit_quality(root / "pilot", root / "pilot" / "eval", tmp_path / "q")
+    run = tmp_path / "pool"
+    shutil.copytree(root / "pool", run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(saseg.layout.run, "json_text", full)  # the last of the three
+    with pytest.raises(OSError):
+        apply_quality(run, tmp_path / "q")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    monkeypatch.undo()
+    apply_quality(run, tmp_path / "q")
+    assert "risk" in RunDir(run).score_columns() and "risk" in RunDir(run).scores().columns

@@ -224,3 +224,10 @@ def test_select_from_scores_writes_csv_and_reports_spread(tmp_path):
     with pytest.raises(DataError, match="cannot be read"):
         select_from_scores(tmp_path / "missing.parquet", tmp_path / "x.csv", target_class=TARGET,
                            level="high", size=1)
+
+
+def test_a_text_column_is_no_score():
+    scores = pd.DataFrame({"frame_id": ["a", "b"], "frame_index": [0, 1], "source": ["", ""], "class_id": [0, 0],
+                           "class_name": ["road", "road"], "n_pixels": [5000, 5000], "mdsa": [1.0, 2.0]})
+    with pytest.raises(DataError, match="expected a numeric score column"):
+        select_frames(scores, target_class=0, level="high", size=1, score="class_name")

@@ -91,3 +91,20 @@ def test_scores_follow_the_ats_device(cls):
     got = est.score(torch.tensor(x, device="cuda"), torch.tensor(c, device="cuda"))
     assert got.device.type == "cuda"
     torch.testing.assert_close(got.cpu(), expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("edit", [{"estimators": ["mdsa", "../../tmp/x"]}, {"classes": {"names": 5}},
+                                  {"estimators": "mdsa"}])
+def test_a_tampered_sa_json_is_a_format_error(tiny_sa_dir, tmp_path, edit):
+    """Estimator names become file names: one that walks out of the folder is refused."""
+    import shutil
+
+    from saseg.estimators.sa_model import load_sa_model, sa_model_sha256
+
+    sa = tmp_path / "sa"
+    shutil.copytree(tiny_sa_dir, sa)
+    meta = json.loads((sa / "sa.json").read_text())
+    (sa / "sa.json").write_text(json.dumps({**meta, **edit}))
+    for read in (load_sa_model, sa_model_sha256):
+        with pytest.raises(FormatError, match="expected saseg SA provenance"):
+            read(sa)

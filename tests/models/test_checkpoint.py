@@ -250,3 +250,13 @@ def test_nonfinite_logits_are_found_before_the_upsampling(value):
         if bad >= 0:
             with pytest.raises(DegenerateDataError, match=f"f{bad}"):
                 model.trace(frames)
+
+
+@pytest.mark.parametrize("key, value", [("mean", [0.5]), ("std", "abc"), ("std", [0.2, 0.0, 0.2]),
+                                        ("mean", [0.5, None, 0.5])])
+def test_a_bad_input_normalisation_is_a_format_error(saved, key, value):
+    path, _, _ = saved
+    meta = json.loads((path / "model.json").read_text())
+    (path / "model.json").write_text(json.dumps({**meta, key: value}))
+    with pytest.raises(FormatError, match=f"expected '{key}' as three finite numbers"):
+        load_model(path)

@@ -190,6 +190,9 @@ def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: floa
     if price.segments_per_frame is None:
         needed.append("n_segments")
     require_columns(frames_df, needed, "plan: the frames table")
+    if not pd.api.types.is_numeric_dtype(frames_df[score]) or pd.api.types.is_bool_dtype(frames_df[score]):
+        raise DataError(f"plan: expected a numeric score column, but {score!r} holds {frames_df[score].dtype} "
+                        "values; rank by a score (frame_mdsa, frame_risk, ...).")
     if skip_ratio is not None and not 0 <= skip_ratio <= 1:
         raise DataError(f"plan: expected skip_ratio in [0, 1], but got {skip_ratio}.")
     if budget is not None and (int(budget) != budget or budget < 0):

@@ -38,7 +38,5 @@ def apply_quality(run: str | os.PathLike | RunDir, quality_dir: str | os.PathLik
     run = as_run(run)
     quality = RunQuality.load(quality_dir)
     scores_df, frames_df, meta = quality.annotate(run.scores(), run.frames(), dict(run.meta()), where=run.root)
-    run.write_frames(frames_df)
-    run.write_scores(scores_df)
-    run.write_meta(meta)
+    run.write_annotated(scores_df, frames_df, meta)
     return scores_df

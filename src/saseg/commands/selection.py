@@ -10,6 +10,7 @@ import pandas as pd
 from ..analysis.selection import select_frames, selection_spread
 from ..errors import DataError
 from ..io import write_csv
+from ..layout import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ def select_from_scores(scores_path, out_csv, **options) -> tuple[pd.DataFrame, d
     Returns the selection and the `selection_spread` of its frames' ``at_mean`` embeddings
     (or of `options["embeddings"]`); the spread is NaN when neither is available.
     """
+    RunDir.from_scores(scores_path).check_finished()  # as plan and evaluate do
     try:
         scores = pd.read_parquet(scores_path)
     except (OSError, ValueError) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -63,9 +64,13 @@ def sa_model_sha256(sa_dir: str | os.PathLike) -> str:
 def read_sa_provenance(sa_dir: str | os.PathLike) -> dict:
     """The ``sa.json`` of an SA model dir."""
     meta = read_json(Path(sa_dir) / SA_META)
-    if not isinstance(meta, dict) or not isinstance(meta.get("estimators"), list):
+    classes = (meta.get("classes") or {}) if isinstance(meta, dict) else None
+    names = classes.get("names", []) if isinstance(classes, dict) else None
+    if (not isinstance(meta, dict) or not isinstance(meta.get("estimators"), list)
+            or not all(isinstance(n, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", n) for n in meta["estimators"])
+            or not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         raise FormatError(f"{Path(sa_dir) / SA_META}: expected saseg SA provenance with a list of "
-                          "'estimators', but got something else.")
+                          "'estimators' (names such as mdsa) and of class names, but got something else.")
     return meta
 
 

@@ -33,7 +33,8 @@ from ..data import ClassInfo, Dataset, Frame, open_dataset
 from ..errors import DataError, FormatError
 from ..estimators.base import SurpriseEstimator
 from ..estimators.sa_model import load_sa_model
-from ..io import PartStore, atomic_path, check_not_unfinished, read_json, write_json, write_parquet
+from ..io import (PartStore, atomic_path, atomic_paths, check_not_unfinished, json_text, read_json, write_json,
+                  write_parquet)
 from ..models import LoadedModel, load_model
 
 __all__ = ["RunDir", "SCORES", "encode_prediction", "frame_relpath", "frame_stem"]
@@ -217,6 +218,16 @@ class RunDir:
 
     def write_scores(self, df: pd.DataFrame) -> None:
         write_parquet(self.scores_path, df)
+
+    def write_annotated(self, scores_df: pd.DataFrame, frames_df: pd.DataFrame, meta: dict) -> None:
+        """The scores and frames tables and ``score.json`` of a finished run together (``quality
+        apply``): all three are written before any replaces its file, so a failure halfway (a
+        full disk) leaves the run as it was, not one model's columns beside another's record."""
+        with atomic_paths(self.frames_path, self.scores_path, self.meta_path) as (frames, scores, meta_file):
+            frames_df.to_parquet(frames, index=False)
+            scores_df.to_parquet(scores, index=False)
+            meta_file.write_text(json_text(meta), encoding="utf-8")
+        self._meta = dict(meta)
 
     def write_frames(self, df: pd.DataFrame) -> None:
         write_parquet(self.frames_path, df)

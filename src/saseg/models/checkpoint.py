@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import io
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,13 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         classes = ClassInfo.from_dict(cfg["classes"])
     except (DataError, TypeError, AttributeError) as exc:
         raise FormatError(f"{json_path}: bad 'classes': {exc}") from None
+    for key in ("mean", "std"):  # the input normalisation: one positive-std number per RGB channel
+        v = cfg[key]
+        if (not isinstance(v, list) or len(v) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+                or (key == "std" and min(v) <= 0)):
+            raise FormatError(f"{json_path}: expected {key!r} as three finite numbers (one per RGB channel"
+                              f"{', positive' if key == 'std' else ''}), but got {v!r}.")
     if not pt_path.is_file():
         raise FormatError(f"Expected the weights file {pt_path}, but it does not exist.")
     sha = file_sha256(pt_path)
