@@ -108,3 +108,43 @@ def test_a_tampered_sa_json_is_a_format_error(tiny_sa_dir, tmp_path, edit):
     for read in (load_sa_model, sa_model_sha256):
         with pytest.raises(FormatError, match="expected saseg SA provenance"):
             read(sa)
+
+
+@pytest.mark.parametrize("edit", ["kept negative", "kept too large", "kept repeated", "refs narrow", "refs empty"])
+def test_a_tampered_lsa_state_is_a_format_error(tmp_path, edit):
+    """Shapes with free dimensions cannot catch these; a negative index silently scored other features."""
+    from safetensors.torch import load_file, save_file
+
+    x, c = data()
+    LSA().fit(x, c).save(tmp_path, "lsa")
+    path = tmp_path / "lsa.safetensors"
+    t = load_file(str(path))
+    if edit == "kept negative":
+        t["kept.0"] = t["kept.0"].clone()
+        t["kept.0"][0] = -1
+    elif edit == "kept too large":
+        t["kept.0"] = t["kept.0"].clone()
+        t["kept.0"][-1] = 999
+    elif edit == "kept repeated":
+        t["kept.0"] = t["kept.0"].clone()
+        t["kept.0"][1] = t["kept.0"][0]
+    elif edit == "refs narrow":
+        t["refs.0"] = t["refs.0"][:, :-1].contiguous()
+    else:
+        t["refs.0"] = t["refs.0"][:0].contiguous()
+    save_file(t, str(path))
+    with pytest.raises(FormatError, match="kept features"):
+        load_estimator(tmp_path, "lsa")
+
+
+def test_mdsa_tensors_of_mixed_dtypes_are_a_format_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    x, c = data()
+    MDSA().fit(x, c).save(tmp_path, "mdsa")
+    path = tmp_path / "mdsa.safetensors"
+    t = load_file(str(path))
+    t["whiteners"] = t["whiteners"].float() if t["whiteners"].dtype == torch.float64 else t["whiteners"].double()
+    save_file(t, str(path))
+    with pytest.raises(FormatError, match="one float dtype"):
+        load_estimator(tmp_path, "mdsa")

@@ -306,6 +306,10 @@ class SurpriseEstimator:
             yield k, rows
 
     # ---- persistence ---------------------------------------------------------------------
+    def _check_loaded(self, d: int, where: Path) -> None:
+        """Refuse a loaded state whose tensors disagree with each other (shapes and dtypes
+        alone cannot say); a FormatError naming `where`. None to check by default."""
+
     def _expected_shapes(self, n_classes: int, d: int) -> dict[str, tuple]:
         """Shapes a loaded state must have (``None``: free); subclasses add their tensors."""
         return {"classes": (n_classes,), "counts": (n_classes,)}
@@ -375,6 +379,7 @@ class SurpriseEstimator:
         except KeyError as exc:
             raise FormatError(f"{st_path}: expected tensor {exc}, but it is missing.") from None
         check_state(tensors, est._expected_shapes(len(classes), d), classes, st_path)
+        est._check_loaded(d, st_path)
         est.n_features_in_ = d
         names = meta.get("class_names")
         est.class_names_ = None if names is None else {int(k): v for k, v in names.items()}

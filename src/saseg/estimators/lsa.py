@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from ..errors import DataError, DegenerateDataError
+from ..errors import DataError, DegenerateDataError, FormatError
 from .base import BLOCK_BYTES, SurpriseEstimator, block_shape
 from .mdsa import whitener
 
@@ -176,6 +176,20 @@ class LSA(SurpriseEstimator):
             out.update({f"kept.{k}": (None,), f"means.{k}": (None,), f"refs.{k}": (None, None),
                         f"whiteners.{k}": (None, None)})
         return out
+
+    def _check_loaded(self, d, where):
+        """Each class's kept feature indices are distinct, ascending and in [0, d), and its mean,
+        whitener and references have that many columns: a tampered index would score other
+        features (silently), or fail inside the kernel."""
+        for k, kept in enumerate(self.kept_):
+            n = len(kept)
+            ok = (kept.dtype == torch.int64 and kept.ndim == 1 and n >= 1 and int(kept.min()) >= 0
+                  and int(kept.max()) < d and bool((kept[1:] > kept[:-1]).all()))
+            shapes = (tuple(self.means_[k].shape), tuple(self.whiteners_[k].shape), self.refs_[k].shape[1:])
+            if not ok or shapes != ((n,), (n, n), (n,)) or len(self.refs_[k]) < 1:
+                raise FormatError(f"{where}: expected class {k}'s kept features as ascending indices in [0, {d}) "
+                                  "with a mean, whitener and references over them, but they disagree; the file "
+                                  "is corrupt: refit it (`saseg fit`).")
 
     def _load_state(self, t):
         self.classes_, self.counts_, self.log_norms_, self.factors_ = t["classes"], t["counts"], t["log_norms"], t["factors"]

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from ..errors import DataError, DegenerateDataError, NotFittedError
+from ..errors import DataError, DegenerateDataError, FormatError, NotFittedError
 from .base import SurpriseEstimator, check_inputs
 
 logger = logging.getLogger(__name__)
@@ -381,6 +381,13 @@ class MDSA(SurpriseEstimator):
         return {**super()._expected_shapes(k, d), "means": (k, d), "covariances": (k, d, d),
                 "shrinkage": (k,), "whiteners": (k, d, d), "moments.shift": (None, d),
                 "moments.s2": (None, d, d)}
+
+    def _check_loaded(self, d, where):
+        """One float dtype for the fitted tensors: they meet in one matrix product."""
+        dtypes = {t.dtype for t in (self.means_, self.covariances_, self.shrinkage_, self.whiteners_)}
+        if len(dtypes) != 1:
+            raise FormatError(f"{where}: expected the means, covariances, shrinkage and whiteners in one float "
+                              f"dtype, but got {sorted(map(str, dtypes))}; the file is corrupt: refit it.")
 
     def _load_state(self, t):
         self._moments = {k: t[f"moments.{k}"] for k in _MOMENTS}
