@@ -158,3 +158,11 @@ def test_plan_from_run_with_pilot(tmp_path):
 def test_a_text_column_is_no_score():
     with pytest.raises(DataError, match="expected a numeric score column"):
         plan(_frames(), score="frame_id", skip_ratio=0.5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, -5, 2.5])
+def test_segment_counts_that_are_no_counts_are_refused(bad):
+    frames = _frames().astype({"n_segments": np.float64})
+    frames.loc[2, "n_segments"] = bad
+    with pytest.raises(DataError, match="expected n_segments as whole non-negative counts"):
+        plan(frames, skip_ratio=0.5)

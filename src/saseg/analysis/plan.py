@@ -190,6 +190,11 @@ def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: floa
     if price.segments_per_frame is None:
         needed.append("n_segments")
     require_columns(frames_df, needed, "plan: the frames table")
+    if "n_segments" in needed:
+        segments = pd.to_numeric(frames_df["n_segments"], errors="coerce").to_numpy(np.float64)
+        if not (np.isfinite(segments) & (segments >= 0) & (segments == np.round(segments))).all():
+            raise DataError("plan: expected n_segments as whole non-negative counts in the frames table, but some "
+                            "are missing, negative or fractional (edited?); score the run again.")
     if not pd.api.types.is_numeric_dtype(frames_df[score]) or pd.api.types.is_bool_dtype(frames_df[score]):
         raise DataError(f"plan: expected a numeric score column, but {score!r} holds {frames_df[score].dtype} "
                         "values; rank by a score (frame_mdsa, frame_risk, ...).")
