@@ -39,6 +39,10 @@ def test_predictions_round_trip_and_stay_inside(tmp_path):
     assert not (tmp_path / "outside.png").exists() and not (tmp_path / "abs.png").exists()
     with pytest.raises(FormatError, match="without --no-predictions"):
         run.prediction("d0/000002")
+    path = tmp_path / "run" / "predictions" / "d0" / "000001.png"
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    with pytest.raises(FormatError, match="000001.png, but it cannot be read"):
+        run.prediction("d0/000001")
 
 
 def test_a_scored_run_reads_back(tiny_run):

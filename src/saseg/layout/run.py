@@ -256,10 +256,17 @@ class RunDir:
         path = self.prediction_path(frame_id)
         try:
             with Image.open(path) as img:
-                return np.asarray(img, dtype=np.int64)
+                mask = np.asarray(img, dtype=np.int64)
         except FileNotFoundError:
             raise FormatError(f"Expected a saved prediction at {path}; rerun `saseg score` "
                               "without --no-predictions.") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated, not a PNG, too large
+            raise FormatError(f"Expected the prediction PNG `saseg score` saved at {path}, but it cannot be "
+                              f"read ({exc}); score the run again.") from None
+        if mask.ndim != 2:
+            raise FormatError(f"Expected a class-id PNG (one channel) at {path}, but it has shape {mask.shape}; "
+                              "score the run again.")
+        return mask
 
     # ---- what the run was scored with -----------------------------------------------------
     def dataset(self, **options) -> Dataset:
