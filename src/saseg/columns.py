@@ -21,7 +21,7 @@ from .errors import DataError
 __all__ = [
     "FRAME", "FRAME_KEYS", "KEY_COLUMNS", "RISK", "frame_column", "group_column", "target_column",
     "frame_score_columns", "frame_score_names", "parse_score_column", "default_ranking_score",
-    "frame_target_iou", "require_columns", "ids_sha256", "id_set_sha256", "drive_of",
+    "frame_target_iou", "require_columns", "ids_sha256", "id_set_sha256", "run_identity", "drive_of",
 ]
 
 FRAME = "frame"
@@ -135,6 +135,13 @@ def id_set_sha256(frame_ids: Iterable[str]) -> str:
     """sha256 of the *set* of frame ids (sorted, then as `ids_sha256`): which frames a table
     covers, whatever its row order (a quality model's pilot, a plan's pool)."""
     return ids_sha256(sorted(map(str, frame_ids)))
+
+
+def run_identity(meta: dict, frame_ids: Iterable[str]) -> dict:
+    """What makes two tables one run's: the same data spec, model and set of frame ids (ids
+    alone repeat across generated data sets); `meta` is the run's ``score.json``."""
+    return {"data": meta.get("data"), "model_sha256": meta.get("model_sha256"),
+            "frame_ids_sha256": id_set_sha256(frame_ids)}
 
 
 def drive_of(frame_id: str) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .analysis.correlation import correlation_table, format_table, paired_table, score_agreement
 from .analysis.tradeoff import max_skip_table, tradeoff_table
+from .columns import run_identity
 from .data import Dataset, as_dataset
 from .errors import DataError
 from .io import write_csv, write_json, write_parquet
@@ -41,6 +42,7 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
     run = RunDir.from_scores(scores)
     scores_df = run.scores()
     frames_df = run.frames()
+    identity = run_identity(run.meta(), frames_df["frame_id"])  # the whole run's, before any filter
     classes = run.classes()
     columns = run.score_columns()
     dataset = run.dataset() if data is None else as_dataset(data, split)
@@ -98,7 +100,8 @@ def evaluate(scores: str | Path, data: Dataset | str | None, out_dir: str | Path
                                        correlations=corr))
         pngs.append(plot_tradeoff(curves, out.tradeoff_plot_path(columns[0]), score=columns[0]))
     summary = {
-        "scores": str(run.scores_path.resolve()), "data": dataset.spec, "n_frames": int(iou_df["frame_id"].nunique()),
+        "scores": str(run.scores_path.resolve()), "run": identity,
+        "data": dataset.spec, "n_frames": int(iou_df["frame_id"].nunique()),
         "score_columns": columns, "thresholds": list(thresholds), "risk": risk,
         "table": format_table(corr), "plots": [str(p) for p in pngs],
         "mean_iou": _mean_class_iou(iou_df),

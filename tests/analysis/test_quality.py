@@ -134,3 +134,13 @@ def test_apply_that_fails_while_writing_leaves_the_run_as_it_was(pilot_and_pool,
     monkeypatch.undo()
     apply_quality(run, tmp_path / "q")
     assert "risk" in RunDir(run).score_columns() and "risk" in RunDir(run).scores().columns
+
+
+def test_fit_refuses_the_evaluation_of_another_run(pilot_and_pool, tmp_path):
+    """Its IoUs are of other predictions; frame ids alone can repeat across data sets."""
+    root = pilot_and_pool
+    evaluate(root / "pool" / "scores.parquet", None, tmp_path / "pool_eval", plots=False)
+    with pytest.raises(DataError, match="evaluated another run"):
+        fit_quality(root / "pilot", tmp_path / "pool_eval", tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+    fit_quality(root / "pilot", root / "pilot" / "eval", tmp_path / "q")  # its own: fine

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..columns import FRAME, drive_of, frame_target_iou, id_set_sha256, require_columns, target_column
+from ..columns import FRAME, drive_of, frame_target_iou, require_columns, run_identity, target_column
 from ..data import ClassInfo
 from ..errors import DataError, FormatError
 from ..io import check_not_unfinished, read_json, write_json, write_parquet
@@ -151,7 +151,7 @@ class RunQuality:
         scores_df = scores_df.drop(columns=self._unused_columns(scores_df, where))
         self.classes_ = ClassInfo.from_dict(meta["classes"])
         self.score_columns_ = [c for c in meta["score_columns"] if c not in ("risk",)]
-        self.pilot_ = {**_identity(meta, frames_df), "run": str(where), "n_frames": int(len(frames_df))}
+        self.pilot_ = {**run_identity(meta, frames_df["frame_id"]), "run": str(where), "n_frames": int(len(frames_df))}
         self.models_, self.oof_, self.source_ = {}, {}, None
         for target, (X, keys) in self._tables(scores_df, frames_df).items():
             y = target_iou(iou_df, target)
@@ -231,7 +231,7 @@ class RunQuality:
             raise DataError(f"quality model: expected the run to have the feature columns {lacking} it was "
                             f"fitted with, but {where} lacks them; score it as the pilot was "
                             f"(flip_iou needs `saseg score --tta flip`, temporal_iou saved predictions).")
-        identity = _identity(meta, frames_df)
+        identity = run_identity(meta, frames_df["frame_id"])
         on_pilot = all(self.pilot_.get(k) == v for k, v in identity.items())
         if on_pilot:
             log.warning("quality: %s holds the pilot's frames; writing out-of-fold predictions.", where)
@@ -372,13 +372,6 @@ def _check_feature_order(model: QualityModel, X: pd.DataFrame, run: object) -> N
     if [c for c in X.columns if c in wanted] != list(model.features_):
         raise FormatError(f"{where}: expected the features in the order the run builds them, but they "
                           "are reordered; the file was edited: refit it (`saseg quality fit`).")
-
-
-def _identity(meta: dict, frames_df: pd.DataFrame) -> dict:
-    """What makes a run the pilot: the same data spec, model and frame ids (ids alone repeat
-    across generated data sets); `meta` is the run's ``score.json``."""
-    return {"data": meta.get("data"), "model_sha256": meta.get("model_sha256"),
-            "frame_ids_sha256": id_set_sha256(frames_df["frame_id"])}
 
 
 def _key_strings(keys: pd.Index) -> list[str]:

@@ -10,6 +10,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..analysis.quality import RunQuality
+from ..columns import run_identity
+from ..errors import DataError
 from ..layout import EvalDir, RunDir
 
 __all__ = ["fit_quality", "apply_quality", "as_run"]
@@ -27,8 +29,15 @@ def fit_quality(run: str | os.PathLike, eval_dir: str | os.PathLike, out_dir: st
                 extra_features: Sequence[str] = (), **model_options) -> RunQuality:
     """``saseg quality fit``: fit on a pilot run and its eval dir, save to `out_dir`."""
     pilot = as_run(run)
+    evaluated = EvalDir(eval_dir)
+    iou = evaluated.iou()
+    recorded = evaluated.summary().get("run")  # evaluations before saseg recorded it: not checked
+    if recorded is not None and recorded != run_identity(pilot.meta(), pilot.frames(["frame_id"])["frame_id"]):
+        raise DataError(f"quality fit: expected the evaluation of the pilot {pilot.root}, but {evaluated.root} "
+                        f"evaluated another run ({evaluated.summary().get('scores')}): its IoUs are of other "
+                        "predictions.")
     quality = RunQuality(extra_features=extra_features, **model_options).fit(
-        pilot.scores(), pilot.frames(), pilot.meta(), EvalDir(eval_dir).iou(), where=pilot.root)
+        pilot.scores(), pilot.frames(), pilot.meta(), iou, where=pilot.root)
     quality.save(out_dir)
     return quality
 
