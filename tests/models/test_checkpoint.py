@@ -260,3 +260,22 @@ def test_a_bad_input_normalisation_is_a_format_error(saved, key, value):
     (path / "model.json").write_text(json.dumps({**meta, key: value}))
     with pytest.raises(FormatError, match=f"expected '{key}' as three finite numbers"):
         load_model(path)
+
+
+class _Runs:
+    """A pickle that would run code when loaded."""
+
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_a_pickled_object_in_the_weights_is_refused_and_never_run(saved, tmp_path, monkeypatch):
+    path, _, _ = saved
+    monkeypatch.chdir(tmp_path)
+    torch.save({"head.weight": _Runs()}, path / "model.pt")
+    meta = json.loads((path / "model.json").read_text())
+    (path / "model.json").write_text(json.dumps({**meta, "sha256": None}))
+    with pytest.raises(FormatError) as refused:
+        load_model(path)
+    assert "never unpickles" in str(refused.value) and "weights_only" not in str(refused.value)
+    assert not (tmp_path / "PWNED").exists()

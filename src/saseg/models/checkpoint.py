@@ -226,7 +226,10 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     try:
         state = torch.load(pt_path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise FormatError(f"{pt_path}: expected a state_dict saved by torch.save, but loading failed: {exc}") from None
+        # torch's own message advises weights_only=False, i.e. running the file's code: not passed on
+        raise FormatError(f"{pt_path}: expected a state_dict of tensors saved by torch.save, but it cannot be "
+                          f"read as one ({type(exc).__name__}: corrupt, or it holds other objects, which saseg "
+                          "never unpickles).") from None
     if not isinstance(state, dict):
         raise FormatError(f"{pt_path}: expected a state_dict (dict of tensors), but got {type(state).__name__}.")
     cfg = {**cfg, "classes": classes.to_dict()}
