@@ -84,3 +84,14 @@ def test_damaged_runs_give_one_clear_error(tiny_run, tmp_path):
         RunDir(tiny_run).frames(["frame_id", "nope"])
     with pytest.raises(DataError, match="Expected a scored run"):
         RunDir.near(tmp_path / "nowhere" / "plan.csv")
+
+
+def test_a_frames_table_with_a_frame_twice_is_refused(tiny_run, tmp_path):
+    """A plan would queue the frame twice and count its cost twice."""
+    shutil.copytree(tiny_run, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    frames = run.frames()
+    frames.loc[1] = frames.loc[0]
+    frames.to_parquet(run.frames_path)
+    with pytest.raises(FormatError, match="one row per frame"):
+        run.frames()

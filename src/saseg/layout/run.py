@@ -204,7 +204,12 @@ class RunDir:
     def frames(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """``frames.parquet``: one row per frame (``frame_<score>``, ``group_<g>_<score>``)."""
         self.check_finished()
-        return _read_table(self.frames_path, columns)
+        table = _read_table(self.frames_path, columns)
+        if "frame_id" in table.columns and table["frame_id"].duplicated().any():
+            twice = table.loc[table["frame_id"].duplicated(), "frame_id"].iloc[0]
+            raise FormatError(f"{self.frames_path}: expected one row per frame, but {twice!r} has several "
+                              "(edited?); score the run again.")
+        return table
 
     def check_finished(self) -> None:
         """Refuse a run that `score` is writing, or left unfinished (its parts folder is there),
