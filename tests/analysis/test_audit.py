@@ -184,24 +184,29 @@ def test_the_run_is_checked_before_sampling(tiny_run, tmp_path):
         sample_audit(RunDir(copy), 4, tmp_path / "audit")
 
 
-def test_labels_of_other_classes_are_refused(tiny_run, tmp_path):
-    """The IoU of class c needs labels whose class c is the run's class c."""
+def _label_folder(frame_ids, classes: dict, root) -> str:
+    """The generator's images and labels of `frame_ids` as a folder spec with `classes` (what a
+    labelling tool hands back)."""
     from PIL import Image
 
     from saseg.io import write_json
 
-    run = RunDir(tiny_run)
-    table = sample_audit(run, 4, tmp_path / "audit", seed=2)
     frames = {f.frame_id: f for f in open_dataset(TEST_SPEC)}
-    for fid in table["frame_id"]:
+    for fid in frame_ids:
         for folder, array in (("images", frames[fid].image), ("labels", frames[fid].label.astype(np.uint8))):
-            path = tmp_path / folder / f"{fid}.png"
+            path = root / folder / f"{fid}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(path)
+    write_json(root / "classes.json", classes)
+    return f"folder:{root / 'images'}:{root / 'labels'}?classes={root / 'classes.json'}"
+
+
+def test_labels_of_other_classes_are_refused(tiny_run, tmp_path):
+    """The IoU of class c needs labels whose class c is the run's class c."""
+    run = RunDir(tiny_run)
+    table = sample_audit(run, 4, tmp_path / "audit", seed=2)
     info = run.classes().to_dict()
-    info["names"] = info["names"][::-1]
-    write_json(tmp_path / "classes.json", info)
-    spec = f"folder:{tmp_path / 'images'}:{tmp_path / 'labels'}?classes={tmp_path / 'classes.json'}"
+    spec = _label_folder(table["frame_id"], {**info, "names": info["names"][::-1]}, tmp_path)
     with pytest.raises(DataError, match="expected labels with the run's classes"):
         estimate_audit(run, tmp_path / "audit", spec, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -323,20 +328,9 @@ def test_frame_truth_ignores_void_pixels():
 
 def test_labels_from_a_folder_spec_of_just_the_sampled_frames(tiny_run, tmp_path):
     """What a labelling tool hands back: images and labels of the sampled frames only."""
-    from PIL import Image
-
-    from saseg.io import write_json
-
     run = RunDir(tiny_run)
     table = sample_audit(run, 5, tmp_path / "audit", seed=2)
-    frames = {f.frame_id: f for f in open_dataset(TEST_SPEC)}
-    for fid in table["frame_id"]:
-        for folder, array in (("images", frames[fid].image), ("labels", frames[fid].label.astype(np.uint8))):
-            path = tmp_path / folder / f"{fid}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(path)
-    write_json(tmp_path / "classes.json", run.classes().to_dict())
-    spec = f"folder:{tmp_path / 'images'}:{tmp_path / 'labels'}?classes={tmp_path / 'classes.json'}"
+    spec = _label_folder(table["frame_id"], run.classes().to_dict(), tmp_path)
     from_folder = estimate_audit(run, tmp_path / "audit", spec, tmp_path / "a")
     from_generator = estimate_audit(run, tmp_path / "audit", TEST_SPEC, tmp_path / "b")
     pd.testing.assert_frame_equal(from_folder.classes, from_generator.classes)
