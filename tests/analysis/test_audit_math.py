@@ -246,3 +246,17 @@ def test_a_tail_of_large_confidently_wrong_frames_is_covered_by_an_active_design
         coverage[design] = hits / reps
     assert coverage["active"] >= 0.9 - 3 * np.sqrt(0.09 / reps), coverage
     assert coverage["uniform"] < 0.6, coverage  # the pool is hard: without the design the interval misses
+
+
+def test_a_sample_without_the_anticipated_variance_has_no_interval_and_no_warning():
+    """Every sampled frame drawn with π = 1 (spread 0) while the pool's model says variance
+    sits elsewhere: ρ = ∞ gives an infinite variance, without computing 0 x ∞."""
+    import warnings
+
+    inter = np.array([[5.0], [6.0], [7.0]])
+    union = np.array([[10.0], [10.0], [10.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        per_class, miou = ratio_estimates(inter, union, inter, union, np.array([30.0]), np.array([40.0]),
+                                          np.ones(3), anticipated=(np.zeros((3, 1)), np.array([5.0])))
+    assert np.isinf(per_class.se[0]) and np.isinf(miou.se)

@@ -309,7 +309,7 @@ def ratio_estimates(inter, union, inter_hat, union_hat, pool_inter_hat, pool_uni
         rho = np.r_[anticipation_ratio(v_sample, pi, v_total), anticipation_ratio(v_sample @ scale, pi, v_total @ scale)]
         # ρ = ∞ (the sample holds none of the anticipated variance) leaves no interval, even
         # where the sampled frames' own spread is 0 (every one drawn with π = 1)
-        var = np.where(np.isinf(rho), np.inf, var * rho)
+        var = np.where(np.isinf(rho), np.inf, var * np.where(np.isinf(rho), 1.0, rho))  # no 0 x inf
     n = len(pi)
     per_class = _interval(np.clip(ratio, 0.0, 1.0), np.where(ok, var[:-1], np.nan), lam_used.copy(), level, n)
     if not ok.any():
