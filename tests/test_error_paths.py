@@ -515,10 +515,12 @@ def test_refit_killed_between_files_leaves_no_old_manifest_over_new_files(sa_cop
 
 KILL_QUALITY_APPLY = """
 import os, signal, sys
-from saseg.layout import RunDir
-def die(self, df):  # frames.parquet has the risk; scores.parquet and score.json never will
-    os.kill(os.getpid(), signal.SIGKILL)
-RunDir.write_scores = die
+replace = os.replace
+def die_before_scores(src, dst):  # frames.parquet has the risk; scores.parquet and score.json never will
+    if str(dst).endswith("scores.parquet"):  # all three are written; killed between two renames
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(src, dst)
+os.replace = die_before_scores
 from saseg.cli import run
 run(sys.argv[1:])
 """
