@@ -483,3 +483,11 @@ def test_select_refuses_a_run_left_unfinished(tiny_run, tmp_path, capsys):
                                   "--min-pixels", 10, "--size", 2, "-o", tmp_path / "sel.csv")
     assert code == 1 and err.count("\n") == 1 and "stopped halfway (pid 999999)" in err
     assert not (tmp_path / "sel.csv").exists()
+
+
+def test_select_into_a_folder_is_refused(tiny_run, tmp_path, capsys):
+    """``-o dir/`` wrote a file named ``dir``."""
+    code, _, err = run_in_process(capsys, "select", "-s", tiny_run / "scores.parquet", "-t", "building",
+                                  "--min-pixels", 10, "--size", 2, "-o", f"{tmp_path / 'sel'}/")
+    assert code == 1 and err.count("\n") == 1 and "names a folder" in err
+    assert not (tmp_path / "sel").exists()

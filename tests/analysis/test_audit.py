@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saseg.analysis.audit import CLASSES_CSV, ESTIMATE_JSON, SAMPLE_JSON, PoolPredictions, estimate, frame_truth
+from saseg.analysis.audit import (CLASSES_CSV, ESTIMATE_JSON, SAMPLE_JSON, PoolPredictions, estimate, frame_truth,
+                                  predict_pool)
 from saseg.commands.audit import estimate_audit, pool_predictions, read_audit, sample_audit
 from saseg.data import open_dataset
 from saseg.data.classes import ClassInfo
@@ -180,8 +181,12 @@ def test_the_run_is_checked_before_sampling(tiny_run, tmp_path):
     scores = RunDir(copy).scores()
     scores.loc[0, "class_id"] = 99
     scores.to_parquet(RunDir(copy).scores_path)
-    with pytest.raises(DataError, match="expected class ids in 0..10"):
+    with pytest.raises(SasegError, match="expected class ids in 0..10"):  # the run's reader, or predict_pool
         sample_audit(RunDir(copy), 4, tmp_path / "audit")
+    scores["class_id"] = scores["class_id"].astype(np.float64)
+    scores.loc[0, "class_id"] = 2.5
+    with pytest.raises(DataError, match="expected class ids in 0..10"):
+        predict_pool(scores, RunDir(copy).frames(), 11, {})
 
 
 def _label_folder(frame_ids, classes: dict, root) -> str:

@@ -95,3 +95,13 @@ def test_a_frames_table_with_a_frame_twice_is_refused(tiny_run, tmp_path):
     frames.to_parquet(run.frames_path)
     with pytest.raises(FormatError, match="one row per frame"):
         run.frames()
+
+
+def test_a_scores_table_with_a_class_the_run_lacks_is_refused(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    scores = run.scores()
+    scores.loc[0, "class_id"] = 99
+    scores.to_parquet(run.scores_path)
+    with pytest.raises(FormatError, match="expected class ids in 0..10"):
+        run.scores()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from pathlib import Path
 
 import pandas as pd
 
@@ -23,6 +25,8 @@ def select_from_scores(scores_path, out_csv, **options) -> tuple[pd.DataFrame, d
     Returns the selection and the `selection_spread` of its frames' ``at_mean`` embeddings
     (or of `options["embeddings"]`); the spread is NaN when neither is available.
     """
+    if str(out_csv).endswith(("/", os.sep)) or Path(out_csv).is_dir():
+        raise DataError(f"select: expected a CSV file to write the selection to, but {out_csv} names a folder.")
     RunDir.from_scores(scores_path).check_finished()  # as plan and evaluate do
     try:
         scores = pd.read_parquet(scores_path)

@@ -199,7 +199,13 @@ class RunDir:
     def scores(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """``scores.parquet``: one row per (frame, predicted class)."""
         self.check_finished()
-        return _read_table(self.scores_path, columns)
+        table = _read_table(self.scores_path, columns)
+        if "class_id" in table.columns and len(table) and self.meta_path.is_file():
+            ids, n = table["class_id"], self.classes().num_classes
+            if not pd.api.types.is_integer_dtype(ids) or ids.min() < 0 or ids.max() >= n:
+                raise FormatError(f"{self.scores_path}: expected class ids in 0..{n - 1} (the run's classes), but "
+                                  f"got {ids.dtype} values in [{ids.min()}, {ids.max()}] (edited?); score the run again.")
+        return table
 
     def frames(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """``frames.parquet``: one row per frame (``frame_<score>``, ``group_<g>_<score>``)."""
