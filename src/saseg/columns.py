@@ -21,7 +21,7 @@ from .errors import DataError
 __all__ = [
     "FRAME", "FRAME_KEYS", "KEY_COLUMNS", "RISK", "frame_column", "group_column", "target_column",
     "frame_score_columns", "frame_score_names", "parse_score_column", "default_ranking_score",
-    "frame_target_iou", "require_columns", "ids_sha256", "id_set_sha256", "run_identity", "drive_of",
+    "frame_target_iou", "require_columns", "require_numeric", "ids_sha256", "id_set_sha256", "run_identity", "drive_of",
 ]
 
 FRAME = "frame"
@@ -120,6 +120,16 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], where, *,
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise error(f"{where}: expected columns {missing}, but got {list(df.columns)}.")
+
+
+def require_numeric(df: pd.DataFrame, columns: Iterable[str], where, *, what: str = "numeric columns",
+                    hint: str = "") -> None:
+    """Raise one `DataError` naming `where` if any of `columns` holds other than numbers (text,
+    booleans): an edited table, or a name column passed as a score."""
+    typed = [c for c in columns if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
+    if typed:
+        raise DataError(f"{where}: expected {what}, but {typed} hold {[str(df[c].dtype) for c in typed]} "
+                        f"values{hint}.")
 
 
 def ids_sha256(frame_ids: Iterable[str]) -> str:

@@ -24,9 +24,9 @@ try:  # POSIX; elsewhere output folders are not locked (see `output_lock`)
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "read_json", "write_parquet",
-           "write_csv", "check_settings", "compare_settings", "PartStore", "output_lock", "check_not_unfinished", "discard_untouched", "atomic_paths", "json_text",
-           "LOCK_NAME"]
+__all__ = ["atomic_path", "atomic_paths", "write_bytes", "write_text", "write_json", "json_text", "read_json",
+           "write_parquet", "write_csv", "check_settings", "compare_settings", "PartStore", "output_lock",
+           "check_not_unfinished", "LOCK_NAME"]
 
 
 @contextmanager
@@ -293,7 +293,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
     ordinary error (``kill -9``, Ctrl-C, a crash): `check_not_unfinished` then tells readers
     the folder may hold a mix of two runs' files. A writer that finishes, or fails with an
     error (usually before writing: a bad input), empties the file; one that fails having
-    written nothing leaves no trace (`discard_untouched`).
+    written nothing leaves no trace (`_discard_untouched`).
 
     Raises
     ------
@@ -301,7 +301,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
         If another process holds the folder.
     """
     folder = Path(folder)
-    made = new_folders(folder)
+    made = _new_folders(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
     if key not in _held_locks and fcntl is not None:
@@ -322,7 +322,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
         yield folder
     except Exception:
         if _release(key, finished=True):
-            discard_untouched(folder, made)
+            _discard_untouched(folder, made)
         raise
     except BaseException:
         _release(key, finished=False)
@@ -344,16 +344,16 @@ def _release(key: str, finished: bool) -> bool:
     return entry[1] == 0
 
 
-def new_folders(folder: str | os.PathLike) -> list[Path]:
+def _new_folders(folder: str | os.PathLike) -> list[Path]:
     """`folder` and those of its parents that do not exist yet, innermost first: what a
-    writer will make, and `discard_untouched` may remove."""
+    writer will make, and `_discard_untouched` may remove."""
     folder = Path(folder)
     return [p for p in (folder, *folder.parents) if not p.exists()]
 
 
-def discard_untouched(folder: str | os.PathLike, made: Sequence[Path] = ()) -> None:
+def _discard_untouched(folder: str | os.PathLike, made: Sequence[Path] = ()) -> None:
     """Remove what a writer that failed before writing left: an output folder's empty lock
-    file when it is all the folder holds, then the folders `made` (`new_folders`, innermost
+    file when it is all the folder holds, then the folders `made` (`_new_folders`, innermost
     first) as long as they are empty, so a refused command leaves no trace. Done under the
     lock; a folder another process holds, or that holds anything else, is left as it is."""
     path = Path(folder) / LOCK_NAME

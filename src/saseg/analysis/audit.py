@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..columns import require_numeric
 from ..data import ClassInfo
 from ..errors import DataError
 from ..io import write_csv, write_json
@@ -116,11 +117,8 @@ def predict_pool(scores: pd.DataFrame, frames: pd.DataFrame, n_classes: int, sou
                         "run with --features (the default).")
     if predictor == "quality" and "quality" not in scores.columns:
         raise DataError(f"audit: expected a `quality` column in {where}; run `saseg quality apply`.")
-    checked = ("class_id", *_FEATURES, *(("quality",) if predictor == "quality" else ()))
-    typed = [c for c in checked if not pd.api.types.is_numeric_dtype(scores[c])
-             or pd.api.types.is_bool_dtype(scores[c])]
-    if typed:
-        raise DataError(f"audit: expected numeric columns {typed} in {where}, but they are not (edited?).")
+    require_numeric(scores, ["class_id", *_FEATURES, *(["quality"] if predictor == "quality" else [])],
+                    "audit", hint=f" in {where} (edited?)")
     ids = scores["class_id"].to_numpy()
     pixels = scores["n_pixels"].to_numpy(np.float64)
     if len(ids) and (not np.isfinite(ids).all() or (ids != np.round(ids)).any() or ids.min() < 0

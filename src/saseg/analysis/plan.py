@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..columns import parse_score_column, require_columns
+from ..columns import parse_score_column, require_columns, require_numeric
 from ..errors import DataError
 from ..io import write_csv, write_json
 from ..layout import PlanDir
@@ -195,9 +195,8 @@ def plan(frames_df: pd.DataFrame, *, score: str = "frame_mdsa", skip_ratio: floa
         if not (np.isfinite(segments) & (segments >= 0) & (segments == np.round(segments))).all():
             raise DataError("plan: expected n_segments as whole non-negative counts in the frames table, but some "
                             "are missing, negative or fractional (edited?); score the run again.")
-    if not pd.api.types.is_numeric_dtype(frames_df[score]) or pd.api.types.is_bool_dtype(frames_df[score]):
-        raise DataError(f"plan: expected a numeric score column, but {score!r} holds {frames_df[score].dtype} "
-                        "values; rank by a score (frame_mdsa, frame_risk, ...).")
+    require_numeric(frames_df, [score], "plan", what="a numeric score column",
+                    hint="; rank by a score (frame_mdsa, frame_risk, ...)")
     if skip_ratio is not None and not 0 <= skip_ratio <= 1:
         raise DataError(f"plan: expected skip_ratio in [0, 1], but got {skip_ratio}.")
     if budget is not None and (int(budget) != budget or budget < 0):

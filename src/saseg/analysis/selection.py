@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist
 
+from ..columns import require_numeric
 from ..errors import DataError, UnknownClassError
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,8 @@ def select_frames(scores_df: pd.DataFrame, *, target_class: int | str, level: st
     if missing:
         raise DataError(f"select_frames: expected columns {missing} in the scores, but got "
                         f"{list(scores_df.columns)}.")
-    if not pd.api.types.is_numeric_dtype(scores_df[score]) or pd.api.types.is_bool_dtype(scores_df[score]):
-        raise DataError(f"select_frames: expected a numeric score column, but {score!r} holds "
-                        f"{scores_df[score].dtype} values; select by a score (mdsa, risk, ...).")
+    require_numeric(scores_df, [score], "select_frames", what="a numeric score column",
+                    hint="; select by a score (mdsa, risk, ...)")
     cid = _class_id(scores_df, target_class)
     rows = scores_df[scores_df["class_id"] == cid]
     eligible = rows[(rows[pixels_column] > min_pixels) & np.isfinite(rows[score].astype(float))]

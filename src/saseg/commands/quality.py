@@ -31,11 +31,11 @@ def fit_quality(run: str | os.PathLike, eval_dir: str | os.PathLike, out_dir: st
     pilot = as_run(run)
     evaluated = EvalDir(eval_dir)
     iou = evaluated.iou()
-    recorded = evaluated.summary().get("run")  # evaluations before saseg recorded it: not checked
+    summary = evaluated.summary()
+    recorded = summary.get("run")  # evaluations before saseg recorded it: not checked
     if recorded is not None and recorded != run_identity(pilot.meta(), pilot.frames(["frame_id"])["frame_id"]):
         raise DataError(f"quality fit: expected the evaluation of the pilot {pilot.root}, but {evaluated.root} "
-                        f"evaluated another run ({evaluated.summary().get('scores')}): its IoUs are of other "
-                        "predictions.")
+                        f"evaluated another run ({summary.get('scores')}): its IoUs are of other predictions.")
     quality = RunQuality(extra_features=extra_features, **model_options).fit(
         pilot.scores(), pilot.frames(), pilot.meta(), iou, where=pilot.root)
     quality.save(out_dir)
